@@ -1,0 +1,60 @@
+"""soniq: background jobs for Django, stored in the database the project already has.
+
+Importing this package needs no configured Django project.
+"""
+
+from soniq.app import Soniq
+from soniq.core.context import JobContext
+from soniq.core.enqueue import EnqueueOptions
+from soniq.core.errors import (
+    ArgumentsNotSerializableError,
+    ArgumentsTooLargeError,
+    ConfigurationError,
+    DuplicateJobError,
+    EnqueueContentionError,
+    EnqueueError,
+    InvalidArgumentsError,
+    InvalidJobIdError,
+    InvalidOptionError,
+    JobDefinitionError,
+    JobNotRegisteredError,
+    SoniqError,
+    SoniqWarning,
+    TransactionWarning,
+)
+from soniq.core.records import JobInfo
+from soniq.core.registry import JobRegistry
+from soniq.core.settings import SoniqSettings
+from soniq.core.status import JobStatus
+from soniq.core.taskref import TaskRef
+from soniq.job_function import ConfiguredJob, JobFunction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArgumentsNotSerializableError",
+    "ArgumentsTooLargeError",
+    "ConfigurationError",
+    "ConfiguredJob",
+    "DuplicateJobError",
+    "EnqueueContentionError",
+    "EnqueueError",
+    "EnqueueOptions",
+    "InvalidArgumentsError",
+    "InvalidJobIdError",
+    "InvalidOptionError",
+    "JobContext",
+    "JobDefinitionError",
+    "JobFunction",
+    "JobInfo",
+    "JobNotRegisteredError",
+    "JobRegistry",
+    "JobStatus",
+    "Soniq",
+    "SoniqError",
+    "SoniqSettings",
+    "SoniqWarning",
+    "TaskRef",
+    "TransactionWarning",
+    "__version__",
+]

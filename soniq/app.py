@@ -1,0 +1,340 @@
+"""The ``Soniq`` application object: registry, settings and storage tied together."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, ParamSpec, TypeVar
+
+from soniq import _integration
+from soniq.backends.base import StorageBackend
+from soniq.core.enqueue import EnqueueOptions, JobBuilder, Target, resolve_target
+from soniq.core.errors import (
+    ConfigurationError,
+    EnqueueError,
+    InvalidJobIdError,
+    JobDefinitionError,
+)
+from soniq.core.records import JobInfo, NewJob
+from soniq.core.registry import JobRegistry
+from soniq.core.settings import SoniqSettings, build_settings
+from soniq.core.spec import JobSpec, build_job_spec
+from soniq.job_function import JobFunction, attach_job_methods
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+HOOK_EVENTS = ("before_job", "after_job", "on_error")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _normalise_job_id(job_id: object) -> str:
+    try:
+        return str(job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id)))
+    except ValueError:
+        raise InvalidJobIdError(f"job id {job_id!r} is not a UUID") from None
+
+
+class Soniq:
+    """One application: the jobs it knows and the database they live in.
+
+    ``Soniq(database_url="postgresql://...")`` talks to PostgreSQL through psycopg. Inside a
+    Django project, ``Soniq()`` uses the Django database alias ``SONIQ["DATABASE"]`` (default
+    ``"default"``), so a sync enqueue joins the caller's ``transaction.atomic()`` block.
+    Any setting may be passed as a keyword argument (``Soniq(max_args_bytes=1024)``).
+    """
+
+    def __init__(self, database_url: str | None = None, **settings: Any) -> None:
+        overrides = dict(settings)
+        if database_url is not None:
+            overrides["database_url"] = database_url
+        # Fail at construction for bad keyword arguments, whatever the environment holds.
+        build_settings(environ={}, overrides=overrides)
+        self._overrides = overrides
+        self.registry = JobRegistry()
+        self.hooks: dict[str, list[Callable[..., Any]]] = {event: [] for event in HOOK_EVENTS}
+        self._settings: SoniqSettings | None = None
+        self._settings_source: object = None
+        self._backend: StorageBackend | None = None
+        self._backend_key: tuple[Any, ...] | None = None
+
+    # -- settings and storage ---------------------------------------------------------------
+
+    @property
+    def settings(self) -> SoniqSettings:
+        """The effective settings, re-read when Django's ``SONIQ`` dict is replaced
+        (``override_settings`` works)."""
+        source = _integration.django_soniq_settings()
+        if self._settings is None or source is not self._settings_source:
+            if source is not None and not isinstance(source, Mapping):
+                raise ConfigurationError(
+                    f"settings.SONIQ must be a dict, got {type(source).__name__}"
+                )
+            self._settings = build_settings(django_values=source, overrides=self._overrides)
+            self._settings_source = source
+        return self._settings
+
+    @property
+    def backend(self) -> StorageBackend:
+        settings = self.settings
+        key = (settings.database_url, settings.database, _integration.django_is_configured())
+        if self._backend is None or key != self._backend_key:
+            self._backend = self._make_backend(settings)
+            self._backend_key = key
+        return self._backend
+
+    def _make_backend(self, settings: SoniqSettings) -> StorageBackend:
+        url = settings.database_url
+        if url:
+            if url.startswith("sqlite"):
+                raise ConfigurationError(
+                    "DATABASE_URL points at SQLite; outside Django soniq needs PostgreSQL. "
+                    "Inside Django, leave DATABASE_URL unset and soniq uses SONIQ['DATABASE']."
+                )
+            from soniq.backends.postgres import PostgresBackend
+
+            return PostgresBackend(url)
+        if _integration.django_is_configured():
+            from soniq.django_backend import DjangoBackend
+
+            return DjangoBackend(settings.database)
+        raise ConfigurationError(
+            "soniq has no database: pass Soniq(database_url='postgresql://...'), set "
+            "SONIQ_DATABASE_URL, or use soniq inside a configured Django project"
+        )
+
+    async def ensure_initialized(self) -> None:
+        """Open the backend's connections now instead of on first use."""
+        opener = getattr(self.backend, "open", None)
+        if opener is not None:
+            await opener()
+
+    async def close(self) -> None:
+        if self._backend is not None:
+            await self._backend.close()
+            self._backend = None
+
+    # -- defining jobs ----------------------------------------------------------------------
+
+    def job(
+        self, _func: Any = None, /, **params: Any
+    ) -> Callable[[Callable[P, R]], JobFunction[P, R]]:
+        """Register a function as a job: ``@app.job()``, ``@app.job(queue="emails")``."""
+        if _func is not None:
+            raise JobDefinitionError(
+                "write @app.job() with parentheses (and parameters as keywords)"
+            )
+
+        def decorate(func: Callable[P, R]) -> JobFunction[P, R]:
+            spec = build_job_spec(func, **params)
+            self.registry.register(spec)
+            return attach_job_methods(self, spec)
+
+        return decorate
+
+    # -- building jobs ----------------------------------------------------------------------
+
+    def _builder(self, target: Target, opts: EnqueueOptions) -> JobBuilder:
+        return JobBuilder(
+            target, opts, max_args_bytes=self.settings.max_args_bytes, now=_utc_now()
+        )
+
+    def _spec_target(self, spec: JobSpec) -> Target:
+        return resolve_target(spec.func, self.registry, strict=False)
+
+    def check_options(self, spec: JobSpec, opts: EnqueueOptions) -> None:
+        """Raise :class:`InvalidOptionError` if ``opts`` are bad for ``spec``."""
+        self._builder(self._spec_target(spec), opts)
+
+    def _prepare(
+        self,
+        target: object,
+        args: Mapping[str, Any] | None,
+        func_kwargs: dict[str, Any],
+        opts: EnqueueOptions,
+    ) -> NewJob:
+        resolved = resolve_target(target, self.registry, strict=self.settings.strict_enqueue)
+        if resolved.by_callable:
+            if args is not None:
+                raise EnqueueError(
+                    f"{resolved.name}: pass the job's arguments as keyword arguments when "
+                    "enqueueing a function, not args=; if the job has a parameter named like an "
+                    "enqueue option, use job.enqueue(...) or job.using(...).enqueue(...)",
+                    job_name=resolved.name,
+                    argument="args",
+                )
+            values: Mapping[str, Any] | None = func_kwargs
+        else:
+            if func_kwargs:
+                raise EnqueueError(
+                    f"{resolved.name}: when enqueueing by name or TaskRef, pass the job's "
+                    f"arguments in args={{...}}; got unexpected keyword(s) "
+                    f"{', '.join(sorted(func_kwargs))}",
+                    job_name=resolved.name,
+                    argument=sorted(func_kwargs)[0],
+                )
+            values = args
+        return self._builder(resolved, opts).build(values)
+
+    def _prepare_many(
+        self, target: object, args_list: Iterable[Mapping[str, Any]], opts: EnqueueOptions
+    ) -> list[NewJob]:
+        resolved = resolve_target(target, self.registry, strict=self.settings.strict_enqueue)
+        if resolved.unique:
+            raise EnqueueError(
+                f"{resolved.name} is declared unique=True, which enqueue_many() does not "
+                "support; call enqueue() for each job instead",
+                job_name=resolved.name,
+                argument="unique",
+            )
+        if isinstance(args_list, (Mapping, str, bytes)):
+            raise EnqueueError(
+                f"{resolved.name}: args_list must be a list of dicts, got "
+                f"{type(args_list).__name__}",
+                job_name=resolved.name,
+                argument="args_list",
+            )
+        builder = self._builder(resolved, opts)
+        return [
+            builder.build(args, where=f"args_list[{index}]")
+            for index, args in enumerate(args_list)
+        ]
+
+    # -- enqueueing -------------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        target: object,
+        *,
+        args: Mapping[str, Any] | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        scheduled_at: Any = None,
+        unique: bool | None = None,
+        dedup_key: str | None = None,
+        connection: Any = None,
+        **func_kwargs: Any,
+    ) -> str:
+        """Enqueue one job; returns its id (a live duplicate's id for a deduplicated job)."""
+        opts = EnqueueOptions(priority, queue, scheduled_at, unique, dedup_key)
+        job = self._prepare(target, args, func_kwargs, opts)
+        [job_id] = await self.backend.insert_jobs([job], connection=connection)
+        return job_id
+
+    def enqueue_sync(
+        self,
+        target: object,
+        *,
+        args: Mapping[str, Any] | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+        scheduled_at: Any = None,
+        unique: bool | None = None,
+        dedup_key: str | None = None,
+        connection: Any = None,
+        **func_kwargs: Any,
+    ) -> str:
+        """The sync twin of :meth:`enqueue`; inside Django it joins the current transaction."""
+        opts = EnqueueOptions(priority, queue, scheduled_at, unique, dedup_key)
+        job = self._prepare(target, args, func_kwargs, opts)
+        [job_id] = self.backend.insert_jobs_sync([job], connection=connection)
+        return job_id
+
+    async def submit(
+        self, spec: JobSpec, kwargs: Mapping[str, Any], opts: EnqueueOptions, connection: Any
+    ) -> str:
+        """Enqueue a registered job with every keyword a job argument (``job.aenqueue``)."""
+        job = self._builder(self._spec_target(spec), opts).build(kwargs)
+        [job_id] = await self.backend.insert_jobs([job], connection=connection)
+        return job_id
+
+    def submit_sync(
+        self, spec: JobSpec, kwargs: Mapping[str, Any], opts: EnqueueOptions, connection: Any
+    ) -> str:
+        """The sync twin of :meth:`submit` (``job.enqueue``)."""
+        job = self._builder(self._spec_target(spec), opts).build(kwargs)
+        [job_id] = self.backend.insert_jobs_sync([job], connection=connection)
+        return job_id
+
+    async def enqueue_many(
+        self,
+        target: object,
+        args_list: Sequence[Mapping[str, Any]],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        scheduled_at: Any = None,
+        connection: Any = None,
+    ) -> list[str]:
+        """Enqueue one job per args dict in one round trip on PostgreSQL; ids in input order.
+
+        Every row is validated before any is written: one bad row and nothing is inserted.
+        """
+        jobs = self._prepare_many(target, args_list, EnqueueOptions(priority, queue, scheduled_at))
+        if not jobs:
+            return []
+        return await self.backend.insert_jobs(jobs, connection=connection)
+
+    def enqueue_many_sync(
+        self,
+        target: object,
+        args_list: Sequence[Mapping[str, Any]],
+        *,
+        queue: str | None = None,
+        priority: int | None = None,
+        scheduled_at: Any = None,
+        connection: Any = None,
+    ) -> list[str]:
+        """The sync twin of :meth:`enqueue_many`."""
+        jobs = self._prepare_many(target, args_list, EnqueueOptions(priority, queue, scheduled_at))
+        if not jobs:
+            return []
+        return self.backend.insert_jobs_sync(jobs, connection=connection)
+
+    async def schedule(
+        self,
+        target: object,
+        run_at: Any,
+        *,
+        args: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Enqueue to run at ``run_at``: an aware datetime, or seconds (or a timedelta) from now."""
+        if run_at is None:
+            raise EnqueueError(
+                "schedule() needs run_at; use enqueue() to run now",
+                job_name=str(target),
+                argument="run_at",
+            )
+        return await self.enqueue(target, args=args, scheduled_at=run_at, **kwargs)
+
+    def schedule_sync(
+        self,
+        target: object,
+        run_at: Any,
+        *,
+        args: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """The sync twin of :meth:`schedule`."""
+        if run_at is None:
+            raise EnqueueError(
+                "schedule_sync() needs run_at; use enqueue_sync() to run now",
+                job_name=str(target),
+                argument="run_at",
+            )
+        return self.enqueue_sync(target, args=args, scheduled_at=run_at, **kwargs)
+
+    # -- inspecting -------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str | uuid.UUID) -> JobInfo | None:
+        """The job's state, or ``None`` if no job (nor dead letter) has this id."""
+        return await self.backend.get_job(_normalise_job_id(job_id))
+
+    def get_job_sync(self, job_id: str | uuid.UUID) -> JobInfo | None:
+        """The sync twin of :meth:`get_job`."""
+        return self.backend.get_job_sync(_normalise_job_id(job_id))

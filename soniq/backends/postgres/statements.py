@@ -1,0 +1,113 @@
+"""The PostgreSQL statements, each a named, reviewed piece of SQL.
+
+Times default to the database clock (``now()``: the transaction's start), so every process
+agrees on "due" whatever its own clock says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from soniq.backends.base import Statement
+from soniq.core.records import NewJob
+
+NOTIFY_CHANNEL = "soniq_new_job"
+
+# Must match the partial unique index "soniq_jobs_dedup_uniq" (soniq/models.py) so that
+# PostgreSQL can infer it as the arbiter of ON CONFLICT.
+_DEDUP_ARBITER = (
+    "(task_name, dedup_key) WHERE (dedup_key IS NOT NULL AND status IN ('queued', 'processing'))"
+)
+
+_INSERT_JOB = f"""
+WITH inserted AS (
+    INSERT INTO soniq_jobs (
+        id, task_name, args, queue, priority, status, attempts, max_attempts,
+        scheduled_at, created_at, errors, dedup_key, worker_losses
+    )
+    VALUES (
+        %s::uuid, %s, %s::jsonb, %s, %s, 'queued', 0, %s,
+        COALESCE(%s::timestamptz, now()), now(), '[]'::jsonb, %s, 0
+    )
+    ON CONFLICT {_DEDUP_ARBITER} DO NOTHING
+    RETURNING id, queue
+)
+SELECT id, pg_notify('{NOTIFY_CHANNEL}', queue)::text FROM inserted
+"""
+
+# One statement for any number of rows: the columns travel as arrays and unnest() zips them.
+_INSERT_JOBS = f"""
+WITH inserted AS (
+    INSERT INTO soniq_jobs (
+        id, task_name, args, queue, priority, status, attempts, max_attempts,
+        scheduled_at, created_at, errors, dedup_key, worker_losses
+    )
+    SELECT row.id, row.task_name, row.args::jsonb, row.queue, row.priority, 'queued', 0,
+           row.max_attempts, COALESCE(row.scheduled_at, now()), now(), '[]'::jsonb, NULL, 0
+    FROM unnest(
+        %s::uuid[], %s::text[], %s::text[], %s::text[], %s::int[], %s::int[], %s::timestamptz[]
+    ) AS row(id, task_name, args, queue, priority, max_attempts, scheduled_at)
+    RETURNING queue
+)
+SELECT pg_notify('{NOTIFY_CHANNEL}', woken.queue)::text
+FROM (SELECT DISTINCT queue FROM inserted) AS woken
+"""
+
+_FIND_LIVE_DUPLICATE = """
+SELECT id FROM soniq_jobs
+WHERE task_name = %s AND dedup_key = %s AND status IN ('queued', 'processing')
+"""
+
+_SELECT_JOB = """
+SELECT id, task_name, status, args::text, queue, priority, attempts, max_attempts,
+       scheduled_at, created_at, started_at, finished_at, worker_id, result::text,
+       errors::text, dedup_key, NULL::text
+FROM soniq_jobs WHERE id = %s::uuid
+UNION ALL
+SELECT id, task_name, 'dead_letter', args::text, queue, priority, attempts, max_attempts,
+       scheduled_at, created_at, started_at, dead_lettered_at, worker_id, NULL::text,
+       errors::text, dedup_key, reason
+FROM soniq_dead_letter_jobs WHERE id = %s::uuid
+LIMIT 1
+"""
+
+
+class PostgresDialect:
+    name = "postgresql"
+
+    def insert_job(self, job: NewJob) -> Statement:
+        return Statement(
+            _INSERT_JOB,
+            (
+                str(job.id),
+                job.task_name,
+                job.args_json,
+                job.queue,
+                job.priority,
+                job.max_attempts,
+                job.scheduled_at,
+                job.dedup_key,
+            ),
+        )
+
+    def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Statement]:
+        return [
+            Statement(
+                _INSERT_JOBS,
+                (
+                    [str(job.id) for job in jobs],
+                    [job.task_name for job in jobs],
+                    [job.args_json for job in jobs],
+                    [job.queue for job in jobs],
+                    [job.priority for job in jobs],
+                    [job.max_attempts for job in jobs],
+                    [job.scheduled_at for job in jobs],
+                ),
+            )
+        ]
+
+    def find_live_duplicate(self, task_name: str, dedup_key: str) -> Statement:
+        return Statement(_FIND_LIVE_DUPLICATE, (task_name, dedup_key))
+
+    def select_job(self, job_id: str) -> Statement:
+        return Statement(_SELECT_JOB, (job_id, job_id))

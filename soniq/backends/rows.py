@@ -1,0 +1,87 @@
+"""Decoding result rows into core records, whatever driver produced them.
+
+The same statement can run on psycopg directly or on Django's cursor (which hands back JSON as
+text, and on SQLite UUIDs as 32-digit hex and times as naive UTC), so values are normalised
+here rather than trusted to a driver's adapters.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from soniq.core import codec
+from soniq.core.records import JobInfo
+from soniq.core.status import JobStatus
+
+# The column order of every statement that selects a job (see Dialect.select_job).
+JOB_COLUMNS = (
+    "id",
+    "task_name",
+    "status",
+    "args",
+    "queue",
+    "priority",
+    "attempts",
+    "max_attempts",
+    "scheduled_at",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "worker_id",
+    "result",
+    "errors",
+    "dedup_key",
+    "dead_letter_reason",
+)
+
+
+def to_uuid_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return str(uuid.UUID(str(value)))
+
+
+def to_utc(value: Any) -> datetime | None:
+    """An aware UTC datetime from a datetime (naive means UTC) or ISO text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a timestamp, got {value!r}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def from_json(value: Any) -> Any:
+    if isinstance(value, (str, bytes)):
+        return codec.loads(value)
+    return value
+
+
+def decode_job_info(row: tuple[Any, ...]) -> JobInfo:
+    data = dict(zip(JOB_COLUMNS, row, strict=True))
+    return JobInfo(
+        id=to_uuid_text(data["id"]) or "",
+        task_name=data["task_name"],
+        status=JobStatus(data["status"]),
+        args=from_json(data["args"]) or {},
+        queue=data["queue"],
+        priority=int(data["priority"]),
+        attempts=int(data["attempts"]),
+        max_attempts=int(data["max_attempts"]),
+        scheduled_at=to_utc(data["scheduled_at"]),
+        created_at=to_utc(data["created_at"]),
+        started_at=to_utc(data["started_at"]),
+        finished_at=to_utc(data["finished_at"]),
+        worker_id=to_uuid_text(data["worker_id"]),
+        result=from_json(data["result"]),
+        errors=from_json(data["errors"]) or [],
+        dedup_key=data["dedup_key"],
+        dead_letter_reason=data["dead_letter_reason"],
+    )

@@ -1,0 +1,99 @@
+"""The SQLite statements, on the tables Django's migrations create.
+
+Values are stored the way Django stores them on SQLite, so the ORM (and the admin) read what
+soniq writes: UUIDs as 32 hex digits, times as naive UTC text, JSON as text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from soniq.backends.base import Statement
+from soniq.core.records import NewJob
+
+# SQLite allows 32766 parameters per statement; 500 rows of 10 stay far below it.
+ROWS_PER_INSERT = 500
+
+_COLUMNS = (
+    "id, task_name, args, queue, priority, status, attempts, max_attempts, "
+    "scheduled_at, created_at, errors, dedup_key, worker_losses"
+)
+_ROW = "(%s, %s, %s, %s, %s, 'queued', 0, %s, %s, %s, '[]', %s, 0)"
+
+# Must match the partial unique index "soniq_jobs_dedup_uniq" (soniq/models.py).
+_DEDUP_ARBITER = (
+    "(task_name, dedup_key) WHERE (dedup_key IS NOT NULL AND status IN ('queued', 'processing'))"
+)
+
+_SELECT_JOB = """
+SELECT id, task_name, status, args, queue, priority, attempts, max_attempts,
+       scheduled_at, created_at, started_at, finished_at, worker_id, result,
+       errors, dedup_key, NULL
+FROM soniq_jobs WHERE id = %s
+UNION ALL
+SELECT id, task_name, 'dead_letter', args, queue, priority, attempts, max_attempts,
+       scheduled_at, created_at, started_at, dead_lettered_at, worker_id, NULL,
+       errors, dedup_key, reason
+FROM soniq_dead_letter_jobs WHERE id = %s
+LIMIT 1
+"""
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def format_time(value: datetime) -> str:
+    """Django's SQLite storage format: naive UTC with microseconds."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+class SQLiteDialect:
+    name = "sqlite"
+
+    def __init__(self, clock: Callable[[], datetime] = utc_now) -> None:
+        self.clock = clock
+
+    def _row(self, job: NewJob, now: str) -> tuple[Any, ...]:
+        scheduled = now if job.scheduled_at is None else format_time(job.scheduled_at)
+        return (
+            job.id.hex,
+            job.task_name,
+            job.args_json,
+            job.queue,
+            job.priority,
+            job.max_attempts,
+            scheduled,
+            now,
+            job.dedup_key,
+        )
+
+    def insert_job(self, job: NewJob) -> Statement:
+        sql = (
+            f"INSERT INTO soniq_jobs ({_COLUMNS}) VALUES {_ROW} "
+            f"ON CONFLICT {_DEDUP_ARBITER} DO NOTHING RETURNING id"
+        )
+        return Statement(sql, self._row(job, format_time(self.clock())))
+
+    def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Statement]:
+        now = format_time(self.clock())
+        statements = []
+        for start in range(0, len(jobs), ROWS_PER_INSERT):
+            chunk = jobs[start : start + ROWS_PER_INSERT]
+            values = ", ".join([_ROW] * len(chunk))
+            params = [value for job in chunk for value in self._row(job, now)]
+            statements.append(Statement(f"INSERT INTO soniq_jobs ({_COLUMNS}) VALUES {values}", params))
+        return statements
+
+    def find_live_duplicate(self, task_name: str, dedup_key: str) -> Statement:
+        return Statement(
+            "SELECT id FROM soniq_jobs WHERE task_name = %s AND dedup_key = %s "
+            "AND status IN ('queued', 'processing')",
+            (task_name, dedup_key),
+        )
+
+    def select_job(self, job_id: str) -> Statement:
+        key = job_id.replace("-", "")
+        return Statement(_SELECT_JOB, (key, key))

@@ -1,0 +1,81 @@
+"""The JSON codec for job arguments and results.
+
+Strict on purpose: a value that JSON would store differently from what the caller passed
+(a set, bytes, a tuple key, NaN, an arbitrary object, a non-string dict key) is refused with the
+path of the offending value, instead of being silently changed or crashing the worker later.
+Tuples are the one tolerated conversion: they arrive in the job as lists.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+_SCALARS = (str, int, bool, type(None))
+
+
+class NotJSONError(ValueError):
+    """A value cannot be stored as JSON. ``path`` locates it, e.g. ``items[2]``."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _describe(value: object) -> str:
+    kind = type(value).__name__
+    hint = ""
+    if isinstance(value, (set, frozenset)):
+        hint = "; pass a list"
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        hint = "; decode it or pass base64 text"
+    elif hasattr(value, "isoformat"):
+        hint = "; pass value.isoformat()"
+    elif hasattr(value, "pk"):
+        hint = "; pass its primary key"
+    return f"{kind} is not JSON{hint}"
+
+
+def check_json(value: Any, path: str) -> None:
+    """Raise :class:`NotJSONError` unless ``value`` round-trips through JSON unchanged."""
+    # An explicit stack instead of recursion: deep structures must not hit the recursion limit.
+    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    while stack:
+        item, where, depth = stack.pop()
+        if depth > 200:
+            raise NotJSONError(where, "nested more than 200 levels deep")
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                raise NotJSONError(where, f"{item!r} is not a JSON number")
+        elif isinstance(item, _SCALARS):
+            continue
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    raise NotJSONError(
+                        where, f"dict key {key!r} is {type(key).__name__}; JSON keys are strings"
+                    )
+                stack.append((child, f"{where}[{key!r}]", depth + 1))
+        elif isinstance(item, (list, tuple)):
+            for index, child in enumerate(item):
+                stack.append((child, f"{where}[{index}]", depth + 1))
+        else:
+            raise NotJSONError(where, _describe(item))
+
+
+def dumps(value: Any) -> str:
+    """Encode a value already accepted by :func:`check_json`."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def canonical_dumps(value: Any) -> str:
+    """A stable encoding (sorted keys) used to hash arguments for ``unique`` jobs."""
+    return json.dumps(
+        value, ensure_ascii=False, allow_nan=False, separators=(",", ":"), sort_keys=True
+    )
+
+
+def loads(text: str | bytes | None) -> Any:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,73 @@
+"""The exceptions soniq raises.
+
+Every error derives from :class:`SoniqError`; each leaf also derives from the built-in
+exception a caller would naturally catch (``ValueError``, ``LookupError``, ``TypeError``), so
+``except ValueError`` keeps working for code that does not know soniq.
+"""
+
+from __future__ import annotations
+
+
+class SoniqError(Exception):
+    """Base class of every soniq error."""
+
+
+class SoniqWarning(UserWarning):
+    """Base class of every soniq warning."""
+
+
+class ConfigurationError(SoniqError, ValueError):
+    """A setting is missing or has a bad value. The message names the setting."""
+
+
+class JobDefinitionError(SoniqError, ValueError):
+    """``@app.job()`` (or a ``TaskRef``) was given bad parameters."""
+
+
+class DuplicateJobError(SoniqError, ValueError):
+    """Two different functions were registered under one task name."""
+
+
+class JobNotRegisteredError(SoniqError, LookupError):
+    """A task name is not registered and strict enqueue validation is on."""
+
+
+class EnqueueError(SoniqError, ValueError):
+    """An enqueue call was refused before anything was written.
+
+    ``job_name`` names the job and ``argument`` the option or job argument at fault
+    (``None`` when the problem is not tied to one argument).
+    """
+
+    def __init__(self, message: str, *, job_name: str, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.job_name = job_name
+        self.argument = argument
+
+
+class InvalidOptionError(EnqueueError):
+    """An enqueue option (priority, queue, scheduled_at, dedup_key, ...) is out of range."""
+
+
+class InvalidArgumentsError(EnqueueError):
+    """The job's arguments do not fit its signature or its pydantic model."""
+
+
+class ArgumentsNotSerializableError(InvalidArgumentsError):
+    """An argument cannot be stored as JSON (a set, bytes, NaN, an object, ...)."""
+
+
+class ArgumentsTooLargeError(InvalidArgumentsError):
+    """The JSON-encoded arguments exceed the ``MAX_ARGS_BYTES`` setting."""
+
+
+class EnqueueContentionError(SoniqError, RuntimeError):
+    """A deduplicated enqueue kept racing with jobs finishing and could not settle."""
+
+
+class TransactionWarning(SoniqWarning, RuntimeWarning):
+    """The enqueue will not take part in the transaction the caller seems to expect."""
+
+
+class InvalidJobIdError(SoniqError, ValueError):
+    """A job id that is not a UUID."""

@@ -1,0 +1,112 @@
+"""Validation of the per-job options shared by ``@app.job()`` and ``enqueue()``.
+
+Each function raises ``ValueError`` with a message that completes the sentence
+"<option> ..."; callers wrap it into the error type that fits their context
+(:class:`JobDefinitionError` at decoration time, :class:`InvalidOptionError` at enqueue time).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from soniq.core.settings import QUEUE_NAME_RULE, is_valid_queue_name
+
+MIN_PRIORITY = 1
+MAX_PRIORITY = 1000
+DEFAULT_PRIORITY = 100
+DEFAULT_QUEUE = "default"
+DEFAULT_RETRIES = 3
+MAX_NAME_LENGTH = 255
+MAX_DEDUP_KEY_LENGTH = 255
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_priority(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, got {value!r}")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise ValueError(
+            f"must be from {MIN_PRIORITY} (most urgent) to {MAX_PRIORITY}, got {value}"
+        )
+    return value
+
+
+def check_queue(value: Any) -> str:
+    if not is_valid_queue_name(value):
+        raise ValueError(f"{value!r} is not a valid queue name ({QUEUE_NAME_RULE})")
+    return str(value)
+
+
+def check_task_name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    if len(value) > MAX_NAME_LENGTH or value != value.strip():
+        raise ValueError(
+            f"must be at most {MAX_NAME_LENGTH} characters without surrounding spaces, "
+            f"got {value!r}"
+        )
+    return value
+
+
+def check_retries(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"must be a non-negative integer, got {value!r}")
+    return value
+
+
+def check_seconds(value: Any, *, allow_zero: bool = True) -> float:
+    """A finite, non-negative number of seconds."""
+    if not _is_number(value) or not math.isfinite(value):
+        raise ValueError(f"must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}")
+    return float(value)
+
+
+def check_retry_delay(value: Any) -> float | tuple[float, ...]:
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise ValueError("must not be an empty list; use 0 for no delay")
+        return tuple(check_seconds(item) for item in value)
+    return check_seconds(value)
+
+
+def check_dedup_key(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    if len(value) > MAX_DEDUP_KEY_LENGTH:
+        raise ValueError(f"must be at most {MAX_DEDUP_KEY_LENGTH} characters, got {len(value)}")
+    return value
+
+
+def resolve_run_at(value: Any, now: datetime) -> datetime | None:
+    """Turn ``scheduled_at``/``run_at`` into an aware UTC datetime (``None``: run now).
+
+    Accepts an aware datetime, a ``timedelta`` or a number of seconds from ``now``. A naive
+    datetime is refused: it is ambiguous, and guessing the zone wrong silently delays a job
+    by hours.
+    """
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(
+                f"must be timezone-aware, got naive {value.isoformat()}; "
+                "use datetime.now(timezone.utc) or django.utils.timezone.now()"
+            )
+        return value.astimezone(timezone.utc)
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+        if seconds < 0:
+            raise ValueError(f"must not be a negative delay, got {value}")
+        return now + value
+    if _is_number(value):
+        return now + timedelta(seconds=check_seconds(value))
+    raise ValueError(
+        f"must be an aware datetime, a timedelta or seconds from now, got {type(value).__name__}"
+    )

@@ -1,0 +1,56 @@
+"""Plain records that cross the boundary between the core and the backends."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from soniq.core.status import JobStatus
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated job, ready to insert. ``scheduled_at=None`` means "now" (database clock)."""
+
+    id: uuid.UUID
+    task_name: str
+    args: dict[str, Any]
+    args_json: str
+    queue: str
+    priority: int
+    max_attempts: int
+    scheduled_at: datetime | None = None
+    dedup_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A job's state as :meth:`Soniq.get_job` reports it.
+
+    ``errors`` holds one entry per failed attempt (oldest first), each a dict with at least
+    ``attempt``, ``error_type``, ``message`` and ``traceback``.
+    """
+
+    id: str
+    task_name: str
+    status: JobStatus
+    args: dict[str, Any]
+    queue: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    scheduled_at: datetime | None
+    created_at: datetime | None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker_id: str | None = None
+    result: Any = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    dedup_key: str | None = None
+    dead_letter_reason: str | None = None
+
+    @property
+    def last_error(self) -> dict[str, Any] | None:
+        return self.errors[-1] if self.errors else None

@@ -1,0 +1,150 @@
+"""Soniq's settings: one validated, immutable object built from layered sources.
+
+Sources, lowest precedence first: the defaults below, ``SONIQ_*`` environment variables, the
+Django ``SONIQ = {...}`` dict (supplied by the Django layer; this module never imports Django),
+then keyword arguments given to ``Soniq(...)``. Keys are the field names, case-insensitive, so
+``SONIQ = {"CONCURRENCY": 8}``, ``SONIQ_CONCURRENCY=8`` and ``Soniq(concurrency=8)`` agree.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from soniq.core.errors import ConfigurationError
+
+ENV_PREFIX = "SONIQ_"
+QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,62}$")
+QUEUE_NAME_RULE = (
+    "1 to 63 characters: letters, digits, '_', '.', ':' or '-', not starting with a punctuation"
+)
+
+
+def is_valid_queue_name(name: object) -> bool:
+    return isinstance(name, str) and QUEUE_NAME_PATTERN.fullmatch(name) is not None
+
+
+class SoniqSettings(BaseModel):
+    """Every soniq setting, validated. Instances are immutable."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL for code outside Django (psycopg conninfo)."
+    )
+    database: str = Field(
+        default="default", min_length=1, description="Django database alias soniq uses."
+    )
+    concurrency: int = Field(default=4, ge=1, le=1000)
+    poll_interval: float = Field(default=5.0, gt=0)
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    heartbeat_timeout: float = Field(default=300.0, gt=0)
+    cleanup_interval: float = Field(default=300.0, gt=0)
+    error_retry_delay: float = Field(default=5.0, ge=0)
+    shutdown_timeout: float = Field(default=30.0, ge=0)
+    job_timeout: float = Field(default=300.0, gt=0)
+    jobs_modules: tuple[str, ...] = ()
+    queues: tuple[str, ...] | None = None
+    app: str | None = Field(
+        default=None, description="'module:attr' of the Soniq instance management commands use."
+    )
+    max_args_bytes: int = Field(default=256 * 1024, ge=1)
+    strict_enqueue: bool = Field(
+        default=False, description="Refuse to enqueue string task names nobody registered here."
+    )
+    listen_notify: bool = Field(
+        default=True, description="Use LISTEN/NOTIFY; turn off behind PgBouncer in transaction mode."
+    )
+
+    @field_validator("jobs_modules", "queues", mode="before")
+    @classmethod
+    def _split_comma_separated(cls, value: Any) -> Any:
+        # Environment variables carry lists as "a,b,c".
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("queues")
+    @classmethod
+    def _queue_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in value or ():
+            if not is_valid_queue_name(name):
+                raise ValueError(f"queue name {name!r} is not valid ({QUEUE_NAME_RULE})")
+        return value
+
+    @field_validator("heartbeat_timeout")
+    @classmethod
+    def _timeout_exceeds_interval(cls, value: float, info: Any) -> float:
+        interval = info.data.get("heartbeat_interval")
+        if interval is not None and value <= interval:
+            raise ValueError(
+                f"must be greater than HEARTBEAT_INTERVAL ({interval}), "
+                "or every worker would look dead between two heartbeats"
+            )
+        return value
+
+
+FIELD_NAMES = frozenset(SoniqSettings.model_fields)
+
+
+def _normalise_keys(values: Mapping[str, Any], source: str) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.lower()
+        if name.startswith(ENV_PREFIX.lower()):
+            name = name[len(ENV_PREFIX) :]
+        if name not in FIELD_NAMES:
+            known = ", ".join(sorted(n.upper() for n in FIELD_NAMES))
+            raise ConfigurationError(f"Unknown soniq setting {key!r} in {source}. Known: {known}.")
+        result[name] = value
+    return result
+
+
+def settings_from_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``SONIQ_*`` variables of ``environ`` that name a setting, keyed by field name."""
+    environ = os.environ if environ is None else environ
+    found: dict[str, str] = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX):
+            name = key[len(ENV_PREFIX) :].lower()
+            # Unknown SONIQ_* variables are ignored: the environment is shared with other tools
+            # (SONIQ_TEST_DATABASE_URL, for instance).
+            if name in FIELD_NAMES:
+                found[name] = value
+    return found
+
+
+def build_settings(
+    *,
+    environ: Mapping[str, str] | None = None,
+    django_values: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> SoniqSettings:
+    """Merge the sources (later wins) and validate once.
+
+    Raises :class:`ConfigurationError` naming each bad setting and the fix.
+    """
+    merged: dict[str, Any] = dict(settings_from_environ(environ))
+    if django_values:
+        merged.update(_normalise_keys(django_values, "settings.SONIQ"))
+    if overrides:
+        merged.update(_normalise_keys(overrides, "Soniq(...) arguments"))
+    try:
+        return SoniqSettings(**merged)
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from exc
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        name = ".".join(str(part) for part in error["loc"]) or "settings"
+        problems.append(
+            f"SONIQ[{name.upper()!r}] (env SONIQ_{name.upper()}): {error['msg']} "
+            f"(got {error.get('input')!r})"
+        )
+    return "Invalid soniq settings: " + "; ".join(problems)

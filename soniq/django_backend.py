@@ -1,0 +1,153 @@
+"""Storage on Django's own database connection, so enqueue joins ``transaction.atomic()``.
+
+This is the Django layer's bridge: the statements come from ``soniq.backends`` (the same SQL the
+psycopg backend runs); only the executor is Django's cursor.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
+
+from soniq.backends import plans
+from soniq.backends.base import Dialect, Row, Statement
+from soniq.backends.postgres.statements import PostgresDialect
+from soniq.backends.sqlite.statements import SQLiteDialect
+from soniq.core.errors import ConfigurationError, TransactionWarning
+from soniq.core.records import JobInfo, NewJob
+
+SUPPORTED_VENDORS = ("postgresql", "sqlite")
+
+
+def dialect_for(connection: BaseDatabaseWrapper) -> Dialect:
+    if connection.vendor == "postgresql":
+        return PostgresDialect()
+    if connection.vendor == "sqlite":
+        return SQLiteDialect()
+    raise ConfigurationError(
+        f"soniq supports PostgreSQL and SQLite; database alias {connection.alias!r} is "
+        f"{connection.vendor}. Point SONIQ['DATABASE'] at a PostgreSQL or SQLite alias."
+    )
+
+
+def in_user_atomic_block(connection: BaseDatabaseWrapper) -> bool:
+    """True inside an ``atomic()`` the application opened (a TestCase's wrapper excluded)."""
+    return any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks)
+
+
+def django_executor(connection: BaseDatabaseWrapper) -> plans.SyncExecute:
+    def execute(statement: Statement) -> list[Row]:
+        with connection.cursor() as cursor:
+            cursor.execute(statement.sql, statement.params)
+            return cursor.fetchall() if cursor.description else []
+
+    return execute
+
+
+class DjangoBackend:
+    """Runs soniq's statements on ``django.db.connections[alias]``."""
+
+    supports_transactional_enqueue = True
+
+    def __init__(self, alias: str = DEFAULT_DB_ALIAS) -> None:
+        if alias not in connections.settings:
+            raise ConfigurationError(
+                f"SONIQ['DATABASE'] is {alias!r}, which is not in settings.DATABASES "
+                f"({', '.join(connections.settings) or 'none'})"
+            )
+        self.alias = alias
+
+    @property
+    def connection(self) -> BaseDatabaseWrapper:
+        return connections[self.alias]
+
+    @property
+    def supports_listen(self) -> bool:
+        return self.connection.vendor == "postgresql"
+
+    def _warn_if_other_transaction(self) -> None:
+        for other in connections.all(initialized_only=True):
+            if other.alias != self.alias and in_user_atomic_block(other):
+                warnings.warn(
+                    f"enqueue runs on database {self.alias!r} (SONIQ['DATABASE']) while an "
+                    f"atomic block is open on {other.alias!r}: the job will not be part of that "
+                    f"transaction and survives its rollback. Use transaction.atomic(using="
+                    f"{self.alias!r}), or set SONIQ['DATABASE'] to {other.alias!r}.",
+                    TransactionWarning,
+                    stacklevel=5,
+                )
+                return
+
+    def _run_sync(self, plan: plans.Plan[Any], connection: Any, *, needs_atomic: bool) -> Any:
+        from psycopg import Connection
+
+        if isinstance(connection, Connection):
+            from soniq.backends.postgres.executors import sync_executor
+
+            return plans.run_sync(plan, sync_executor(connection))
+        if connection is None:
+            self._warn_if_other_transaction()
+            wrapper = self.connection
+        elif isinstance(connection, BaseDatabaseWrapper):
+            wrapper = connection
+        else:
+            raise TypeError(
+                "connection= must be a Django connection (django.db.connections[alias]) or a "
+                f"psycopg Connection, got {connection!r}"
+            )
+        if not needs_atomic:
+            return plans.run_sync(plan, django_executor(wrapper))
+        # Several statements (SQLite chunks, dedup rounds) must land together; savepoint=False
+        # keeps this free inside the caller's own atomic block.
+        with transaction.atomic(using=wrapper.alias, savepoint=False):
+            return plans.run_sync(plan, django_executor(wrapper))
+
+    def _dialect(self, connection: Any) -> Dialect:
+        if isinstance(connection, BaseDatabaseWrapper):
+            return dialect_for(connection)
+        if connection is not None:
+            return PostgresDialect()
+        return dialect_for(self.connection)
+
+    def insert_jobs_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
+        dialect = self._dialect(connection)
+        single_statement = dialect.name == "postgresql" and all(
+            job.dedup_key is None for job in jobs
+        )
+        needs_atomic = len(jobs) > 1 and not single_statement
+        result: list[str] = self._run_sync(
+            plans.insert_jobs(dialect, jobs), connection, needs_atomic=needs_atomic
+        )
+        return result
+
+    async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
+        from psycopg import AsyncConnection
+
+        if isinstance(connection, AsyncConnection):
+            from soniq.backends.postgres.executors import async_executor
+
+            return await plans.run_async(
+                plans.insert_jobs(PostgresDialect(), jobs), async_executor(connection)
+            )
+        # Django's ORM is sync: run on the thread that owns this request's connections, as
+        # Django's own async ORM methods do.
+        result: list[str] = await sync_to_async(self.insert_jobs_sync)(jobs, connection=connection)
+        return result
+
+    def get_job_sync(self, job_id: str) -> JobInfo | None:
+        wrapper = self.connection
+        result: JobInfo | None = plans.run_sync(
+            plans.get_job(dialect_for(wrapper), job_id), django_executor(wrapper)
+        )
+        return result
+
+    async def get_job(self, job_id: str) -> JobInfo | None:
+        return await sync_to_async(self.get_job_sync)(job_id)
+
+    async def close(self) -> None:
+        """Django owns its connections; nothing to close."""

@@ -1,0 +1,193 @@
+"""The tables, owned by Django models so that ``migrate`` creates them on PostgreSQL and SQLite.
+
+soniq's own reads and writes go through the named SQL statements in ``soniq.backends``; these
+models give Django the schema, the admin and ORM queries for reporting. Column names are part
+of that SQL contract: change them only together.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from soniq.core.options import MAX_PRIORITY, MIN_PRIORITY
+from soniq.core.status import JobStatus
+
+LIVE_STATUSES = [JobStatus.QUEUED.value, JobStatus.PROCESSING.value]
+FINISHED_STATUSES = [JobStatus.DONE.value, JobStatus.CANCELLED.value]
+ROW_STATUS_CHOICES = [
+    (status.value, status.name.replace("_", " ").capitalize())
+    for status in JobStatus
+    if status is not JobStatus.DEAD_LETTER
+]
+
+
+class Job(models.Model):
+    """A job waiting, running or finished (``soniq_jobs``)."""
+
+    id = models.UUIDField(primary_key=True)
+    task_name = models.CharField(max_length=255)
+    args = models.JSONField(default=dict)
+    queue = models.CharField(max_length=63, default="default")
+    priority = models.SmallIntegerField(default=100)
+    status = models.CharField(max_length=16, choices=ROW_STATUS_CHOICES, default="queued")
+    attempts = models.IntegerField(default=0, help_text="Attempts started so far.")
+    max_attempts = models.IntegerField(default=4, help_text="retries + 1")
+    scheduled_at = models.DateTimeField(help_text="Not run before this time.")
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.UUIDField(null=True, blank=True, help_text="Worker holding the job.")
+    result = models.JSONField(null=True, blank=True)
+    errors = models.JSONField(default=list, help_text="One entry per failed attempt.")
+    dedup_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    worker_losses = models.IntegerField(
+        default=0, help_text="Times the worker holding this job died."
+    )
+
+    class Meta:
+        db_table = "soniq_jobs"
+        ordering = ["-created_at"]
+        indexes = [
+            # The claim: due queued jobs in priority order. Partial, so a million finished
+            # rows cost nothing; one for workers on all queues, one for queue-scoped workers.
+            models.Index(
+                fields=["priority", "scheduled_at"],
+                condition=Q(status="queued"),
+                name="soniq_jobs_claim_idx",
+            ),
+            models.Index(
+                fields=["queue", "priority", "scheduled_at"],
+                condition=Q(status="queued"),
+                name="soniq_jobs_claim_queue_idx",
+            ),
+            models.Index(
+                fields=["worker_id"],
+                condition=Q(status="processing"),
+                name="soniq_jobs_running_idx",
+            ),
+            models.Index(
+                fields=["finished_at"],
+                condition=Q(status__in=FINISHED_STATUSES),
+                name="soniq_jobs_finished_idx",
+            ),
+            models.Index(fields=["task_name", "created_at"], name="soniq_jobs_task_idx"),
+            models.Index(fields=["created_at"], name="soniq_jobs_created_idx"),
+        ]
+        constraints = [
+            # Deduplication is decided by this index and INSERT ... ON CONFLICT, never by a
+            # check-then-insert. Keep the condition identical to the statements' arbiter.
+            models.UniqueConstraint(
+                fields=["task_name", "dedup_key"],
+                condition=Q(dedup_key__isnull=False) & Q(status__in=LIVE_STATUSES),
+                name="soniq_jobs_dedup_uniq",
+            ),
+            models.CheckConstraint(
+                condition=Q(priority__gte=MIN_PRIORITY) & Q(priority__lte=MAX_PRIORITY),
+                name="soniq_jobs_priority_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=[value for value, _ in ROW_STATUS_CHOICES]),
+                name="soniq_jobs_status_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} [{self.status}] {self.id}"
+
+
+class DeadLetterJob(models.Model):
+    """A job that exhausted its attempts (``soniq_dead_letter_jobs``), with every error."""
+
+    id = models.UUIDField(primary_key=True, help_text="The id the job had in soniq_jobs.")
+    task_name = models.CharField(max_length=255)
+    args = models.JSONField(default=dict)
+    queue = models.CharField(max_length=63)
+    priority = models.SmallIntegerField()
+    attempts = models.IntegerField()
+    max_attempts = models.IntegerField()
+    scheduled_at = models.DateTimeField()
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    dead_lettered_at = models.DateTimeField()
+    worker_id = models.UUIDField(null=True, blank=True)
+    errors = models.JSONField(default=list, help_text="One entry per failed attempt.")
+    reason = models.CharField(
+        max_length=32, help_text="Why it stopped: max_attempts, worker_lost, ..."
+    )
+    dedup_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+
+    class Meta:
+        db_table = "soniq_dead_letter_jobs"
+        ordering = ["-dead_lettered_at"]
+        indexes = [
+            models.Index(fields=["dead_lettered_at"], name="soniq_dead_at_idx"),
+            models.Index(fields=["task_name", "dead_lettered_at"], name="soniq_dead_task_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name} [dead letter: {self.reason}] {self.id}"
+
+
+class Worker(models.Model):
+    """A worker process, alive while it heartbeats (``soniq_workers``)."""
+
+    id = models.UUIDField(primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    queues = models.JSONField(null=True, blank=True, help_text="null: every queue.")
+    task_names = models.JSONField(default=list, help_text="Jobs this worker can run.")
+    concurrency = models.IntegerField()
+    status = models.CharField(max_length=16, default="running")
+    started_at = models.DateTimeField()
+    last_heartbeat_at = models.DateTimeField()
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    version = models.CharField(max_length=32, blank=True, default="")
+
+    class Meta:
+        db_table = "soniq_workers"
+        ordering = ["-started_at"]
+        indexes = [models.Index(fields=["status", "last_heartbeat_at"], name="soniq_workers_hb_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.hostname}:{self.pid} [{self.status}]"
+
+
+class Schedule(models.Model):
+    """A recurring job (``soniq_schedules``), keyed by its resolved task name."""
+
+    name = models.CharField(max_length=255, unique=True)
+    task_name = models.CharField(max_length=255)
+    cron = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    interval_seconds = models.FloatField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    args = models.JSONField(default=dict)
+    queue = models.CharField(max_length=63, null=True, blank=True)  # noqa: DJ001
+    priority = models.SmallIntegerField(null=True, blank=True)
+    status = models.CharField(max_length=16, default="active")
+    catch_up = models.CharField(max_length=16, default="latest")
+    catch_up_window_seconds = models.FloatField(null=True, blank=True)
+    source = models.CharField(max_length=16, default="code", help_text="code or api")
+    last_fired_at = models.DateTimeField(null=True, blank=True)
+    next_fire_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "soniq_schedules"
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(cron__isnull=False) & Q(interval_seconds__isnull=True))
+                | (Q(cron__isnull=True) & Q(interval_seconds__isnull=False)),
+                name="soniq_schedules_cron_xor_interval",
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["next_fire_at"], condition=Q(status="active"), name="soniq_sched_due_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.cron or f'every {self.interval_seconds}s'})"

@@ -1,0 +1,11 @@
+#!/usr/bin/env python
+"""The testproject's manage.py: a small real Django project that uses soniq."""
+
+import os
+import sys
+
+if __name__ == "__main__":
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    from django.core.management import execute_from_command_line
+
+    execute_from_command_line(sys.argv)
