@@ -1,0 +1,38 @@
+"""Fixtures: a fresh soniq app with the test jobs, on each database alias."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from soniq import Soniq
+from tests.jobs import JobSet, register_jobs
+
+BOTH_DATABASES = ["default", "sqlite"]
+
+
+@pytest.fixture(params=BOTH_DATABASES, ids=["postgres", "sqlite"])
+def alias(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def jobs(alias: str) -> JobSet:
+    """The test jobs on an app bound to ``alias`` (PostgreSQL or SQLite)."""
+    return register_jobs(Soniq(database=alias))
+
+
+@pytest_asyncio.fixture
+async def async_db() -> AsyncIterator[None]:
+    """For async tests using the ORM: close the connections asgiref's thread opened.
+
+    Django's sync layer runs on asgiref's single thread-sensitive executor; a connection left
+    open there would keep the test database busy and break its teardown.
+    """
+    yield
+    from asgiref.sync import sync_to_async
+    from django.db import connections
+
+    await sync_to_async(connections.close_all)()

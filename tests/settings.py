@@ -1,0 +1,30 @@
+"""Test settings: the testproject with two databases, so every test can run on both.
+
+"default" is PostgreSQL (found or started by tests/pg_server.py); "sqlite" is a SQLite file.
+soniq uses "default" unless a test picks the other alias.
+"""
+
+import os
+import tempfile
+
+from config.settings import *  # noqa: F403
+from config.settings import database_from_url
+
+from tests.pg_server import ensure_postgres_url
+
+_SQLITE_DIR = os.environ.setdefault("SONIQ_TEST_SQLITE_DIR", tempfile.mkdtemp(prefix="soniq-sqlite-"))
+
+DATABASES = {
+    "default": {
+        **database_from_url(ensure_postgres_url()),
+        "TEST": {"NAME": os.environ.get("SONIQ_TEST_DATABASE_NAME", "test_soniq")},
+    },
+    "sqlite": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.path.join(_SQLITE_DIR, "soniq.sqlite3"),
+        "TEST": {"NAME": os.path.join(_SQLITE_DIR, "test_soniq.sqlite3")},
+    },
+}
+
+SONIQ = {"DATABASE": "default", "APP": "config.tasks:app"}
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
