@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from soniq import _integration
@@ -29,7 +29,7 @@ HOOK_EVENTS = ("before_job", "after_job", "on_error")
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _normalise_job_id(job_id: object) -> str:
@@ -139,9 +139,7 @@ class Soniq:
     # -- building jobs ----------------------------------------------------------------------
 
     def _builder(self, target: Target, opts: EnqueueOptions) -> JobBuilder:
-        return JobBuilder(
-            target, opts, max_args_bytes=self.settings.max_args_bytes, now=_utc_now()
-        )
+        return JobBuilder(target, opts, max_args_bytes=self.settings.max_args_bytes, now=_utc_now())
 
     def _spec_target(self, spec: JobSpec) -> Target:
         return resolve_target(spec.func, self.registry, strict=False)
@@ -200,8 +198,7 @@ class Soniq:
             )
         builder = self._builder(resolved, opts)
         return [
-            builder.build(args, where=f"args_list[{index}]")
-            for index, args in enumerate(args_list)
+            builder.build(args, where=f"args_list[{index}]") for index, args in enumerate(args_list)
         ]
 
     # -- enqueueing -------------------------------------------------------------------------

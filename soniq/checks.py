@@ -13,7 +13,6 @@ from soniq.core.settings import build_settings
 from soniq.django_backend import SUPPORTED_VENDORS
 
 
-
 @register(Tags.compatibility, Tags.database)
 def check_soniq_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []

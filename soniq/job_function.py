@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar, cast
 
 from soniq.core.enqueue import EnqueueOptions
@@ -22,7 +22,7 @@ class ConfiguredJob:
 
     app: Soniq
     spec: JobSpec
-    options: EnqueueOptions = EnqueueOptions()
+    options: EnqueueOptions = field(default_factory=EnqueueOptions)
     connection: Any = None
 
     def using(

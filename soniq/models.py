@@ -147,7 +147,9 @@ class Worker(models.Model):
     class Meta:
         db_table = "soniq_workers"
         ordering = ["-started_at"]
-        indexes = [models.Index(fields=["status", "last_heartbeat_at"], name="soniq_workers_hb_idx")]
+        indexes = [
+            models.Index(fields=["status", "last_heartbeat_at"], name="soniq_workers_hb_idx")
+        ]
 
     def __str__(self) -> str:
         return f"{self.hostname}:{self.pid} [{self.status}]"

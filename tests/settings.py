@@ -9,10 +9,11 @@ import tempfile
 
 from config.settings import *  # noqa: F403
 from config.settings import database_from_url
-
 from tests.pg_server import ensure_postgres_url
 
-_SQLITE_DIR = os.environ.setdefault("SONIQ_TEST_SQLITE_DIR", tempfile.mkdtemp(prefix="soniq-sqlite-"))
+_SQLITE_DIR = os.environ.setdefault(
+    "SONIQ_TEST_SQLITE_DIR", tempfile.mkdtemp(prefix="soniq-sqlite-")
+)
 
 DATABASES = {
     "default": {

@@ -31,7 +31,8 @@ def insert_jobs(dialect: Dialect, jobs: Sequence[NewJob]) -> Plan[list[str]]:
     ids = [str(job.id) for job in jobs]
     plain = [job for job in jobs if job.dedup_key is None]
     if plain:
-        for statement in dialect.insert_jobs(plain):
+        # Not `yield from`: a list iterator cannot receive the rows the driver sends back.
+        for statement in dialect.insert_jobs(plain):  # noqa: UP028
             yield statement
     for index, job in enumerate(jobs):
         if job.dedup_key is not None:

@@ -8,7 +8,7 @@ here rather than trusted to a driver's adapters.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from soniq.core import codec
@@ -54,8 +54,8 @@ def to_utc(value: Any) -> datetime | None:
     if not isinstance(value, datetime):
         raise TypeError(f"expected a timestamp, got {value!r}")
     if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def from_json(value: Any) -> Any:

@@ -150,7 +150,10 @@ class JobBuilder:
         self.target = target
         self.max_args_bytes = max_args_bytes
         self.queue: str = _option(
-            job, "queue", options.check_queue, opts.queue if opts.queue is not None else target.queue
+            job,
+            "queue",
+            options.check_queue,
+            opts.queue if opts.queue is not None else target.queue,
         )
         self.priority: int = _option(
             job,
@@ -248,9 +251,7 @@ class JobBuilder:
         if self.target.spec is not None:
             problems = self.target.spec.contract.problems(values)
             if problems:
-                argument, problem = problems[0]
+                argument = problems[0][0]
                 listed = "; ".join(f"{name!r} {text}" for name, text in problems)
-                raise InvalidArgumentsError(
-                    f"{job}: {listed}", job_name=job, argument=argument
-                )
+                raise InvalidArgumentsError(f"{job}: {listed}", job_name=job, argument=argument)
         return values

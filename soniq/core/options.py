@@ -8,7 +8,7 @@ Each function raises ``ValueError`` with a message that completes the sentence
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from soniq.core.settings import QUEUE_NAME_RULE, is_valid_queue_name
@@ -99,7 +99,7 @@ def resolve_run_at(value: Any, now: datetime) -> datetime | None:
                 f"must be timezone-aware, got naive {value.isoformat()}; "
                 "use datetime.now(timezone.utc) or django.utils.timezone.now()"
             )
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
         if seconds < 0:

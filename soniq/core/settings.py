@@ -57,7 +57,8 @@ class SoniqSettings(BaseModel):
         default=False, description="Refuse to enqueue string task names nobody registered here."
     )
     listen_notify: bool = Field(
-        default=True, description="Use LISTEN/NOTIFY; turn off behind PgBouncer in transaction mode."
+        default=True,
+        description="Use LISTEN/NOTIFY; turn off behind PgBouncer in transaction mode.",
     )
 
     @field_validator("jobs_modules", "queues", mode="before")

@@ -36,7 +36,11 @@ def _send(**args: Any) -> Callable[[JobSet], str]:
 CASES: dict[str, tuple[Callable[[JobSet], Any], type[SoniqError], str | None]] = {
     "set": (_send(to={"a"}, subject="s"), ArgumentsNotSerializableError, "args['to']"),
     "bytes": (_send(to=b"a", subject="s"), ArgumentsNotSerializableError, "args['to']"),
-    "nan": (_send(to="a", subject="s", body=math.nan), ArgumentsNotSerializableError, "args['body']"),
+    "nan": (
+        _send(to="a", subject="s", body=math.nan),
+        ArgumentsNotSerializableError,
+        "args['body']",
+    ),
     "object": (_send(to="a", subject=Opaque()), ArgumentsNotSerializableError, "args['subject']"),
     "nested": (
         _send(to="a", subject="s", body={"x": [1, {2}]}),
@@ -86,7 +90,9 @@ CASES: dict[str, tuple[Callable[[JobSet], Any], type[SoniqError], str | None]] =
         "scheduled_at",
     ),
     "negative_timedelta": (
-        lambda j: j.send_email.using(scheduled_at=timedelta(seconds=-5)).enqueue(to="a", subject="s"),
+        lambda j: j.send_email.using(scheduled_at=timedelta(seconds=-5)).enqueue(
+            to="a", subject="s"
+        ),
         InvalidOptionError,
         "scheduled_at",
     ),
@@ -163,7 +169,7 @@ def test_default_size_cap_is_256_kib(jobs: JobSet, alias: str) -> None:
 
 def test_unregistered_name_refused_when_strict(alias: str) -> None:
     jobs = register_jobs(Soniq(database=alias, strict_enqueue=True))
-    with pytest.raises(JobNotRegisteredError, match="tests.send_emial"):
+    with pytest.raises(JobNotRegisteredError, match=r"tests\.send_emial"):
         jobs.app.enqueue_sync("tests.send_emial", args={"to": "a"})
     jobs.app.enqueue_sync("tests.send_email", args={"to": "a", "subject": "s"})
     assert committed_job_count(alias) == 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from django.db import connections
@@ -83,13 +83,13 @@ def test_unique_override_per_call(jobs: JobSet) -> None:
 
 
 def test_schedule_with_datetime_and_seconds(jobs: JobSet, alias: str) -> None:
-    at = datetime(2030, 6, 1, 9, 0, tzinfo=timezone.utc)
+    at = datetime(2030, 6, 1, 9, 0, tzinfo=UTC)
     absolute = jobs.app.schedule_sync(jobs.send_email, at, to="a", subject="s")
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     relative = jobs.app.schedule_sync(
         "tests.send_email", 90, args={"to": "a", "subject": "s"}, priority=3
     )
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     absolute_info = jobs.app.get_job_sync(absolute)
     relative_info = jobs.app.get_job_sync(relative)
     assert absolute_info is not None and relative_info is not None
@@ -121,7 +121,7 @@ def test_using_dedup_key_and_scheduled_at(jobs: JobSet) -> None:
     assert first == second
     assert info is not None and info.dedup_key == "nightly"
     assert info.scheduled_at is not None
-    assert info.scheduled_at > datetime.now(timezone.utc) + timedelta(minutes=59)
+    assert info.scheduled_at > datetime.now(UTC) + timedelta(minutes=59)
 
 
 def test_job_option_names_can_be_job_arguments_through_job_enqueue(jobs: JobSet) -> None:
@@ -141,7 +141,7 @@ def test_get_job_unknown_and_malformed_ids(jobs: JobSet) -> None:
 def test_get_job_reports_dead_letters(jobs: JobSet, alias: str) -> None:
     from soniq.models import DeadLetterJob
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     dead = DeadLetterJob.objects.using(alias).create(
         id="3f0b3c4e-8a55-4a36-9a5c-1b1e7f0f3c11",
         task_name="tests.send_email",

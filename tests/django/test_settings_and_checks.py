@@ -59,19 +59,22 @@ def test_overridden_cap_applies_to_enqueue() -> None:
 
 def test_bad_settings_raise_on_use() -> None:
     app = Soniq()
-    with override_settings(SONIQ={"CONCURRENCY": 0}), pytest.raises(
-        ConfigurationError, match="CONCURRENCY"
+    with (
+        override_settings(SONIQ={"CONCURRENCY": 0}),
+        pytest.raises(ConfigurationError, match="CONCURRENCY"),
     ):
         _ = app.settings
-    with override_settings(SONIQ={"NOT_A_SETTING": 1}), pytest.raises(
-        ConfigurationError, match="NOT_A_SETTING"
+    with (
+        override_settings(SONIQ={"NOT_A_SETTING": 1}),
+        pytest.raises(ConfigurationError, match="NOT_A_SETTING"),
     ):
         _ = app.settings
 
 
 def test_unknown_alias_is_a_clear_error() -> None:
-    with override_settings(SONIQ={"DATABASE": "nope"}), pytest.raises(
-        ConfigurationError, match="'nope'"
+    with (
+        override_settings(SONIQ={"DATABASE": "nope"}),
+        pytest.raises(ConfigurationError, match="'nope'"),
     ):
         _ = Soniq().backend
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import psycopg
 import pytest
@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.django_db(transaction=True)]
 class CountingCursor(psycopg.AsyncCursor[Any]):
     """Counts the statements sent, to prove enqueue_many is one round trip."""
 
-    executed: list[str] = []
+    executed: ClassVar[list[str]] = []
 
     async def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
         CountingCursor.executed.append(str(query))

@@ -7,7 +7,7 @@ soniq writes: UUIDs as 32 hex digits, times as naive UTC text, JSON as text.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from soniq.backends.base import Statement
@@ -42,12 +42,12 @@ LIMIT 1
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def format_time(value: datetime) -> str:
     """Django's SQLite storage format: naive UTC with microseconds."""
-    return value.astimezone(timezone.utc).replace(tzinfo=None).isoformat(" ", "microseconds")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class SQLiteDialect:
@@ -84,7 +84,9 @@ class SQLiteDialect:
             chunk = jobs[start : start + ROWS_PER_INSERT]
             values = ", ".join([_ROW] * len(chunk))
             params = [value for job in chunk for value in self._row(job, now)]
-            statements.append(Statement(f"INSERT INTO soniq_jobs ({_COLUMNS}) VALUES {values}", params))
+            statements.append(
+                Statement(f"INSERT INTO soniq_jobs ({_COLUMNS}) VALUES {values}", params)
+            )
         return statements
 
     def find_live_duplicate(self, task_name: str, dedup_key: str) -> Statement:
