@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -61,6 +62,7 @@ class Soniq:
         self._settings_source: object = None
         self._backend: StorageBackend | None = None
         self._backend_key: tuple[Any, ...] | None = None
+        self._backend_lock = threading.Lock()
 
     # -- settings and storage ---------------------------------------------------------------
 
@@ -82,10 +84,12 @@ class Soniq:
     def backend(self) -> StorageBackend:
         settings = self.settings
         key = (settings.database_url, settings.database, _integration.django_is_configured())
-        if self._backend is None or key != self._backend_key:
-            self._backend = self._make_backend(settings)
-            self._backend_key = key
-        return self._backend
+        with self._backend_lock:
+            # One backend per configuration: two threads racing here must not each open a pool.
+            if self._backend is None or key != self._backend_key:
+                self._backend = self._make_backend(settings)
+                self._backend_key = key
+            return self._backend
 
     def _make_backend(self, settings: SoniqSettings) -> StorageBackend:
         url = settings.database_url

@@ -12,7 +12,9 @@ import json
 import math
 from typing import Any
 
-_SCALARS = (str, int, bool, type(None))
+_SCALARS = (int, bool, type(None))
+# PostgreSQL's jsonb cannot hold U+0000; refusing it here beats a database error mid-insert.
+_NUL = "text contains a NUL character (\\x00), which PostgreSQL cannot store"
 
 
 class NotJSONError(ValueError):
@@ -49,6 +51,9 @@ def check_json(value: Any, path: str) -> None:
         if isinstance(item, float):
             if not math.isfinite(item):
                 raise NotJSONError(where, f"{item!r} is not a JSON number")
+        elif isinstance(item, str):
+            if "\x00" in item:
+                raise NotJSONError(where, _NUL)
         elif isinstance(item, _SCALARS):
             continue
         elif isinstance(item, dict):
@@ -57,6 +62,8 @@ def check_json(value: Any, path: str) -> None:
                     raise NotJSONError(
                         where, f"dict key {key!r} is {type(key).__name__}; JSON keys are strings"
                     )
+                if "\x00" in key:
+                    raise NotJSONError(where, f"dict key {key!r}: {_NUL}")
                 stack.append((child, f"{where}[{key!r}]", depth + 1))
         elif isinstance(item, (list, tuple)):
             for index, child in enumerate(item):

@@ -216,6 +216,8 @@ class JobBuilder:
 
     def _validated_args(self, args: Mapping[str, Any] | None, where: str) -> dict[str, Any]:
         job = self.target.name
+        # For enqueue_many the row position leads the message: "args_list[3]: ...".
+        prefix = f"{job}: " if where == "args" else f"{job}: {where}: "
         if args is None:
             args = {}
         if not isinstance(args, Mapping):
@@ -228,30 +230,50 @@ class JobBuilder:
         for key in values:
             if not isinstance(key, str):
                 raise InvalidArgumentsError(
-                    f"{job}: argument names must be strings, got {key!r}",
+                    f"{prefix}argument names must be strings, got {key!r}",
                     job_name=job,
                     argument=repr(key),
                 )
         model = self.target.args_model
         if model is not None:
-            try:
-                values = model.model_validate(values).model_dump(mode="json")
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                argument = ".".join(str(p) for p in first["loc"]) or where
-                details = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}"
-                    for e in exc.errors()
-                )
-                raise InvalidArgumentsError(
-                    f"{job}: arguments do not match {model.__name__}: {details}",
-                    job_name=job,
-                    argument=argument,
-                ) from None
+            values = self._through_model(model, values, prefix)
         if self.target.spec is not None:
             problems = self.target.spec.contract.problems(values)
             if problems:
                 argument = problems[0][0]
                 listed = "; ".join(f"{name!r} {text}" for name, text in problems)
-                raise InvalidArgumentsError(f"{job}: {listed}", job_name=job, argument=argument)
+                raise InvalidArgumentsError(f"{prefix}{listed}", job_name=job, argument=argument)
         return values
+
+    def _through_model(
+        self, model: type[BaseModel], values: dict[str, Any], prefix: str
+    ) -> dict[str, Any]:
+        """Validate with the job's pydantic model; what is stored is the model's JSON dump."""
+        job = self.target.name
+        if model.model_config.get("extra") != "allow":
+            # pydantic ignores unknown fields by default: refuse them here, or a misspelt
+            # argument would vanish without a word.
+            known = set(model.model_fields) | {
+                field.alias for field in model.model_fields.values() if field.alias
+            }
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise InvalidArgumentsError(
+                    f"{prefix}{', '.join(map(repr, unknown))} not a field of {model.__name__}",
+                    job_name=job,
+                    argument=unknown[0],
+                )
+        try:
+            return model.model_validate(values).model_dump(mode="json")
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            argument = ".".join(str(p) for p in first["loc"]) or "args"
+            details = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise InvalidArgumentsError(
+                f"{prefix}arguments do not match {model.__name__}: {details}",
+                job_name=job,
+                argument=argument,
+            ) from None

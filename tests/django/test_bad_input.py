@@ -62,6 +62,16 @@ CASES: dict[str, tuple[Callable[[JobSet], Any], type[SoniqError], str | None]] =
         InvalidArgumentsError,
         "amount",
     ),
+    "nul_character": (
+        _send(to="a\x00b", subject="s"),
+        ArgumentsNotSerializableError,
+        "args['to']",
+    ),
+    "model_unknown_field": (
+        lambda j: j.build_invoice.enqueue(customer_id=1, amount=5, bogus=3),
+        InvalidArgumentsError,
+        "bogus",
+    ),
     "missing_argument": (_send(to="a"), InvalidArgumentsError, "subject"),
     "unexpected_argument": (_send(to="a", subject="s", cc="b"), InvalidArgumentsError, "cc"),
     "context_argument": (

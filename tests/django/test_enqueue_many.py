@@ -45,7 +45,9 @@ def test_empty_list_writes_nothing(jobs: JobSet, alias: str) -> None:
 
 def test_one_bad_row_and_nothing_is_written(jobs: JobSet, alias: str) -> None:
     rows = [{"to": "a", "subject": "s"}] * 5 + [{"to": "a"}] + [{"to": "b", "subject": "s"}]
-    with pytest.raises(InvalidArgumentsError, match=r"'subject' is required") as caught:
+    with pytest.raises(
+        InvalidArgumentsError, match=r"args_list\[5\]: 'subject' is required"
+    ) as caught:
         jobs.app.enqueue_many_sync(jobs.send_email, rows)
     assert caught.value.argument == "subject"
     assert committed_job_count(alias) == 0
