@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 HOOK_EVENTS = ("before_job", "after_job", "on_error")
+JOB_PARAMETERS = frozenset(inspect.signature(build_job_spec).parameters) - {"func"}
 
 
 def _utc_now() -> datetime:
@@ -38,6 +40,15 @@ def _normalise_job_id(job_id: object) -> str:
         return str(job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id)))
     except ValueError:
         raise InvalidJobIdError(f"job id {job_id!r} is not a UUID") from None
+
+
+def _target_label(target: object) -> str:
+    """A task name for messages, whatever shape the target has."""
+    for attribute in ("job_name", "name"):
+        value = getattr(target, attribute, None)
+        if isinstance(value, str):
+            return value
+    return target if isinstance(target, str) else repr(target)
 
 
 class Soniq:
@@ -63,6 +74,8 @@ class Soniq:
         self._backend: StorageBackend | None = None
         self._backend_key: tuple[Any, ...] | None = None
         self._backend_lock = threading.Lock()
+        # Backends replaced after a settings change; their pools are closed by close().
+        self._retired_backends: list[StorageBackend] = []
 
     # -- settings and storage ---------------------------------------------------------------
 
@@ -87,6 +100,8 @@ class Soniq:
         with self._backend_lock:
             # One backend per configuration: two threads racing here must not each open a pool.
             if self._backend is None or key != self._backend_key:
+                if self._backend is not None:
+                    self._retired_backends.append(self._backend)
                 self._backend = self._make_backend(settings)
                 self._backend_key = key
             return self._backend
@@ -118,9 +133,13 @@ class Soniq:
             await opener()
 
     async def close(self) -> None:
+        """Close the connection pools soniq opened (Django's connections are Django's)."""
+        backends, self._retired_backends = self._retired_backends, []
         if self._backend is not None:
-            await self._backend.close()
+            backends.append(self._backend)
             self._backend = None
+        for backend in backends:
+            await backend.close()
 
     # -- defining jobs ----------------------------------------------------------------------
 
@@ -131,6 +150,13 @@ class Soniq:
         if _func is not None:
             raise JobDefinitionError(
                 "write @app.job() with parentheses (and parameters as keywords)"
+            )
+
+        unknown = sorted(set(params) - JOB_PARAMETERS)
+        if unknown:
+            raise JobDefinitionError(
+                f"@app.job() got unknown parameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(JOB_PARAMETERS))}"
             )
 
         def decorate(func: Callable[P, R]) -> JobFunction[P, R]:
@@ -148,7 +174,7 @@ class Soniq:
     def _spec_target(self, spec: JobSpec) -> Target:
         return resolve_target(spec.func, self.registry, strict=False)
 
-    def check_options(self, spec: JobSpec, opts: EnqueueOptions) -> None:
+    def _check_options(self, spec: JobSpec, opts: EnqueueOptions) -> None:
         """Raise :class:`InvalidOptionError` if ``opts`` are bad for ``spec``."""
         self._builder(self._spec_target(spec), opts)
 
@@ -245,7 +271,7 @@ class Soniq:
         [job_id] = self.backend.insert_jobs_sync([job], connection=connection)
         return job_id
 
-    async def submit(
+    async def _submit(
         self, spec: JobSpec, kwargs: Mapping[str, Any], opts: EnqueueOptions, connection: Any
     ) -> str:
         """Enqueue a registered job with every keyword a job argument (``job.aenqueue``)."""
@@ -253,7 +279,7 @@ class Soniq:
         [job_id] = await self.backend.insert_jobs([job], connection=connection)
         return job_id
 
-    def submit_sync(
+    def _submit_sync(
         self, spec: JobSpec, kwargs: Mapping[str, Any], opts: EnqueueOptions, connection: Any
     ) -> str:
         """The sync twin of :meth:`submit` (``job.enqueue``)."""
@@ -308,7 +334,7 @@ class Soniq:
         if run_at is None:
             raise EnqueueError(
                 "schedule() needs run_at; use enqueue() to run now",
-                job_name=str(target),
+                job_name=_target_label(target),
                 argument="run_at",
             )
         return await self.enqueue(target, args=args, scheduled_at=run_at, **kwargs)
@@ -325,7 +351,7 @@ class Soniq:
         if run_at is None:
             raise EnqueueError(
                 "schedule_sync() needs run_at; use enqueue_sync() to run now",
-                job_name=str(target),
+                job_name=_target_label(target),
                 argument="run_at",
             )
         return self.enqueue_sync(target, args=args, scheduled_at=run_at, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -17,7 +18,7 @@ from soniq.django_backend import SUPPORTED_VENDORS
 def check_soniq_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     messages: list[CheckMessage] = []
     raw = getattr(settings, "SONIQ", None)
-    if raw is not None and not isinstance(raw, dict):
+    if raw is not None and not isinstance(raw, Mapping):
         return [
             Error(
                 f"settings.SONIQ must be a dict, got {type(raw).__name__}.",
@@ -54,7 +55,17 @@ def check_soniq_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
                     id="soniq.E003",
                 )
             )
-    if soniq_settings.database_url:
+    if soniq_settings.database_url and soniq_settings.database_url.startswith("sqlite"):
+        messages.append(
+            Error(
+                "SONIQ DATABASE_URL points at SQLite; soniq reaches SQLite only through a "
+                "Django database alias.",
+                hint="Remove SONIQ['DATABASE_URL'] / SONIQ_DATABASE_URL and set "
+                "SONIQ['DATABASE'] to the SQLite alias.",
+                id="soniq.E004",
+            )
+        )
+    elif soniq_settings.database_url:
         messages.append(
             Warning(
                 "SONIQ DATABASE_URL is set inside a Django project: enqueues go through their own "

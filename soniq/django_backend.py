@@ -6,7 +6,6 @@ psycopg backend runs); only the executor is Django's cursor.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,8 +13,16 @@ from asgiref.sync import sync_to_async
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
+from soniq._warnings import warn_at_caller
 from soniq.backends import plans
 from soniq.backends.base import Dialect, Row, Statement
+from soniq.backends.postgres.executors import (
+    async_executor,
+    is_async_connection,
+    is_sync_connection,
+    refuse_connection,
+    sync_executor,
+)
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.sqlite.statements import SQLiteDialect
 from soniq.core.errors import ConfigurationError, TransactionWarning
@@ -73,22 +80,17 @@ class DjangoBackend:
     def _warn_if_other_transaction(self) -> None:
         for other in connections.all(initialized_only=True):
             if other.alias != self.alias and in_user_atomic_block(other):
-                warnings.warn(
+                warn_at_caller(
                     f"enqueue runs on database {self.alias!r} (SONIQ['DATABASE']) while an "
                     f"atomic block is open on {other.alias!r}: the job will not be part of that "
                     f"transaction and survives its rollback. Use transaction.atomic(using="
                     f"{self.alias!r}), or set SONIQ['DATABASE'] to {other.alias!r}.",
                     TransactionWarning,
-                    stacklevel=5,
                 )
                 return
 
     def _run_sync(self, plan: plans.Plan[Any], connection: Any, *, needs_atomic: bool) -> Any:
-        from psycopg import Connection
-
-        if isinstance(connection, Connection):
-            from soniq.backends.postgres.executors import sync_executor
-
+        if is_sync_connection(connection):
             return plans.run_sync(plan, sync_executor(connection))
         if connection is None:
             self._warn_if_other_transaction()
@@ -96,9 +98,10 @@ class DjangoBackend:
         elif isinstance(connection, BaseDatabaseWrapper):
             wrapper = connection
         else:
-            raise TypeError(
-                "connection= must be a Django connection (django.db.connections[alias]) or a "
-                f"psycopg Connection, got {connection!r}"
+            raise refuse_connection(
+                connection,
+                accepted="a Django connection (django.db.connections[alias]) or a psycopg "
+                "Connection",
             )
         if not needs_atomic:
             return plans.run_sync(plan, django_executor(wrapper))
@@ -126,17 +129,21 @@ class DjangoBackend:
         return result
 
     async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
-        from psycopg import AsyncConnection
-
-        if isinstance(connection, AsyncConnection):
-            from soniq.backends.postgres.executors import async_executor
-
+        if is_async_connection(connection):
             return await plans.run_async(
                 plans.insert_jobs(PostgresDialect(), jobs), async_executor(connection)
             )
+        if connection is not None:
+            # A Django connection belongs to the thread that opened it, and a sync psycopg
+            # connection would block the event loop: neither can serve an async enqueue.
+            raise refuse_connection(
+                connection,
+                accepted="a psycopg AsyncConnection (or nothing: soniq then uses Django's "
+                "connection on Django's sync thread)",
+            )
         # Django's ORM is sync: run on the thread that owns this request's connections, as
         # Django's own async ORM methods do.
-        result: list[str] = await sync_to_async(self.insert_jobs_sync)(jobs, connection=connection)
+        result: list[str] = await sync_to_async(self.insert_jobs_sync)(jobs)
         return result
 
     def get_job_sync(self, job_id: str) -> JobInfo | None:

@@ -49,16 +49,16 @@ class ConfiguredJob:
             connection=connection if connection is not None else self.connection,
         )
         # Validate now, so a bad option fails where it was written, not at a later enqueue.
-        self.app.check_options(self.spec, options)
+        self.app._check_options(self.spec, options)
         return configured
 
     def enqueue(self, **kwargs: Any) -> str:
         """Enqueue from sync code; inside Django it joins the current transaction."""
-        return self.app.submit_sync(self.spec, kwargs, self.options, self.connection)
+        return self.app._submit_sync(self.spec, kwargs, self.options, self.connection)
 
     async def aenqueue(self, **kwargs: Any) -> str:
         """Enqueue from async code."""
-        return await self.app.submit(self.spec, kwargs, self.options, self.connection)
+        return await self.app._submit(self.spec, kwargs, self.options, self.connection)
 
 
 class JobFunction(Protocol[P, R_co]):
@@ -66,6 +66,7 @@ class JobFunction(Protocol[P, R_co]):
 
     job_name: str
     soniq_spec: JobSpec
+    soniq_app: Soniq
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 

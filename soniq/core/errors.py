@@ -71,3 +71,7 @@ class TransactionWarning(SoniqWarning, RuntimeWarning):
 
 class InvalidJobIdError(SoniqError, ValueError):
     """A job id that is not a UUID."""
+
+
+class InvalidConnectionError(SoniqError, TypeError):
+    """``connection=`` got an object soniq cannot run its statements on in that context."""

@@ -63,10 +63,12 @@ class SoniqSettings(BaseModel):
 
     @field_validator("jobs_modules", "queues", mode="before")
     @classmethod
-    def _split_comma_separated(cls, value: Any) -> Any:
-        # Environment variables carry lists as "a,b,c".
+    def _split_comma_separated(cls, value: Any, info: Any) -> Any:
+        # Environment variables carry lists as "a,b,c". An empty SONIQ_QUEUES means "not
+        # set" (every queue), never "no queue at all".
         if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
+            parts = tuple(part.strip() for part in value.split(",") if part.strip())
+            return None if not parts and info.field_name == "queues" else parts
         return value
 
     @field_validator("queues")
@@ -75,7 +77,7 @@ class SoniqSettings(BaseModel):
         for name in value or ():
             if not is_valid_queue_name(name):
                 raise ValueError(f"queue name {name!r} is not valid ({QUEUE_NAME_RULE})")
-        return value
+        return value or None  # an empty list would mean a worker that serves nothing
 
     @field_validator("heartbeat_timeout")
     @classmethod

@@ -2,6 +2,7 @@
 
 import json
 
+from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -32,11 +33,21 @@ def create_order(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"order": order.pk, "jobs": [fulfill_id, receipt_id]}, status=201)
 
 
+@sync_to_async
+def _create_order_with_job(email: str, total: int) -> tuple[Order, str]:
+    # Transactions are sync in Django: the order and its job commit together on Django's
+    # sync thread, exactly as in the sync view.
+    with transaction.atomic():
+        order = Order.objects.create(customer_email=email, total_cents=total)
+        return order, fulfill_order.enqueue(order_id=order.pk)
+
+
 @csrf_exempt
 @require_POST
 async def create_order_async(request: HttpRequest) -> JsonResponse:
-    """The async flavour: the ORM call and the enqueue each await Django's sync layer."""
+    """The async flavour: the order commits with its fulfilment job; the receipt follows."""
     email, total = _order_fields(request)
-    order = await Order.objects.acreate(customer_email=email, total_cents=total)
-    job_id = await fulfill_order.aenqueue(order_id=order.pk)
-    return JsonResponse({"order": order.pk, "jobs": [job_id]}, status=201)
+    order, fulfill_id = await _create_order_with_job(email, total)
+    # Outside the transaction, once the order exists: aenqueue commits on its own.
+    receipt_id = await send_receipt.aenqueue(to=email, order_id=order.pk)
+    return JsonResponse({"order": order.pk, "jobs": [fulfill_id, receipt_id]}, status=201)

@@ -89,6 +89,7 @@ def test_check_ids() -> None:
     assert _ids(TYPO=1) == ["soniq.E001"]
     assert _ids(DATABASE="missing") == ["soniq.E002"]
     assert _ids(DATABASE_URL="postgresql://elsewhere/db") == ["soniq.W001"]
+    assert _ids(DATABASE_URL="sqlite:///jobs.db") == ["soniq.E004"]
     with override_settings(SONIQ=["not", "a", "dict"]):
         assert [m.id for m in check_soniq_settings()] == ["soniq.E001"]
     with override_settings(USE_TZ=False, SONIQ={}):

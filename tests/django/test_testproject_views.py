@@ -50,8 +50,11 @@ async def test_async_view_enqueues(async_db: None) -> None:
         content_type="application/json",
     )
     assert response.status_code == 201
-    [job_id] = response.json()["jobs"]
-    info = await app.get_job(job_id)
+    fulfill_id, receipt_id = response.json()["jobs"]
+    info = await app.get_job(fulfill_id)
     assert info is not None
     assert info.task_name == "shop.jobs.fulfill_order"
-    assert await Job.objects.filter(pk=job_id).aexists()
+    receipt = await app.get_job(receipt_id)
+    assert receipt is not None
+    assert receipt.args == {"to": "cy@example.com", "order_id": response.json()["order"]}
+    assert await Job.objects.filter(pk=fulfill_id).aexists()

@@ -84,6 +84,19 @@ def test_enqueue_in_atomic_block_of_another_alias_warns() -> None:
     assert committed_job_count("sqlite") == 1
 
 
+def test_warning_points_at_the_callers_line() -> None:
+    jobs = register_jobs(Soniq(database="sqlite"))
+    with transaction.atomic(using="default"):
+        with pytest.warns(TransactionWarning) as direct:
+            jobs.send_email.enqueue(to="a", subject="s")
+        with pytest.warns(TransactionWarning) as scheduled:
+            jobs.app.schedule_sync(jobs.send_email, 5, to="a", subject="s")
+        with pytest.warns(TransactionWarning) as configured:
+            jobs.send_email.using(priority=3).enqueue(to="a", subject="s")
+    for record in (*direct, *scheduled, *configured):
+        assert record.filename == __file__
+
+
 def test_no_warning_inside_the_right_alias() -> None:
     jobs = register_jobs(Soniq(database="sqlite"))
     with warnings.catch_warnings():
@@ -102,3 +115,19 @@ def test_explicit_django_connection_argument() -> None:
         )
     assert committed_job_count("sqlite", "id = %s", (job_id.replace("-", ""),)) == 1
     assert committed_job_count("default") == 0
+
+
+@pytest.mark.asyncio
+async def test_async_enqueue_refuses_connections_it_cannot_use(async_db: None) -> None:
+    from django.db import connections
+
+    from soniq import InvalidConnectionError
+
+    jobs = register_jobs(Soniq(database="default"))
+    with pytest.raises(InvalidConnectionError, match="AsyncConnection"):
+        await jobs.send_email.using(connection=connections["default"]).aenqueue(to="a", subject="s")
+    with (
+        psycopg.connect(conninfo("default")) as conn,
+        pytest.raises(InvalidConnectionError, match="_sync methods"),
+    ):
+        await jobs.app.enqueue(jobs.send_email, connection=conn, to="a", subject="s")

@@ -242,12 +242,9 @@ def test_decorator_without_parentheses_is_refused(app: Soniq) -> None:
     assert len(app.registry) == 0
 
 
-def test_unknown_parameter_name_raises_type_error(app: Soniq) -> None:
-    def job() -> None:
-        return None
-
-    with pytest.raises(TypeError, match="colour"):
-        app.job(colour="red")(job)
+def test_unknown_parameter_name_is_refused_at_decoration(app: Soniq) -> None:
+    with pytest.raises(JobDefinitionError, match="colour"):
+        app.job(colour="red")
     assert len(app.registry) == 0
 
 

@@ -105,3 +105,9 @@ def test_importing_soniq_does_not_import(module: str) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_only_the_postgres_backend_imports_psycopg() -> None:
+    postgres_dir = PACKAGE_DIR / "backends" / "postgres"
+    outside = [path for path in PACKAGE_DIR.rglob("*.py") if postgres_dir not in path.parents]
+    assert _violations(outside, ("psycopg", "psycopg_pool")) == []

@@ -94,10 +94,6 @@ def test_env_booleans(text: str, expected: bool) -> None:
     assert build_settings(environ={"SONIQ_STRICT_ENQUEUE": text}).strict_enqueue is expected
 
 
-def test_empty_env_queues_gives_an_empty_tuple_not_none() -> None:
-    assert build_settings(environ={"SONIQ_QUEUES": ""}).queues == ()
-
-
 def test_comma_separated_lists_skip_empty_parts() -> None:
     settings = build_settings(environ={"SONIQ_JOBS_MODULES": " a.jobs ,, b.jobs ,"})
     assert settings.jobs_modules == ("a.jobs", "b.jobs")
@@ -279,3 +275,9 @@ def test_soniq_settings_layer_its_arguments_over_the_environment(
     assert app.settings.concurrency == 2
     assert app.settings.poll_interval == 0.25
     assert app.settings.database_url == "postgresql://unused"
+
+
+def test_empty_queues_variable_means_every_queue() -> None:
+    assert build_settings(environ={"SONIQ_QUEUES": ""}).queues is None
+    assert build_settings(environ={"SONIQ_QUEUES": " , "}).queues is None
+    assert build_settings(environ={"SONIQ_JOBS_MODULES": ""}).jobs_modules == ()

@@ -12,7 +12,13 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from soniq.backends import plans
 from soniq.backends.base import Row
-from soniq.backends.postgres.executors import async_executor, sync_executor
+from soniq.backends.postgres.executors import (
+    async_executor,
+    is_async_connection,
+    is_sync_connection,
+    refuse_connection,
+    sync_executor,
+)
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.core.errors import ConfigurationError
 from soniq.core.records import JobInfo, NewJob
@@ -84,7 +90,8 @@ class PostgresBackend:
     async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
         plan = plans.insert_jobs(self.dialect, jobs)
         if connection is not None:
-            check_connection(connection, want_async=True)
+            if not is_async_connection(connection):
+                raise refuse_connection(connection, accepted="a psycopg AsyncConnection")
             return await plans.run_async(plan, async_executor(connection))
         async with self.acquire() as pooled:
             return await plans.run_async(plan, async_executor(pooled))
@@ -92,7 +99,8 @@ class PostgresBackend:
     def insert_jobs_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
         plan = plans.insert_jobs(self.dialect, jobs)
         if connection is not None:
-            check_connection(connection, want_async=False)
+            if not is_sync_connection(connection):
+                raise refuse_connection(connection, accepted="a psycopg Connection")
             return plans.run_sync(plan, sync_executor(connection))
         with self.acquire_sync() as pooled:
             return plans.run_sync(plan, sync_executor(pooled))
