@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import TypeVar
 
 import psycopg
@@ -36,7 +37,8 @@ def conninfo(alias: str = "default") -> str:
 def query_elsewhere(alias: str, sql: str, params: tuple = ()) -> list[tuple]:
     """Run ``sql`` on a fresh connection of its own: it sees only committed data."""
     if connections[alias].vendor == "sqlite":
-        with sqlite3.connect(connections[alias].settings_dict["NAME"]) as conn:
+        # closing(): sqlite3's own context manager commits but leaves the connection open.
+        with closing(sqlite3.connect(connections[alias].settings_dict["NAME"])) as conn:
             return conn.execute(sql.replace("%s", "?"), params).fetchall()
     with psycopg.connect(conninfo(alias), autocommit=True) as conn:
         return conn.execute(sql, params).fetchall()

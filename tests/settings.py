@@ -11,9 +11,10 @@ from config.settings import *  # noqa: F403
 from config.settings import database_from_url
 from tests.pg_server import ensure_postgres_url
 
-_SQLITE_DIR = os.environ.setdefault(
-    "SONIQ_TEST_SQLITE_DIR", tempfile.mkdtemp(prefix="soniq-sqlite-")
-)
+_SQLITE_DIR = os.environ.get("SONIQ_TEST_SQLITE_DIR") or tempfile.mkdtemp(prefix="soniq-sqlite-")
+os.makedirs(_SQLITE_DIR, exist_ok=True)
+# Worker processes started by tests inherit the same directory.
+os.environ["SONIQ_TEST_SQLITE_DIR"] = _SQLITE_DIR
 
 DATABASES = {
     "default": {

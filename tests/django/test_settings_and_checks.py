@@ -79,6 +79,7 @@ def test_unknown_alias_is_a_clear_error() -> None:
         _ = Soniq().backend
 
 
+@pytest.mark.django_db(databases=["default", "sqlite"])
 def test_checks_pass_on_the_project_settings() -> None:
     assert [m for m in run_checks() if m.id and m.id.startswith("soniq.")] == []
 

@@ -24,24 +24,6 @@ from soniq.core.errors import ConfigurationError
 from soniq.core.records import JobInfo, NewJob
 
 
-def check_connection(connection: Any, *, want_async: bool) -> None:
-    """Refuse a connection of the wrong kind with an error that says which to use."""
-    if want_async and not isinstance(connection, AsyncConnection):
-        hint = (
-            " use the *_sync method for a sync connection"
-            if isinstance(connection, Connection)
-            else ""
-        )
-        raise TypeError(f"connection= must be a psycopg AsyncConnection, got {connection!r};{hint}")
-    if not want_async and not isinstance(connection, Connection):
-        hint = (
-            " await the async method for an AsyncConnection"
-            if isinstance(connection, AsyncConnection)
-            else ""
-        )
-        raise TypeError(f"connection= must be a psycopg Connection, got {connection!r};{hint}")
-
-
 class PostgresBackend:
     """Pools are opened lazily, on first use: constructing the backend does no I/O."""
 
