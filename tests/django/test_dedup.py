@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -22,37 +23,36 @@ def _finish(alias: str, job_id: str) -> None:
         cursor.execute("UPDATE soniq_jobs SET status = 'done' WHERE id = %s", [key])
 
 
-def test_eight_concurrent_enqueuers_get_one_job(jobs: JobSet, alias: str) -> None:
+def _all_at_once(enqueue: Callable[[int], str]) -> list[str]:
+    """Run ``enqueue(n)`` in 8 threads released together, each on its own Django connection."""
     barrier = threading.Barrier(ENQUEUERS)
 
-    def enqueue(_: int) -> str:
+    def run(n: int) -> str:
         try:
             barrier.wait(timeout=30)
-            # Each thread holds its own Django connection and commits its own transaction.
-            with transaction.atomic(using=alias):
-                return str(jobs.refresh_cache.enqueue(key="hot"))
+            return enqueue(n)
         finally:
             connections.close_all()
 
     with ThreadPoolExecutor(ENQUEUERS) as pool:
-        ids = list(pool.map(enqueue, range(ENQUEUERS)))
-    assert len(set(ids)) == 1
+        return list(pool.map(run, range(ENQUEUERS)))
+
+
+def test_eight_concurrent_enqueuers_get_one_job(jobs: JobSet, alias: str) -> None:
+    def enqueue(_: int) -> str:
+        # Each thread commits its own transaction.
+        with transaction.atomic(using=alias):
+            return str(jobs.refresh_cache.enqueue(key="hot"))
+
+    assert len(set(_all_at_once(enqueue))) == 1
     assert committed_job_count(alias) == 1
 
 
 def test_eight_concurrent_enqueuers_with_a_dedup_key(jobs: JobSet, alias: str) -> None:
-    barrier = threading.Barrier(ENQUEUERS)
-
     def enqueue(n: int) -> str:
-        try:
-            barrier.wait(timeout=30)
-            return str(jobs.send_email.using(dedup_key="digest").enqueue(to=f"u{n}", subject="s"))
-        finally:
-            connections.close_all()
+        return str(jobs.send_email.using(dedup_key="digest").enqueue(to=f"u{n}", subject="s"))
 
-    with ThreadPoolExecutor(ENQUEUERS) as pool:
-        ids = list(pool.map(enqueue, range(ENQUEUERS)))
-    assert len(set(ids)) == 1
+    assert len(set(_all_at_once(enqueue))) == 1
     assert committed_job_count(alias) == 1
 
 
