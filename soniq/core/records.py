@@ -54,3 +54,40 @@ class JobInfo:
     @property
     def last_error(self) -> dict[str, Any] | None:
         return self.errors[-1] if self.errors else None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedJob:
+    """A job a worker took: ``attempt`` is the attempt it is about to run (1-based)."""
+
+    id: str
+    task_name: str
+    args: dict[str, Any]
+    queue: str
+    priority: int
+    attempt: int
+    max_attempts: int
+    scheduled_at: datetime | None
+    created_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """What a worker records about itself in ``soniq_workers``."""
+
+    id: str
+    hostname: str
+    pid: int
+    queues: tuple[str, ...] | None
+    task_names: tuple[str, ...]
+    concurrency: int
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryReport:
+    """What one stale-worker recovery pass did."""
+
+    dead_workers: tuple[str, ...] = ()
+    requeued: int = 0
+    dead_lettered: int = 0

@@ -1,0 +1,39 @@
+"""When a failed job runs again: the delay before attempt ``n + 1``.
+
+``retry_delay`` is a number of seconds, or a list with one delay per retry (the last one
+repeats). ``retry_backoff`` doubles the delay at each retry and adds jitter so that jobs that
+failed together do not all come back together. ``retry_max_delay`` caps the result.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from soniq.core.spec import JobSpec
+
+# Exponents beyond this are pointless (2**32 s is over a century) and would overflow floats
+# for absurd attempt counts.
+_MAX_EXPONENT = 32
+
+
+def retry_delay_seconds(
+    spec: JobSpec, failed_attempt: int, *, rand: Callable[[], float] = random.random
+) -> float:
+    """Seconds to wait after ``failed_attempt`` (1-based) failed, before the next attempt."""
+    delays = spec.retry_delay
+    if isinstance(delays, tuple):
+        base = delays[min(failed_attempt, len(delays)) - 1]
+    else:
+        base = delays
+    delay = base
+    if spec.retry_backoff and base > 0:
+        # Exponential growth with "equal jitter": half fixed, half random, so the expected
+        # spacing still grows while simultaneous failures spread out.
+        grown = base * 2 ** min(failed_attempt - 1, _MAX_EXPONENT)
+        if spec.retry_max_delay is not None:
+            grown = min(grown, spec.retry_max_delay)
+        delay = grown / 2 + rand() * grown / 2
+    if spec.retry_max_delay is not None:
+        delay = min(delay, spec.retry_max_delay)
+    return max(0.0, delay)
