@@ -109,7 +109,7 @@ def _django_runs(url: str, count: int) -> None:
 
 
 def _claim_plan(url: str) -> None:
-    from soniq.backends.postgres.statements import claim_jobs
+    from soniq.backends.postgres.worker_statements import claim_jobs
 
     with psycopg.connect(url, autocommit=True) as conn:
         started = time.perf_counter()

@@ -5,12 +5,13 @@ from __future__ import annotations
 import inspect
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from soniq import _integration
-from soniq.backends.base import StorageBackend
+from soniq.backends.base import StorageBackend, WorkerBackend
 from soniq.core.enqueue import EnqueueOptions, JobBuilder, Target, resolve_target
 from soniq.core.errors import (
     ConfigurationError,
@@ -28,6 +29,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 HOOK_EVENTS = ("before_job", "after_job", "on_error")
+
+# Every Soniq instance alive in this process, so the worker commands can find "the" app.
+instances: weakref.WeakSet[Soniq] = weakref.WeakSet()
 JOB_PARAMETERS = frozenset(inspect.signature(build_job_spec).parameters) - {"func"}
 
 
@@ -76,6 +80,7 @@ class Soniq:
         self._backend_lock = threading.Lock()
         # Backends replaced after a settings change; their pools are closed by close().
         self._retired_backends: list[StorageBackend] = []
+        instances.add(self)
 
     # -- settings and storage ---------------------------------------------------------------
 
@@ -140,6 +145,67 @@ class Soniq:
             self._backend = None
         for backend in backends:
             await backend.close()
+
+    # -- running jobs -----------------------------------------------------------------------
+
+    def worker_backend(self, concurrency: int) -> WorkerBackend:
+        """A backend for a worker: psycopg on ``DATABASE_URL``, or on the PostgreSQL behind
+        ``SONIQ["DATABASE"]`` (the worker speaks to PostgreSQL directly, not via the ORM)."""
+        settings = self.settings
+        if settings.database_url:
+            from soniq.backends.postgres import PostgresBackend
+
+            self._make_backend(settings)  # validates the URL with a clear message
+            return PostgresBackend(settings.database_url, min_size=2, max_size=concurrency + 4)
+        if _integration.django_is_configured():
+            from soniq.django_worker import worker_backend
+
+            return worker_backend(settings.database, concurrency)
+        raise ConfigurationError(
+            "the worker has no database: pass Soniq(database_url='postgresql://...') or set "
+            "SONIQ_DATABASE_URL"
+        )
+
+    def make_worker(self, concurrency: int | None = None) -> Any:
+        """A :class:`soniq.worker.Worker` for this app's jobs (with Django's ORM hygiene and
+        signals when running inside Django)."""
+        from soniq.worker import Worker
+
+        settings = self.settings
+        hooks = {event: list(callbacks) for event, callbacks in self.hooks.items()}
+        sync_call_wrapper = None
+        if _integration.django_is_configured():
+            from soniq.django_worker import signal_hooks, with_fresh_connections
+
+            for event, callbacks in signal_hooks(self).items():
+                hooks[event].extend(callbacks)
+            sync_call_wrapper = with_fresh_connections
+        return Worker(
+            self.worker_backend(concurrency or settings.concurrency),
+            self.registry,
+            settings,
+            hooks,
+            sync_call_wrapper=sync_call_wrapper,
+        )
+
+    async def run_worker(
+        self,
+        concurrency: int | None = None,
+        run_once: bool = False,
+        queues: list[str] | None = None,
+    ) -> bool:
+        """Run a worker in this process; True when any job ran. ``concurrency`` defaults to
+        the ``CONCURRENCY`` setting (4)."""
+        worker = self.make_worker(concurrency)
+        try:
+            ran: bool = await worker.run(
+                concurrency=concurrency or self.settings.concurrency,
+                run_once=run_once,
+                queues=queues,
+            )
+        finally:
+            await worker.backend.close()
+        return ran
 
     # -- defining jobs ----------------------------------------------------------------------
 

@@ -143,6 +143,11 @@ class Worker(models.Model):
     last_heartbeat_at = models.DateTimeField()
     stopped_at = models.DateTimeField(null=True, blank=True)
     version = models.CharField(max_length=32, blank=True, default="")
+    lock_key = models.IntegerField(
+        null=True,
+        blank=True,
+        help_text="Session advisory lock held while the worker's connection lives.",
+    )
 
     class Meta:
         db_table = "soniq_workers"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from soniq.core.records import JobInfo, NewJob
+from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
 
 
 class Statement(NamedTuple):
@@ -67,5 +68,69 @@ class StorageBackend(Protocol):
     async def get_job(self, job_id: str) -> JobInfo | None: ...
 
     def get_job_sync(self, job_id: str) -> JobInfo | None: ...
+
+    async def close(self) -> None: ...
+
+
+class WorkerSessionProtocol(Protocol):
+    """The worker's long-lived connection: wake-ups and the liveness lock."""
+
+    lock_key: int | None
+
+    def notifications(self, within: float) -> Any:
+        """An async iterator of payloads (queue names) arriving ``within`` seconds."""
+        ...
+
+    @property
+    def broken(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class WorkerBackend(Protocol):
+    """The state transitions a worker drives. Every finishing write is fenced by
+    ``(worker_id, attempt)`` and reports whether it applied."""
+
+    @property
+    def supports_listen(self) -> bool: ...
+
+    async def claim_jobs(
+        self,
+        worker_id: str,
+        task_names: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+    ) -> list[ClaimedJob]: ...
+
+    async def complete_jobs(
+        self, worker_id: str, done: Sequence[tuple[str, int, str | None]]
+    ) -> int: ...
+
+    async def retry_job(
+        self, worker_id: str, job_id: str, attempt: int, run_at: datetime, error: dict[str, Any]
+    ) -> bool: ...
+
+    async def dead_letter_job(
+        self, worker_id: str, job_id: str, attempt: int, error: dict[str, Any], reason: str
+    ) -> bool: ...
+
+    async def release_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int: ...
+
+    async def register_worker(self, info: WorkerInfo, lock_key: int | None) -> None: ...
+
+    async def heartbeat(self, worker_id: str) -> str | None: ...
+
+    async def deregister_worker(self, worker_id: str) -> None: ...
+
+    async def open_session(
+        self, *, listen: bool, lock_key: int | None = None
+    ) -> WorkerSessionProtocol: ...
+
+    async def recover_stale_workers(
+        self, *, heartbeat_timeout: float, lock_grace: float, max_losses: int
+    ) -> RecoveryReport: ...
+
+    async def prune(self, *, retention: float, batch: int = ...) -> int: ...
 
     async def close(self) -> None: ...

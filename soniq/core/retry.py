@@ -22,10 +22,7 @@ def retry_delay_seconds(
 ) -> float:
     """Seconds to wait after ``failed_attempt`` (1-based) failed, before the next attempt."""
     delays = spec.retry_delay
-    if isinstance(delays, tuple):
-        base = delays[min(failed_attempt, len(delays)) - 1]
-    else:
-        base = delays
+    base = delays[min(failed_attempt, len(delays)) - 1] if isinstance(delays, tuple) else delays
     delay = base
     if spec.retry_backoff and base > 0:
         # Exponential growth with "equal jitter": half fixed, half random, so the expected

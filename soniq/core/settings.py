@@ -47,6 +47,12 @@ class SoniqSettings(BaseModel):
     error_retry_delay: float = Field(default=5.0, ge=0)
     shutdown_timeout: float = Field(default=30.0, ge=0)
     job_timeout: float = Field(default=300.0, gt=0)
+    result_retention: float = Field(
+        default=86400.0, ge=0, description="Seconds finished jobs are kept before pruning."
+    )
+    max_worker_losses: int = Field(
+        default=3, ge=1, description="Dead-letter a job (worker_lost) after this many dead workers."
+    )
     jobs_modules: tuple[str, ...] = ()
     queues: tuple[str, ...] | None = None
     app: str | None = Field(

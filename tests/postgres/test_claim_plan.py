@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from soniq.backends.postgres.statements import claim_jobs
+from soniq.backends.postgres.worker_statements import claim_jobs
 from tests.helpers import conninfo
 
 pytestmark = pytest.mark.django_db(transaction=True)

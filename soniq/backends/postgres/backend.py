@@ -11,7 +11,7 @@ from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from soniq.backends import plans
-from soniq.backends.base import Row
+from soniq.backends.base import Row, Statement
 from soniq.backends.postgres.executors import (
     async_executor,
     is_async_connection,
@@ -20,11 +20,12 @@ from soniq.backends.postgres.executors import (
     sync_executor,
 )
 from soniq.backends.postgres.statements import PostgresDialect
+from soniq.backends.postgres.worker_ops import PostgresWorkerOps
 from soniq.core.errors import ConfigurationError
 from soniq.core.records import JobInfo, NewJob
 
 
-class PostgresBackend:
+class PostgresBackend(PostgresWorkerOps):
     """Pools are opened lazily, on first use: constructing the backend does no I/O."""
 
     supports_listen = True
@@ -44,14 +45,22 @@ class PostgresBackend:
     async def open(self) -> None:
         if self._pool is None:
             pool: AsyncConnectionPool[AsyncConnection[Row]] = AsyncConnectionPool(
-                self.conninfo, min_size=self._min_size, max_size=self._max_size, open=False
+                self.conninfo,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                open=False,
+                # A connection that died (server restart, pg_terminate_backend) is replaced on
+                # checkout instead of failing the next statement.
+                check=AsyncConnectionPool.check_connection,
+                kwargs={"autocommit": True},
             )
             await pool.open(wait=True)
             self._pool = pool
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[AsyncConnection[Row]]:
-        """A pooled connection; its transaction commits when the block exits cleanly."""
+        """A pooled connection in autocommit mode: open ``connection.transaction()`` for a
+        transaction of your own (transactional enqueue)."""
         await self.open()
         assert self._pool is not None
         async with self._pool.connection() as connection:
@@ -68,6 +77,21 @@ class PostgresBackend:
                 self._sync_pool = pool
         with self._sync_pool.connection() as connection:
             yield connection
+
+    async def _fetch(self, statement: Statement) -> list[Row]:
+        """One statement on a pooled autocommit connection."""
+        async with self.acquire() as connection:
+            return await async_executor(connection)(statement)
+
+    async def _execute_count(self, statement: Statement) -> int:
+        async with self.acquire() as connection:
+            cursor = await connection.execute(statement.sql, statement.params)
+            return cursor.rowcount
+
+    async def _in_transaction(self, body: Any) -> Any:
+        """Run ``await body(fetch)`` inside one transaction on one pooled connection."""
+        async with self.acquire() as connection, connection.transaction():
+            return await body(async_executor(connection))
 
     async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
         plan = plans.insert_jobs(self.dialect, jobs)

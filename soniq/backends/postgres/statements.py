@@ -7,7 +7,6 @@ agrees on "due" whatever its own clock says.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from soniq.backends.base import Statement
 from soniq.core.records import NewJob
@@ -112,40 +111,3 @@ class PostgresDialect:
 
     def select_job(self, job_id: str) -> Statement:
         return Statement(_SELECT_JOB, (job_id, job_id))
-
-
-# The claim: due, queued jobs this worker knows, most urgent first, taken without waiting on
-# rows another worker is taking (SKIP LOCKED). Two variants instead of "queue filter or NULL"
-# so that each gets a plan on its own partial index (soniq_jobs_claim_idx for every queue,
-# soniq_jobs_claim_queue_idx for a scoped worker).
-_CLAIM = """
-WITH candidates AS (
-    SELECT id FROM soniq_jobs
-    WHERE status = 'queued' AND scheduled_at <= %s AND task_name = ANY(%s::text[]){queue_filter}
-    ORDER BY priority, scheduled_at
-    LIMIT %s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE soniq_jobs AS job
-SET status = 'processing', attempts = job.attempts + 1, started_at = %s, worker_id = %s::uuid
-FROM candidates
-WHERE job.id = candidates.id
-RETURNING job.id, job.task_name, job.args::text, job.queue, job.priority, job.attempts,
-          job.max_attempts, job.scheduled_at, job.created_at
-"""
-_CLAIM_ANY_QUEUE = _CLAIM.format(queue_filter="")
-_CLAIM_SCOPED = _CLAIM.format(queue_filter=" AND queue = ANY(%s::text[])")
-
-
-def claim_jobs(
-    *,
-    worker_id: str,
-    task_names: Sequence[str],
-    queues: Sequence[str] | None,
-    limit: int,
-    now: datetime,
-) -> Statement:
-    """Take up to ``limit`` due jobs for ``worker_id``; ``now`` is a parameter for tests."""
-    if queues is None:
-        return Statement(_CLAIM_ANY_QUEUE, (now, list(task_names), limit, now, worker_id))
-    return Statement(_CLAIM_SCOPED, (now, list(task_names), list(queues), limit, now, worker_id))

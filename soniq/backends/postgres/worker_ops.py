@@ -1,0 +1,160 @@
+"""The worker's storage operations on PostgreSQL, mixed into :class:`PostgresBackend`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from soniq.backends.base import Row, Statement
+from soniq.backends.postgres import worker_statements as ws
+from soniq.backends.postgres.session import WorkerSession
+from soniq.backends.rows import from_json, to_utc, to_uuid_text
+from soniq.core.records import ClaimedJob, RecoveryReport, WorkerInfo
+
+PRUNE_BATCH = 5000
+
+
+def _claimed(row: Row) -> ClaimedJob:
+    return ClaimedJob(
+        id=to_uuid_text(row[0]) or "",
+        task_name=row[1],
+        args=from_json(row[2]) or {},
+        queue=row[3],
+        priority=int(row[4]),
+        attempt=int(row[5]),
+        max_attempts=int(row[6]),
+        scheduled_at=to_utc(row[7]),
+        created_at=to_utc(row[8]),
+    )
+
+
+class PostgresWorkerOps:
+    """Needs ``_fetch`` (run one statement on a pooled connection) and ``conninfo``."""
+
+    conninfo: str
+
+    async def _fetch(self, statement: Statement) -> list[Row]:
+        raise NotImplementedError  # provided by PostgresBackend
+
+    async def claim_jobs(
+        self,
+        worker_id: str,
+        task_names: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+        now: datetime | None = None,
+    ) -> list[ClaimedJob]:
+        rows = await self._fetch(
+            ws.claim_jobs(
+                worker_id=worker_id, task_names=task_names, queues=queues, limit=limit, now=now
+            )
+        )
+        # The UPDATE returns rows in no particular order; run the most urgent first.
+        jobs = [_claimed(row) for row in rows]
+        jobs.sort(key=lambda job: (job.priority, job.scheduled_at or datetime.min))
+        return jobs
+
+    async def complete_jobs(
+        self, worker_id: str, done: Sequence[tuple[str, int, str | None]]
+    ) -> int:
+        return len(await self._fetch(ws.complete_jobs(worker_id, done)))
+
+    async def retry_job(
+        self, worker_id: str, job_id: str, attempt: int, run_at: datetime, error: dict[str, Any]
+    ) -> bool:
+        rows = await self._fetch(
+            ws.retry_job(worker_id, job_id, attempt, run_at, json.dumps(error))
+        )
+        return bool(rows)
+
+    async def dead_letter_job(
+        self, worker_id: str, job_id: str, attempt: int, error: dict[str, Any], reason: str
+    ) -> bool:
+        rows = await self._fetch(
+            ws.dead_letter_job(worker_id, job_id, attempt, json.dumps(error), reason)
+        )
+        return bool(rows)
+
+    async def release_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        if not jobs:
+            return 0
+        return len(await self._fetch(ws.release_jobs(worker_id, jobs)))
+
+    async def register_worker(self, info: WorkerInfo, lock_key: int | None) -> None:
+        await self._fetch(
+            ws.register_worker(
+                worker_id=info.id,
+                hostname=info.hostname,
+                pid=info.pid,
+                queues_json=json.dumps(None if info.queues is None else list(info.queues)),
+                task_names_json=json.dumps(list(info.task_names)),
+                concurrency=info.concurrency,
+                version=info.version,
+                lock_key=lock_key,
+            )
+        )
+
+    async def heartbeat(self, worker_id: str) -> str | None:
+        """The worker row's status after the heartbeat (``None`` if the row is gone)."""
+        rows = await self._fetch(ws.heartbeat(worker_id))
+        return str(rows[0][0]) if rows else None
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        await self._fetch(ws.deregister_worker(worker_id))
+
+    async def open_session(self, *, listen: bool, lock_key: int | None = None) -> WorkerSession:
+        return await WorkerSession.open(self.conninfo, listen=listen, lock_key=lock_key)
+
+    async def recover_stale_workers(
+        self, *, heartbeat_timeout: float, lock_grace: float, max_losses: int
+    ) -> RecoveryReport:
+        """Find dead workers and put their jobs back, in one transaction; one process at a
+        time (the others skip the pass rather than wait)."""
+        statements = _RecoveryStatements(heartbeat_timeout, lock_grace, max_losses)
+        report: RecoveryReport = await self._in_transaction(statements.run)
+        return report
+
+    async def prune(self, *, retention: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete finished jobs older than ``retention`` seconds, ``batch`` rows at a time."""
+        before = datetime.now(UTC) - timedelta(seconds=retention)
+        removed = 0
+        while True:
+            count = await self._execute_count(ws.prune_finished(before, batch))
+            removed += count
+            if count < batch:
+                break
+        await self._fetch(ws.prune_workers(before))
+        return removed
+
+    async def _in_transaction(self, body: Any) -> Any:
+        raise NotImplementedError  # provided by PostgresBackend
+
+    async def _execute_count(self, statement: Statement) -> int:
+        raise NotImplementedError  # provided by PostgresBackend
+
+
+class _RecoveryStatements:
+    def __init__(self, heartbeat_timeout: float, lock_grace: float, max_losses: int) -> None:
+        self.heartbeat_timeout = heartbeat_timeout
+        self.lock_grace = lock_grace
+        self.max_losses = max_losses
+
+    async def run(self, fetch: Any) -> RecoveryReport:
+        [[leader]] = await fetch(ws.try_cleanup_lock())
+        if not leader:
+            return RecoveryReport()
+        rows = await fetch(
+            ws.find_dead_workers(
+                heartbeat_timeout=self.heartbeat_timeout, lock_grace=self.lock_grace
+            )
+        )
+        dead = tuple(to_uuid_text(row[0]) or "" for row in rows)
+        if not dead:
+            return RecoveryReport()
+        [[dead_lettered, requeued]] = await fetch(
+            ws.recover_jobs_of(dead, max_losses=self.max_losses)
+        )
+        await fetch(ws.mark_workers_dead(dead))
+        return RecoveryReport(dead, int(requeued), int(dead_lettered))

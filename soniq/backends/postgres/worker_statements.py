@@ -1,0 +1,322 @@
+"""The PostgreSQL statements of the worker: claim, finish, liveness and recovery.
+
+Every finishing write is fenced: it applies only while the row is still ``processing`` for this
+worker and this attempt, so a job recovered from a worker presumed dead is never overwritten by
+that worker if it turns out to be alive. Statements that depend on time take ``now``
+(``None`` means the database clock) so tests can control it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from soniq.backends.base import Statement
+
+# First key of every soniq advisory lock (a 32-bit "namespace"); the second key is the worker's
+# lock_key, or 0 for the cleanup leader lock. 0x534f4e51 is "SONQ".
+LOCK_NAMESPACE = 0x534F4E51
+CLEANUP_LOCK_KEY = 0
+
+_NOW = "COALESCE(%s::timestamptz, now())"
+
+# The claim: due, queued jobs this worker knows, most urgent first, taken without waiting on
+# rows another worker is taking (SKIP LOCKED). Two variants instead of "queue filter or NULL"
+# so that each gets a plan on its own partial index (soniq_jobs_claim_idx for every queue,
+# soniq_jobs_claim_queue_idx for a scoped worker).
+_CLAIM = f"""
+WITH candidates AS (
+    SELECT id FROM soniq_jobs
+    WHERE status = 'queued' AND scheduled_at <= {_NOW} AND task_name = ANY(%s::text[]){{queues}}
+    ORDER BY priority, scheduled_at
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE soniq_jobs AS job
+SET status = 'processing', attempts = job.attempts + 1, started_at = {_NOW},
+    finished_at = NULL, worker_id = %s::uuid
+FROM candidates
+WHERE job.id = candidates.id
+RETURNING job.id, job.task_name, job.args::text, job.queue, job.priority, job.attempts,
+          job.max_attempts, job.scheduled_at, job.created_at
+"""
+_CLAIM_ANY_QUEUE = _CLAIM.format(queues="")
+_CLAIM_SCOPED = _CLAIM.format(queues=" AND queue = ANY(%s::text[])")
+
+
+def claim_jobs(
+    *,
+    worker_id: str,
+    task_names: Sequence[str],
+    queues: Sequence[str] | None,
+    limit: int,
+    now: datetime | None = None,
+) -> Statement:
+    """Take up to ``limit`` due jobs for ``worker_id``."""
+    scope = [] if queues is None else [list(queues)]
+    sql = _CLAIM_ANY_QUEUE if queues is None else _CLAIM_SCOPED
+    return Statement(sql, (now, list(task_names), *scope, limit, now, worker_id))
+
+
+_FENCE = "status = 'processing' AND worker_id = %s::uuid"
+
+_COMPLETE_JOBS = f"""
+UPDATE soniq_jobs AS job
+SET status = 'done', finished_at = {_NOW}, result = done.result::jsonb
+FROM unnest(%s::uuid[], %s::int[], %s::text[]) AS done(id, attempt, result)
+WHERE job.id = done.id AND job.attempts = done.attempt AND job.{_FENCE}
+RETURNING job.id
+"""
+
+
+def complete_jobs(
+    worker_id: str, done: Sequence[tuple[str, int, str | None]], now: datetime | None = None
+) -> Statement:
+    """Mark jobs done in one statement: ``done`` holds ``(id, attempt, result_json)``."""
+    return Statement(
+        _COMPLETE_JOBS,
+        (
+            now,
+            [job_id for job_id, _, _ in done],
+            [attempt for _, attempt, _ in done],
+            [result for _, _, result in done],
+            worker_id,
+        ),
+    )
+
+
+_RETRY_JOB = f"""
+UPDATE soniq_jobs
+SET status = 'queued', scheduled_at = %s, worker_id = NULL, errors = errors || %s::jsonb
+WHERE id = %s::uuid AND attempts = %s AND {_FENCE}
+RETURNING id
+"""
+
+
+def retry_job(
+    worker_id: str, job_id: str, attempt: int, run_at: datetime, error_json: str
+) -> Statement:
+    """Back to the queue after a failed attempt, with the error appended to the history."""
+    return Statement(_RETRY_JOB, (run_at, f"[{error_json}]", job_id, attempt, worker_id))
+
+
+_DEAD_LETTER_COLUMNS = (
+    "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
+    "started_at, dead_lettered_at, worker_id, errors, reason, dedup_key"
+)
+
+# DELETE ... RETURNING feeding the INSERT: the move is one statement, so a job is never in
+# both tables nor in neither.
+_DEAD_LETTER_JOB = f"""
+WITH moved AS (
+    DELETE FROM soniq_jobs
+    WHERE id = %s::uuid AND attempts = %s AND {_FENCE}
+    RETURNING *
+)
+INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
+SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
+       started_at, {_NOW}, worker_id, errors || %s::jsonb, %s, dedup_key
+FROM moved
+RETURNING id
+"""
+
+
+def dead_letter_job(
+    worker_id: str,
+    job_id: str,
+    attempt: int,
+    error_json: str,
+    reason: str,
+    now: datetime | None = None,
+) -> Statement:
+    return Statement(_DEAD_LETTER_JOB, (job_id, attempt, worker_id, now, f"[{error_json}]", reason))
+
+
+# A job interrupted by shutdown goes back without the attempt being charged.
+_RELEASE_JOBS = f"""
+UPDATE soniq_jobs AS job
+SET status = 'queued', worker_id = NULL, started_at = NULL,
+    attempts = GREATEST(job.attempts - 1, 0)
+FROM unnest(%s::uuid[], %s::int[]) AS released(id, attempt)
+WHERE job.id = released.id AND job.attempts = released.attempt AND job.{_FENCE}
+RETURNING job.id
+"""
+
+
+def release_jobs(worker_id: str, jobs: Sequence[tuple[str, int]]) -> Statement:
+    return Statement(
+        _RELEASE_JOBS,
+        ([job_id for job_id, _ in jobs], [attempt for _, attempt in jobs], worker_id),
+    )
+
+
+_REGISTER_WORKER = f"""
+INSERT INTO soniq_workers (id, hostname, pid, queues, task_names, concurrency, status,
+                           started_at, last_heartbeat_at, stopped_at, version, lock_key)
+VALUES (%s::uuid, %s, %s, %s::jsonb, %s::jsonb, %s, 'running', {_NOW}, {_NOW}, NULL, %s, %s)
+ON CONFLICT (id) DO UPDATE
+SET status = 'running', last_heartbeat_at = EXCLUDED.last_heartbeat_at, lock_key = EXCLUDED.lock_key
+"""
+
+
+def register_worker(
+    *,
+    worker_id: str,
+    hostname: str,
+    pid: int,
+    queues_json: str,
+    task_names_json: str,
+    concurrency: int,
+    version: str,
+    lock_key: int | None,
+    now: datetime | None = None,
+) -> Statement:
+    return Statement(
+        _REGISTER_WORKER,
+        (
+            worker_id,
+            hostname,
+            pid,
+            queues_json,
+            task_names_json,
+            concurrency,
+            now,
+            now,
+            version,
+            lock_key,
+        ),
+    )
+
+
+def heartbeat(worker_id: str, now: datetime | None = None) -> Statement:
+    """Refresh the heartbeat; returns the row's status (``dead`` if we were given up on)."""
+    return Statement(
+        f"UPDATE soniq_workers SET last_heartbeat_at = {_NOW} WHERE id = %s::uuid RETURNING status",
+        (now, worker_id),
+    )
+
+
+def deregister_worker(worker_id: str, now: datetime | None = None) -> Statement:
+    return Statement(
+        f"UPDATE soniq_workers SET status = 'stopped', stopped_at = {_NOW} "
+        "WHERE id = %s::uuid AND status <> 'dead'",
+        (now, worker_id),
+    )
+
+
+def try_lock(key: int) -> Statement:
+    """Take a session advisory lock without waiting; one boolean row."""
+    return Statement("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, key))
+
+
+def try_cleanup_lock() -> Statement:
+    """The cleanup leader's lock, held until the end of the current transaction."""
+    return Statement("SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE, CLEANUP_LOCK_KEY))
+
+
+# A worker is dead when its heartbeat is older than the timeout, or (sooner) when the session
+# advisory lock its connection held is gone and it has not heartbeated within the grace period:
+# a killed process loses its connection, and PostgreSQL drops the lock at once.
+_FIND_DEAD_WORKERS = f"""
+SELECT worker.id FROM soniq_workers AS worker
+WHERE worker.status IN ('running', 'stopping') AND (
+    worker.last_heartbeat_at < {_NOW} - make_interval(secs => %s)
+    OR (
+        worker.lock_key IS NOT NULL
+        AND worker.last_heartbeat_at < {_NOW} - make_interval(secs => %s)
+        AND NOT EXISTS (
+            SELECT 1 FROM pg_locks AS lock
+            WHERE lock.locktype = 'advisory' AND lock.granted
+              AND lock.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND lock.classid = %s::oid AND lock.objid = worker.lock_key::oid
+              AND lock.objsubid = 2
+        )
+    )
+)
+FOR UPDATE SKIP LOCKED
+"""
+
+
+def find_dead_workers(
+    *, heartbeat_timeout: float, lock_grace: float, now: datetime | None = None
+) -> Statement:
+    return Statement(_FIND_DEAD_WORKERS, (now, heartbeat_timeout, now, lock_grace, LOCK_NAMESPACE))
+
+
+def mark_workers_dead(worker_ids: Sequence[str], now: datetime | None = None) -> Statement:
+    return Statement(
+        f"UPDATE soniq_workers SET status = 'dead', stopped_at = {_NOW} WHERE id = ANY(%s::uuid[])",
+        (now, list(worker_ids)),
+    )
+
+
+# The jobs of dead workers: back to the queue without charging the attempt, or, once a job has
+# lost max_losses workers, to the dead letters with reason worker_lost (a job that kills its
+# worker must not loop forever). One statement; the two branches touch disjoint rows.
+_LOST_ERROR = (
+    "jsonb_build_array(jsonb_build_object('attempt', lost.attempts, 'error_type', 'WorkerLost', "
+    "'message', 'the worker running this job stopped responding', 'traceback', '', "
+    f"'worker_id', lost.worker_id::text, 'failed_at', {_NOW}))"
+)
+_RECOVER_JOBS = f"""
+WITH lost AS (
+    SELECT id, attempts, worker_id, worker_losses FROM soniq_jobs
+    WHERE status = 'processing' AND worker_id = ANY(%s::uuid[])
+    FOR UPDATE
+),
+moved AS (
+    DELETE FROM soniq_jobs AS job USING lost
+    WHERE job.id = lost.id AND lost.worker_losses + 1 >= %s
+    RETURNING job.*, {_LOST_ERROR} AS lost_error
+),
+dead AS (
+    INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
+    SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at,
+           created_at, started_at, {_NOW}, worker_id, errors || lost_error, 'worker_lost',
+           dedup_key
+    FROM moved
+    RETURNING id
+),
+requeued AS (
+    UPDATE soniq_jobs AS job
+    SET status = 'queued', worker_id = NULL, started_at = NULL,
+        attempts = GREATEST(job.attempts - 1, 0), worker_losses = job.worker_losses + 1,
+        scheduled_at = {_NOW}, errors = job.errors || {_LOST_ERROR}
+    FROM lost
+    WHERE job.id = lost.id AND lost.worker_losses + 1 < %s
+    RETURNING job.id
+)
+SELECT (SELECT count(*) FROM dead), (SELECT count(*) FROM requeued)
+"""
+
+
+def recover_jobs_of(
+    worker_ids: Sequence[str], *, max_losses: int, now: datetime | None = None
+) -> Statement:
+    # Parameter order follows the placeholders: lost, moved (error), dead, requeued.
+    return Statement(
+        _RECOVER_JOBS,
+        (list(worker_ids), max_losses, now, now, now, now, max_losses),
+    )
+
+
+_PRUNE_FINISHED = """
+DELETE FROM soniq_jobs WHERE id IN (
+    SELECT id FROM soniq_jobs
+    WHERE status IN ('done', 'cancelled') AND finished_at < %s
+    LIMIT %s
+    FOR UPDATE SKIP LOCKED  -- several workers may prune at once; none waits on another
+)
+"""
+
+
+def prune_finished(before: datetime, batch: int) -> Statement:
+    """Delete up to ``batch`` jobs that finished before ``before``; returns no rows."""
+    return Statement(_PRUNE_FINISHED, (before, batch))
+
+
+def prune_workers(before: datetime) -> Statement:
+    return Statement(
+        "DELETE FROM soniq_workers WHERE status IN ('stopped', 'dead') AND stopped_at < %s",
+        (before,),
+    )

@@ -1,0 +1,145 @@
+"""Running one claimed job: arguments, context, timeout, and what came of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from soniq.core import codec
+from soniq.core.context import JobContext
+from soniq.core.records import ClaimedJob
+from soniq.core.spec import JobSpec
+from soniq.worker.hooks import call_hooks
+
+logger = logging.getLogger("soniq.worker")
+
+# Wraps the call of a sync job in its worker thread (the Django layer closes stale database
+# connections around it). Identity by default.
+SyncCallWrapper = Callable[[Callable[[], Any]], Callable[[], Any]]
+
+
+class JobTimeoutError(Exception):
+    """The job ran longer than its timeout."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an attempt produced: a JSON result, or an error record for the history."""
+
+    succeeded: bool
+    result_json: str | None = None
+    error: dict[str, Any] | None = None
+
+
+def error_record(job: ClaimedJob, worker_id: str, exc: BaseException) -> dict[str, Any]:
+    kind = type(exc)
+    return {
+        "attempt": job.attempt,
+        "error_type": f"{kind.__module__}.{kind.__qualname__}",
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        "failed_at": datetime.now(UTC).isoformat(),
+        "worker_id": worker_id,
+    }
+
+
+def encode_result(job: ClaimedJob, value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        codec.check_json(value, "result")
+    except codec.NotJSONError as exc:
+        # The job's work is done; failing it now would run it again. Keep a readable trace.
+        logger.warning(
+            "job %s (%s) returned a value that is not JSON: %s", job.id, job.task_name, exc
+        )
+        return codec.dumps({"unserializable_result": repr(value)[:2000]})
+    return codec.dumps(value)
+
+
+class JobRunner:
+    """Runs jobs for one worker; never raises for a job's failure (only on cancellation)."""
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        default_timeout: float,
+        threads: Executor,
+        hooks: dict[str, list[Callable[..., Any]]],
+        sync_call_wrapper: SyncCallWrapper | None = None,
+    ) -> None:
+        self.worker_id = worker_id
+        self.default_timeout = default_timeout
+        self.threads = threads
+        self.hooks = hooks
+        self.sync_call_wrapper = sync_call_wrapper
+
+    def context(self, job: ClaimedJob) -> JobContext:
+        return JobContext(
+            job_id=job.id,
+            job_name=job.task_name,
+            attempt=job.attempt,
+            max_attempts=job.max_attempts,
+            queue=job.queue,
+            worker_id=self.worker_id,
+            scheduled_at=job.scheduled_at,
+            created_at=job.created_at,
+        )
+
+    async def run(self, spec: JobSpec, job: ClaimedJob) -> Outcome:
+        ctx = self.context(job)
+        await call_hooks(self.hooks["before_job"], ctx)
+        timeout = spec.timeout if spec.timeout is not None else self.default_timeout
+        try:
+            kwargs = self._arguments(spec, job, ctx)
+            if spec.is_async:
+                value = await asyncio.wait_for(spec.func(**kwargs), timeout)
+            else:
+                value = await asyncio.wait_for(self._in_thread(spec.func, kwargs), timeout)
+        except TimeoutError:
+            error = JobTimeoutError(f"{job.task_name} timed out after {timeout:g} s")
+            return await self._failed(ctx, job, error)
+        except Exception as exc:
+            return await self._failed(ctx, job, exc)
+        await call_hooks(self.hooks["after_job"], ctx, value)
+        return Outcome(True, result_json=encode_result(job, value))
+
+    async def _failed(self, ctx: JobContext, job: ClaimedJob, exc: Exception) -> Outcome:
+        logger.warning(
+            "job %s (%s) attempt %d/%d failed: %s: %s",
+            job.id,
+            job.task_name,
+            job.attempt,
+            job.max_attempts,
+            type(exc).__name__,
+            exc,
+        )
+        await call_hooks(self.hooks["on_error"], ctx, exc)
+        return Outcome(False, error=error_record(job, self.worker_id, exc))
+
+    def _arguments(self, spec: JobSpec, job: ClaimedJob, ctx: JobContext) -> dict[str, Any]:
+        kwargs: dict[str, Any] = dict(job.args)
+        if spec.args_model is not None:
+            # The stored arguments are the model's JSON dump; give the function the model's
+            # Python values back (datetimes, nested models, ...).
+            kwargs = dict(spec.args_model.model_validate(kwargs))
+        if spec.contract.context_parameter:
+            kwargs[spec.contract.context_parameter] = ctx
+        return kwargs
+
+    async def _in_thread(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+        call: Callable[[], Any] = functools.partial(func, **kwargs)
+        if self.sync_call_wrapper is not None:
+            call = self.sync_call_wrapper(call)
+        context = contextvars.copy_context()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.threads, context.run, call)
