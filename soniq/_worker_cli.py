@@ -1,0 +1,60 @@
+"""Flags and the run shared by ``manage.py soniq_worker`` and ``soniq worker``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from soniq.core.settings import QUEUE_NAME_RULE, is_valid_queue_name
+
+if TYPE_CHECKING:
+    from soniq.app import Soniq
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=None,
+        help="Jobs run at once (default: CONCURRENCY, 4).",
+    )
+    parser.add_argument(
+        "--queues", type=_queue_list, default=None, help="Comma-separated queues (default: all)."
+    )
+    parser.add_argument(
+        "--run-once", action="store_true", help="Process the jobs that are due, then exit."
+    )
+    parser.add_argument("--app", default=None, help="The Soniq app as 'module:attribute'.")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _queue_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one queue")
+    for name in names:
+        if not is_valid_queue_name(name):
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not a valid queue name ({QUEUE_NAME_RULE})"
+            )
+    return names
+
+
+def configure_logging(verbosity: int = 1) -> None:
+    if not logging.getLogger().handlers:
+        logging.basicConfig(
+            level=logging.DEBUG if verbosity > 1 else logging.INFO,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+
+
+def run(app: Soniq, concurrency: int | None, queues: list[str] | None, run_once: bool) -> bool:
+    return asyncio.run(app.run_worker(concurrency=concurrency, run_once=run_once, queues=queues))

@@ -1,0 +1,90 @@
+"""The standalone ``soniq`` command: ``soniq setup`` and ``soniq worker``, configured by
+``SONIQ_*`` environment variables (``SONIQ_DATABASE_URL``, ``SONIQ_JOBS_MODULES``, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from soniq import _discovery, _worker_cli
+from soniq.core.errors import ConfigurationError, SoniqError
+from soniq.core.settings import build_settings
+
+
+def _configure_django(database_url: str) -> None:
+    """A minimal Django configuration, only to apply soniq's migrations to that database."""
+    import django
+    from django.conf import settings
+
+    from soniq.backends.postgres.conninfo import parse_conninfo
+
+    if settings.configured:
+        return
+    params = parse_conninfo(database_url)
+    settings.configure(
+        INSTALLED_APPS=["soniq"],
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": params.get("dbname", ""),
+                "USER": params.get("user", ""),
+                "PASSWORD": params.get("password", ""),
+                "HOST": params.get("host", ""),
+                "PORT": params.get("port", ""),
+            }
+        },
+        USE_TZ=True,
+    )
+    django.setup()
+
+
+def setup(_: argparse.Namespace) -> int:
+    """Create (or upgrade) soniq's tables in SONIQ_DATABASE_URL by applying its migrations."""
+    url = build_settings().database_url
+    if not url:
+        raise ConfigurationError("set SONIQ_DATABASE_URL to the PostgreSQL database to set up")
+    _configure_django(url)
+    from django.core.management import call_command
+
+    call_command("migrate", "soniq", verbosity=1)
+    return 0
+
+
+def worker(options: argparse.Namespace) -> int:
+    settings = build_settings()
+    if not settings.database_url:
+        raise ConfigurationError("set SONIQ_DATABASE_URL for the worker")
+    if not settings.jobs_modules and not options.app and not settings.app:
+        raise ConfigurationError(
+            "set SONIQ_JOBS_MODULES (comma-separated modules that define your jobs) or --app"
+        )
+    # The jobs modules are imported from the current directory, as `python -m` would.
+    sys.path.insert(0, os.getcwd())
+    _discovery.import_modules(settings.jobs_modules)
+    app = _discovery.choose_app(options.app or settings.app)
+    _worker_cli.configure_logging()
+    _worker_cli.run(app, options.concurrency, options.queues, options.run_once)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="soniq", description="soniq background jobs")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("setup", help="create soniq's tables in SONIQ_DATABASE_URL").set_defaults(
+        handler=setup
+    )
+    worker_parser = commands.add_parser("worker", help="run a worker")
+    _worker_cli.add_worker_arguments(worker_parser)
+    worker_parser.set_defaults(handler=worker)
+    options = parser.parse_args(argv)
+    try:
+        return int(options.handler(options))
+    except SoniqError as exc:
+        print(f"soniq: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""``manage.py soniq_worker``: run a worker for the project's jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils.module_loading import autodiscover_modules
+
+from soniq import _discovery, _worker_cli
+from soniq.core.errors import ConfigurationError
+from soniq.core.settings import build_settings
+
+
+class Command(BaseCommand):
+    help = "Run a soniq worker: claims due jobs and runs them until SIGTERM/SIGINT."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        _worker_cli.add_worker_arguments(parser)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        _worker_cli.configure_logging(options["verbosity"])
+        try:
+            soniq_settings = build_settings(django_values=getattr(settings, "SONIQ", None))
+            # Every installed app's jobs module, then the modules named in JOBS_MODULES.
+            autodiscover_modules("jobs")
+            _discovery.import_modules(soniq_settings.jobs_modules)
+            app = _discovery.choose_app(options["app"] or soniq_settings.app)
+        except ConfigurationError as exc:
+            raise CommandError(str(exc)) from exc
+        _worker_cli.run(app, options["concurrency"], options["queues"], options["run_once"])
