@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import threading
 from typing import TYPE_CHECKING
 
 from soniq.core.settings import QUEUE_NAME_RULE, is_valid_queue_name
@@ -57,4 +59,14 @@ def configure_logging(verbosity: int = 1) -> None:
 
 
 def run(app: Soniq, concurrency: int | None, queues: list[str] | None, run_once: bool) -> bool:
-    return asyncio.run(app.run_worker(concurrency=concurrency, run_once=run_once, queues=queues))
+    ran = asyncio.run(app.run_worker(concurrency=concurrency, run_once=run_once, queues=queues))
+    stuck = [t for t in threading.enumerate() if t.name.startswith("soniq-job") and t.is_alive()]
+    if stuck:
+        # A sync job that outlived its timeout or the shutdown cannot be interrupted; its job
+        # is already back in the queue. Do not let it hold the process open.
+        logging.getLogger("soniq.worker").warning(
+            "%d job thread(s) still running at exit; leaving them", len(stuck)
+        )
+        logging.shutdown()
+        os._exit(0)
+    return ran

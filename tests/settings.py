@@ -28,5 +28,10 @@ DATABASES = {
     },
 }
 
+# Worker processes started by the acceptance tests use the test database directly.
+if os.environ.get("SONIQ_WORKER_DATABASE_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["SONIQ_WORKER_DATABASE_NAME"]
+    DATABASES["sqlite"]["NAME"] = DATABASES["sqlite"]["TEST"]["NAME"]
+
 SONIQ = {"DATABASE": "default", "APP": "config.tasks:app"}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

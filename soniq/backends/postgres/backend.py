@@ -24,6 +24,9 @@ from soniq.backends.postgres.worker_ops import PostgresWorkerOps
 from soniq.core.errors import ConfigurationError
 from soniq.core.records import JobInfo, NewJob
 
+# Shown in pg_stat_activity, so operators can tell soniq's connections apart.
+APPLICATION_NAME = "soniq"
+
 
 class PostgresBackend(PostgresWorkerOps):
     """Pools are opened lazily, on first use: constructing the backend does no I/O."""
@@ -52,7 +55,7 @@ class PostgresBackend(PostgresWorkerOps):
                 # A connection that died (server restart, pg_terminate_backend) is replaced on
                 # checkout instead of failing the next statement.
                 check=AsyncConnectionPool.check_connection,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
             )
             await pool.open(wait=True)
             self._pool = pool

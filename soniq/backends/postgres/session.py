@@ -27,7 +27,9 @@ class WorkerSession:
         cls, conninfo: str, *, listen: bool, lock_key: int | None = None
     ) -> WorkerSession:
         """Connect, take the liveness lock (a fresh key if none or taken), LISTEN if asked."""
-        connection = await AsyncConnection.connect(conninfo, autocommit=True)
+        connection = await AsyncConnection.connect(
+            conninfo, autocommit=True, application_name="soniq-worker"
+        )
         try:
             key = await _take_lock(connection, lock_key)
             if listen:

@@ -1,0 +1,115 @@
+"""Jobs run by real worker processes in the acceptance tests.
+
+Each records what it did in the table ``soniq_test_runs`` (created by the tests), so the test
+process can count executions from outside the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.db import connection
+
+from soniq import JobContext, Soniq
+
+app = Soniq()
+
+RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS soniq_test_runs (
+    seq bigserial PRIMARY KEY,
+    label text NOT NULL,
+    job_id text,
+    attempt int,
+    pid int NOT NULL,
+    data jsonb NOT NULL DEFAULT '{}',
+    at timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+
+def record(label: str, ctx: JobContext | None = None, **data: Any) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO soniq_test_runs (label, job_id, attempt, pid, data) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            [
+                label,
+                ctx.job_id if ctx else None,
+                ctx.attempt if ctx else None,
+                os.getpid(),
+                json.dumps(data),
+            ],
+        )
+
+
+arecord = sync_to_async(record)
+
+
+@app.job(name="acc.count")
+def count(n: int, ctx: JobContext) -> int:
+    record("count", ctx, n=n)
+    return n
+
+
+@app.job(name="acc.slow", retries=0)
+async def slow(seconds: float, ctx: JobContext) -> str:
+    await arecord("start", ctx)
+    await asyncio.sleep(seconds)
+    await arecord("end", ctx)
+    return "slept"
+
+
+@app.job(name="acc.flaky", retries=3, retry_delay=[0.5, 1.0])
+def flaky(fail_times: int, ctx: JobContext) -> int:
+    record("flaky", ctx)
+    if ctx.attempt <= fail_times:
+        raise RuntimeError(f"attempt {ctx.attempt} fails on purpose")
+    return ctx.attempt
+
+
+@app.job(name="acc.backoff", retries=3, retry_delay=0.4, retry_backoff=True)
+def backoff(ctx: JobContext) -> None:
+    record("backoff", ctx)
+    raise RuntimeError("always")
+
+
+@app.job(name="acc.doomed", retries=2)
+def doomed(reason: str, ctx: JobContext) -> None:
+    raise ValueError(f"doomed: {reason} (attempt {ctx.attempt})")
+
+
+@app.job(name="acc.sleepy", timeout=0.5, retries=1)
+async def sleepy(ctx: JobContext) -> None:
+    await arecord("sleepy", ctx)
+    await asyncio.sleep(30)
+
+
+@app.job(name="acc.context", queue="ctx", priority=7, retries=4)
+async def context(ctx: JobContext) -> dict[str, Any]:
+    return {
+        "job_id": ctx.job_id,
+        "job_name": ctx.job_name,
+        "attempt": ctx.attempt,
+        "max_attempts": ctx.max_attempts,
+        "queue": ctx.queue,
+        "worker_id": ctx.worker_id,
+        "scheduled_at": ctx.scheduled_at.isoformat() if ctx.scheduled_at else None,
+        "created_at": ctx.created_at.isoformat() if ctx.created_at else None,
+        "pid": os.getpid(),
+    }
+
+
+@app.job(name="acc.fulfil")
+def fulfil(order_id: int) -> str:
+    from django.utils import timezone
+
+    from shop.models import Order
+
+    order = Order.objects.get(pk=order_id)
+    order.fulfilled_at = timezone.now()
+    order.save(update_fields=["fulfilled_at"])
+    return order.customer_email
