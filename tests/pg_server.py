@@ -31,7 +31,7 @@ def _answers(url: str) -> bool:
         return False
 
 
-def _server_bin(name: str) -> str | None:
+def server_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
@@ -45,47 +45,75 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _start_throwaway_cluster() -> str:
-    initdb, pg_ctl = _server_bin("initdb"), _server_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        raise RuntimeError(
-            f"No PostgreSQL answers at {os.environ.get(ENV_VAR, DEFAULT_URL)} and no server "
-            "binaries (initdb, pg_ctl) are installed to start one. Set SONIQ_TEST_DATABASE_URL "
-            "or install PostgreSQL."
-        )
-    root = Path(tempfile.mkdtemp(prefix="soniq-pg-"))
-    data = root / "data"
-    port = _free_port()
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        # initdb refuses to run as root; hand the directory to the postgres user.
-        shutil.chown(root, "postgres", "postgres")
-        run_as = ["runuser", "-u", "postgres", "--"]
-    subprocess.run(
-        [*run_as, initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
+class ThrowawayCluster:
+    """A PostgreSQL cluster of our own in a temporary directory (also for restart tests)."""
 
-    def stop() -> None:
+    def __init__(self) -> None:
+        initdb, pg_ctl = server_bin("initdb"), server_bin("pg_ctl")
+        if not initdb or not pg_ctl:
+            raise RuntimeError(
+                f"No PostgreSQL answers at {os.environ.get(ENV_VAR, DEFAULT_URL)} and no server "
+                "binaries (initdb, pg_ctl) are installed to start one. Set "
+                "SONIQ_TEST_DATABASE_URL or install PostgreSQL."
+            )
+        self.pg_ctl = pg_ctl
+        self.root = Path(tempfile.mkdtemp(prefix="soniq-pg-"))
+        self.data = self.root / "data"
+        self.port = _free_port()
+        self.run_as: list[str] = []
+        if os.geteuid() == 0:
+            # initdb refuses to run as root; hand the directory to the postgres user.
+            shutil.chown(self.root, "postgres", "postgres")
+            self.run_as = ["runuser", "-u", "postgres", "--"]
         subprocess.run(
-            [*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
+            [*self.run_as, initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust"],
+            check=True,
+            capture_output=True,
         )
-        shutil.rmtree(root, ignore_errors=True)
 
-    atexit.register(stop)
-    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, *args: str) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            [
+                *self.run_as,
+                self.pg_ctl,
+                "-D",
+                str(self.data),
+                "-o",
+                options,
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                *args,
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def start(self) -> ThrowawayCluster:
+        self._ctl("start")
+        return self
+
+    def restart(self) -> None:
+        self._ctl("-m", "fast", "restart")
+
+    def stop(self) -> None:
+        subprocess.run(
+            [*self.run_as, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def ensure_postgres_url() -> str:
     url = os.environ.get(ENV_VAR, DEFAULT_URL)
     if not _answers(url):
-        url = _start_throwaway_cluster()
+        cluster = ThrowawayCluster().start()
+        atexit.register(cluster.stop)
+        url = cluster.url
         os.environ[ENV_VAR] = url
     return url
