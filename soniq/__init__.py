@@ -3,6 +3,7 @@
 Importing this package needs no configured Django project.
 """
 
+from soniq._version import __version__
 from soniq.app import Soniq
 from soniq.core.context import JobContext
 from soniq.core.enqueue import EnqueueOptions
@@ -29,8 +30,6 @@ from soniq.core.settings import SoniqSettings
 from soniq.core.status import JobStatus
 from soniq.core.taskref import TaskRef
 from soniq.job_function import ConfiguredJob, JobFunction
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ArgumentsNotSerializableError",

@@ -24,11 +24,11 @@ from soniq.core.registry import JobRegistry
 from soniq.core.settings import SoniqSettings, build_settings
 from soniq.core.spec import JobSpec, build_job_spec
 from soniq.job_function import JobFunction, attach_job_methods
+from soniq.worker.hooks import HOOK_EVENTS
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
-HOOK_EVENTS = ("before_job", "after_job", "on_error")
 
 # Every Soniq instance alive in this process, so the worker commands can find "the" app.
 instances: weakref.WeakSet[Soniq] = weakref.WeakSet()
@@ -121,7 +121,7 @@ class Soniq:
                 )
             from soniq.backends.postgres import PostgresBackend
 
-            return PostgresBackend(url)
+            return PostgresBackend(url, prepared_statements=settings.prepared_statements)
         if _integration.django_is_configured():
             from soniq.django_backend import DjangoBackend
 
@@ -156,11 +156,16 @@ class Soniq:
             from soniq.backends.postgres import PostgresBackend
 
             self._make_backend(settings)  # validates the URL with a clear message
-            return PostgresBackend(settings.database_url, min_size=2, max_size=concurrency + 4)
+            return PostgresBackend(
+                settings.database_url,
+                min_size=2,
+                max_size=concurrency + 4,
+                prepared_statements=settings.prepared_statements,
+            )
         if _integration.django_is_configured():
             from soniq.django_worker import worker_backend
 
-            return worker_backend(settings.database, concurrency)
+            return worker_backend(settings.database, concurrency, settings.prepared_statements)
         raise ConfigurationError(
             "the worker has no database: pass Soniq(database_url='postgresql://...') or set "
             "SONIQ_DATABASE_URL"

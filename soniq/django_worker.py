@@ -41,11 +41,16 @@ def postgres_conninfo(alias: str) -> str:
     )
 
 
-def worker_backend(alias: str, concurrency: int) -> PostgresBackend:
+def worker_backend(alias: str, concurrency: int, prepared_statements: bool) -> PostgresBackend:
     from soniq.backends.postgres import PostgresBackend
 
     # The claim, the completion writer and the heartbeat each hold a connection briefly.
-    return PostgresBackend(postgres_conninfo(alias), min_size=2, max_size=concurrency + 4)
+    return PostgresBackend(
+        postgres_conninfo(alias),
+        min_size=2,
+        max_size=concurrency + 4,
+        prepared_statements=prepared_statements,
+    )
 
 
 def with_fresh_connections(call: Callable[[], Any]) -> Callable[[], Any]:

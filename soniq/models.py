@@ -71,8 +71,8 @@ class Job(models.Model):
                 condition=Q(status__in=FINISHED_STATUSES),
                 name="soniq_jobs_finished_idx",
             ),
-            models.Index(fields=["task_name", "created_at"], name="soniq_jobs_task_idx"),
-            models.Index(fields=["created_at"], name="soniq_jobs_created_idx"),
+            # No index on created_at or task_name: every index costs each enqueue, and with
+            # statistics missing one on task_name lured the planner away from the claim index.
         ]
         constraints = [
             # Deduplication is decided by this index and INSERT ... ON CONFLICT, never by a

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
@@ -84,6 +83,8 @@ class WorkerSessionProtocol(Protocol):
     @property
     def broken(self) -> bool: ...
 
+    async def ping(self) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -108,8 +109,10 @@ class WorkerBackend(Protocol):
     ) -> int: ...
 
     async def retry_job(
-        self, worker_id: str, job_id: str, attempt: int, run_at: datetime, error: dict[str, Any]
-    ) -> bool: ...
+        self, worker_id: str, job_id: str, attempt: int, delay: float, error: dict[str, Any]
+    ) -> bool:
+        """Back to the queue ``delay`` seconds from now (the database's clock)."""
+        ...
 
     async def dead_letter_job(
         self, worker_id: str, job_id: str, attempt: int, error: dict[str, Any], reason: str
@@ -132,5 +135,13 @@ class WorkerBackend(Protocol):
     ) -> RecoveryReport: ...
 
     async def prune(self, *, retention: float, batch: int = ...) -> int: ...
+
+    async def release_strays(
+        self, worker_id: str, running: Sequence[str], older_than: float
+    ) -> int:
+        """Requeue jobs held by ``worker_id`` that it is not running (claim replies lost)."""
+        ...
+
+    async def prepare_for_work(self) -> None: ...
 
     async def close(self) -> None: ...

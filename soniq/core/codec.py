@@ -72,9 +72,14 @@ def check_json(value: Any, path: str) -> None:
             raise NotJSONError(where, _describe(item))
 
 
+# Built once: json.dumps() with non-default options builds a new encoder on every call, which
+# is a measurable share of a 20,000-job enqueue_many.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
     """Encode a value already accepted by :func:`check_json`."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def canonical_dumps(value: Any) -> str:

@@ -66,6 +66,11 @@ class SoniqSettings(BaseModel):
         default=True,
         description="Use LISTEN/NOTIFY; turn off behind PgBouncer in transaction mode.",
     )
+    prepared_statements: bool = Field(
+        default=True,
+        description="Let psycopg prepare frequent statements; turn off behind PgBouncer in "
+        "transaction mode.",
+    )
 
     @field_validator("jobs_modules", "queues", mode="before")
     @classmethod

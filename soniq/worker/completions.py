@@ -24,11 +24,18 @@ class CompletionWriter:
         self._write = write
         self._retry_delay = retry_delay
         self._pending: list[Done] = []
+        self._in_flight: list[Done] = []
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+
+    def pending_ids(self) -> list[str]:
+        """Jobs finished here whose completion is not in the database yet."""
+        return [job_id for job_id, _, _ in self._pending] + [
+            job_id for job_id, _, _ in self._in_flight
+        ]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="soniq-completions")
@@ -44,7 +51,9 @@ class CompletionWriter:
             self._has_work.clear()
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                self._in_flight = batch
                 await self._write_until_done(batch)
+                self._in_flight = []
             self._idle.set()
             if self._closing:
                 return

@@ -65,13 +65,18 @@ def encode_result(job: ClaimedJob, value: Any) -> str | None:
     return codec.dumps(value)
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class JobRunner:
     """Runs jobs for one worker; never raises for a job's failure (only on cancellation)."""
 
     def __init__(
         self,
         *,
-        worker_id: str,
+        worker_id: Callable[[], str],
         default_timeout: float,
         threads: Executor,
         hooks: dict[str, list[Callable[..., Any]]],
@@ -90,7 +95,7 @@ class JobRunner:
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             queue=job.queue,
-            worker_id=self.worker_id,
+            worker_id=self.worker_id(),
             scheduled_at=job.scheduled_at,
             created_at=job.created_at,
         )
@@ -104,7 +109,7 @@ class JobRunner:
             if spec.is_async:
                 value = await asyncio.wait_for(spec.func(**kwargs), timeout)
             else:
-                value = await asyncio.wait_for(self._in_thread(spec.func, kwargs), timeout)
+                value = await self._in_thread(spec.func, kwargs, timeout)
         except TimeoutError:
             error = JobTimeoutError(f"{job.task_name} timed out after {timeout:g} s")
             return await self._failed(ctx, job, error)
@@ -124,7 +129,7 @@ class JobRunner:
             exc,
         )
         await call_hooks(self.hooks["on_error"], ctx, exc)
-        return Outcome(False, error=error_record(job, self.worker_id, exc))
+        return Outcome(False, error=error_record(job, self.worker_id(), exc))
 
     def _arguments(self, spec: JobSpec, job: ClaimedJob, ctx: JobContext) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(job.args)
@@ -136,10 +141,28 @@ class JobRunner:
             kwargs[spec.contract.context_parameter] = ctx
         return kwargs
 
-    async def _in_thread(self, func: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    async def _in_thread(
+        self, func: Callable[..., Any], kwargs: dict[str, Any], limit: float
+    ) -> Any:
+        """Run a sync job in the pool; its timeout counts from when a thread takes it up,
+        not while it waits for a thread (one held by a job that overran, for instance)."""
         call: Callable[[], Any] = functools.partial(func, **kwargs)
         if self.sync_call_wrapper is not None:
             call = self.sync_call_wrapper(call)
-        context = contextvars.copy_context()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.threads, context.run, call)
+        started = loop.create_future()
+
+        def in_thread() -> Any:
+            loop.call_soon_threadsafe(_resolve, started)
+            return call()
+
+        context = contextvars.copy_context()
+        result = loop.run_in_executor(self.threads, context.run, in_thread)
+        # If the call never starts (the pool was shut down), stop waiting for it to start.
+        result.add_done_callback(lambda _: _resolve(started))
+        try:
+            await asyncio.shield(started)
+        except asyncio.CancelledError:
+            result.cancel()  # not started yet: it never will be
+            raise
+        return await asyncio.wait_for(result, limit)

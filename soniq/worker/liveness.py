@@ -1,16 +1,17 @@
 """A worker's presence: registration, heartbeat, LISTEN wake-ups, and the recovery of others.
 
 Three small loops, each surviving database errors:
-- the session loop keeps the worker's own connection (LISTEN + liveness lock) open, and
-  re-opens it when it drops;
-- the heartbeat loop refreshes ``last_heartbeat_at`` and, at the same cadence, runs the
-  recovery pass that gives the jobs of dead workers back to the queue;
+- the session loop keeps the worker's own connection (liveness lock, and LISTEN when enabled)
+  open, and re-opens it when it drops;
+- the heartbeat loop refreshes ``last_heartbeat_at``, gives back jobs this worker holds but is
+  not running, and runs the recovery pass that requeues the jobs of dead workers;
 - the cleanup loop prunes finished jobs every ``cleanup_interval``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -29,29 +30,38 @@ class Liveness:
         settings: SoniqSettings,
         wake: asyncio.Event,
         *,
+        session: bool,
         listen: bool,
+        in_flight: Callable[[], list[str]],
+        on_presumed_dead: Callable[[], str],
     ) -> None:
         self.backend = backend
         self.info = info
         self.settings = settings
         self.wake = wake
-        self.listen = listen and backend.supports_listen
+        # No session at all behind PgBouncer in transaction mode (LISTEN_NOTIFY off): neither
+        # LISTEN nor a session advisory lock means anything there.
+        self.use_session = session and backend.supports_listen
+        self.listen = listen and self.use_session
+        self.in_flight = in_flight
+        self.on_presumed_dead = on_presumed_dead
         self.session: WorkerSessionProtocol | None = None
         self.lock_key: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, *, with_session: bool = True) -> None:
-        if with_session:
+    async def start(self) -> None:
+        if self.use_session:
             await self._open_session()
         await self.backend.register_worker(self.info, self.lock_key)
-        if with_session:
+        if self.use_session:
             self._spawn(self._session_loop(), "session")
         self._spawn(self._every(self.settings.heartbeat_interval, self._beat), "heartbeat")
         self._spawn(self._every(self.settings.cleanup_interval, self._prune), "cleanup")
 
     def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
-        self._tasks.append(asyncio.ensure_future(coroutine))
-        self._tasks[-1].set_name(f"soniq-{name}")
+        task = asyncio.ensure_future(coroutine)
+        task.set_name(f"soniq-{name}")
+        self._tasks.append(task)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -73,10 +83,8 @@ class Liveness:
             )
             self.lock_key = self.session.lock_key
         except Exception:
-            # Behind PgBouncer in transaction mode, for instance: poll, and let the heartbeat
-            # timeout be the only sign of death.
             logger.warning(
-                "could not open the worker's LISTEN session; polling every %gs",
+                "could not open the worker's session; polling every %gs meanwhile",
                 self.settings.poll_interval,
                 exc_info=True,
             )
@@ -86,25 +94,18 @@ class Liveness:
         while True:
             try:
                 if self.session is None or self.session.broken:
-                    previous = self.lock_key
-                    if self.session is not None:
-                        await self.session.close()
-                    self.session = None
-                    await self._open_session()
+                    await self._reopen_session()
                     if self.session is None:
                         await asyncio.sleep(self.settings.error_retry_delay)
                         continue
-                    if self.lock_key != previous:
-                        await self.backend.register_worker(self.info, self.lock_key)
-                    logger.info("worker session re-established")
-                    # Notifications sent while we were away are lost: look for work now.
-                    self.wake.set()
-                if not self.listen:
-                    await asyncio.sleep(self.settings.poll_interval)
-                    continue
-                async for queue in self.session.notifications(self.settings.poll_interval):
-                    if self.info.queues is None or queue in self.info.queues:
-                        self.wake.set()
+                if self.listen:
+                    async for queue in self.session.notifications(self.settings.poll_interval):
+                        if self.info.queues is None or queue in self.info.queues:
+                            self.wake.set()
+                else:
+                    # Nothing else uses this connection: probe it, or a drop goes unnoticed.
+                    await self.session.ping()
+                    await asyncio.sleep(self.settings.heartbeat_interval)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -112,7 +113,20 @@ class Liveness:
                 if self.session is not None:
                     await self.session.close()
                     self.session = None
-                await asyncio.sleep(self.settings.error_retry_delay)
+
+    async def _reopen_session(self) -> None:
+        previous = self.lock_key
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        await self._open_session()
+        if self.session is None:
+            return
+        if self.lock_key != previous:
+            await self.backend.register_worker(self.info, self.lock_key)
+        logger.info("worker session re-established")
+        # Notifications sent while we were away are lost: look for work now.
+        self.wake.set()
 
     async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
         while True:
@@ -127,22 +141,26 @@ class Liveness:
     async def _beat(self) -> None:
         status = await self.backend.heartbeat(self.info.id)
         if status != "running":
-            # Another worker gave up on us (we were cut off too long): our jobs may have been
-            # requeued, and our fenced writes for them will not apply. Register again.
-            logger.error(
-                "worker %s was presumed dead (%s); registering again", self.info.id, status
-            )
+            # Another worker gave up on us (we were cut off too long) and requeued our jobs.
+            self.info = dataclasses.replace(self.info, id=self.on_presumed_dead())
             await self.backend.register_worker(self.info, self.lock_key)
+        strays = await self.backend.release_strays(
+            self.info.id,
+            self.in_flight(),
+            older_than=max(5.0, 2 * self.settings.heartbeat_interval),
+        )
+        if strays:
+            logger.warning("%d job(s) held but not running here were put back", strays)
         report = await self.backend.recover_stale_workers(
             heartbeat_timeout=self.settings.heartbeat_timeout,
             # A live worker whose session dropped re-takes its lock within about one interval.
             lock_grace=2 * self.settings.heartbeat_interval,
             max_losses=self.settings.max_worker_losses,
         )
-        if report.dead_workers:
+        if report.requeued or report.dead_lettered or report.dead_workers:
             logger.warning(
-                "recovered from dead worker(s) %s: %d job(s) requeued, %d dead-lettered",
-                ", ".join(report.dead_workers),
+                "recovered jobs of dead or stopped workers %s: %d requeued, %d dead-lettered",
+                ", ".join(report.dead_workers) or "(none registered)",
                 report.requeued,
                 report.dead_lettered,
             )

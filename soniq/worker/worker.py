@@ -9,11 +9,12 @@ import signal
 import socket
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from soniq._version import __version__
 from soniq.backends.base import WorkerBackend
 from soniq.core.records import ClaimedJob, WorkerInfo
 from soniq.core.registry import JobRegistry
@@ -27,7 +28,9 @@ from soniq.worker.liveness import Liveness
 
 logger = logging.getLogger("soniq.worker")
 
-VERSION = "0.1.0"
+# Jobs claimed ahead of free slots, at least: big enough that the claim round trip is paid
+# once per batch, small enough that a crash strands few claims (recovery requeues them).
+PREFETCH_MIN = 50
 
 
 class Worker:
@@ -57,8 +60,14 @@ class Worker:
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._running: dict[asyncio.Task[None], ClaimedJob] = {}
+        # Claimed ahead while every slot is busy, so the next claim overlaps running jobs.
+        self._ready: deque[ClaimedJob] = deque()
         self._processed = 0
         self._signals_received = 0
+        # What the database may say this worker holds, besides _running and _ready: the job
+        # of run_once, and finished jobs whose completion is not written yet.
+        self._current: ClaimedJob | None = None
+        self._writer: CompletionWriter | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -79,63 +88,100 @@ class Worker:
         names = self.registry.names()
         if not names:
             return False
-        liveness = Liveness(
-            self.backend, self._info(scoped, 1), self.settings, self._wake, listen=False
-        )
-        await liveness.start(with_session=False)
         ran = 0
-        try:
-            with ThreadPoolExecutor(1, thread_name_prefix="soniq-job") as threads:
-                runner = self._runner(threads)
-                while max_jobs is None or ran < max_jobs:
+        current: ClaimedJob | None = None
+        async with self._presence(scoped, 1, listen=False):
+            threads = ThreadPoolExecutor(1, thread_name_prefix="soniq-job")
+            runner = self._runner(threads)
+            try:
+                while not self._stopping.is_set() and (max_jobs is None or ran < max_jobs):
                     jobs = await self.backend.claim_jobs(self.id, names, scoped, 1)
                     if not jobs:
                         break
-                    [job] = jobs
-                    outcome = await runner.run(self._spec(job), job)
-                    await self._record(job, outcome, writer=None)
+                    [current] = jobs
+                    self._current = current
+                    outcome = await self._run_interruptibly(runner, current)
+                    if outcome is None:
+                        break  # a second signal: the finally block puts the job back
+                    await self._record(current, outcome, writer=None)
+                    current = self._current = None
                     ran += 1
-        finally:
-            await liveness.stop()
+            finally:
+                if current is not None:
+                    # Interrupted (a second signal, a cancelled task): back to the queue.
+                    await self._release([current])
+                    self._current = None
+                threads.shutdown(wait=False, cancel_futures=True)
         return ran > 0
 
     def stop(self) -> None:
-        """Ask a running ``run()`` to finish gracefully (what SIGTERM does)."""
+        """Ask a running worker to finish gracefully (what SIGTERM does)."""
         self._stopping.set()
         self._wake.set()
 
     # -- continuous mode --------------------------------------------------------------------
 
     async def _run_continuously(self, concurrency: int, queues: tuple[str, ...] | None) -> bool:
-        info = self._info(queues, concurrency)
-        liveness = Liveness(
-            self.backend, info, self.settings, self._wake, listen=self.settings.listen_notify
-        )
         writer = CompletionWriter(
             lambda done: self.backend.complete_jobs(self.id, done),
             retry_delay=self.settings.error_retry_delay,
         )
-        restore_signals = self._install_signal_handlers()
-        await liveness.start()
-        writer.start()
-        logger.info(
-            "worker %s started: concurrency %d, queues %s, %d job type(s)",
-            self.id,
-            concurrency,
-            ",".join(queues) if queues else "all",
-            len(self.registry),
-        )
-        try:
-            with ThreadPoolExecutor(concurrency, thread_name_prefix="soniq-job") as threads:
+        self._writer = writer
+        async with self._presence(queues, concurrency, listen=self.settings.listen_notify):
+            writer.start()
+            logger.info(
+                "worker %s started: concurrency %d, queues %s, %d job type(s)",
+                self.id,
+                concurrency,
+                ",".join(queues) if queues else "all",
+                len(self.registry),
+            )
+            # Not a `with` block: leaving it would wait for sync jobs that overran their
+            # timeout, and those cannot be interrupted.
+            threads = ThreadPoolExecutor(concurrency, thread_name_prefix="soniq-job")
+            try:
                 runner = self._runner(threads)
-                await self._fetch_loop(runner, writer, concurrency, queues)
-                await self._drain()
-        finally:
-            await writer.close(grace=self.settings.shutdown_timeout or None)
-            await liveness.stop()
-            restore_signals()
-            logger.info("worker %s stopped after %d job(s)", self.id, self._processed)
+                try:
+                    await self._fetch_loop(runner, writer, concurrency, queues)
+                finally:
+                    await self._drain()
+            finally:
+                threads.shutdown(wait=False, cancel_futures=True)
+                # Completions are worth waiting for a little beyond the shutdown timeout.
+                await writer.close(grace=self.settings.shutdown_timeout + 5)
+        logger.info("worker %s stopped after %d job(s)", self.id, self._processed)
         return self._processed > 0
+
+    def _presence(self, queues: tuple[str, ...] | None, concurrency: int, *, listen: bool) -> Any:
+        worker = self
+
+        class Presence:
+            async def __aenter__(self) -> None:
+                await worker.backend.prepare_for_work()
+                self.restore = worker._install_signal_handlers()
+                self.liveness = Liveness(
+                    worker.backend,
+                    worker._info(queues, concurrency),
+                    worker.settings,
+                    worker._wake,
+                    session=worker.settings.listen_notify,
+                    listen=listen,
+                    in_flight=worker._in_flight_ids,
+                    on_presumed_dead=worker._take_new_identity,
+                )
+                try:
+                    await self.liveness.start()
+                except BaseException:
+                    self.restore()
+                    raise
+
+            async def __aexit__(self, *exc: object) -> None:
+                try:
+                    await self.liveness.stop()
+                finally:
+                    self.restore()
+
+        return Presence()
 
     async def _fetch_loop(
         self,
@@ -145,40 +191,57 @@ class Worker:
         queues: tuple[str, ...] | None,
     ) -> None:
         names = self.registry.names()
+        # Up to one extra batch is claimed ahead of the free slots (see _ready).
+        capacity = concurrency + max(concurrency, PREFETCH_MIN)
         while not self._stopping.is_set():
-            free = concurrency - len(self._running)
-            if free <= 0:
+            wanted = capacity - len(self._running) - len(self._ready)
+            # Claim again only when the local batch runs low: one round trip per batch, not
+            # one per freed slot.
+            if wanted <= 0 or len(self._ready) >= concurrency:
                 self._slot_freed.clear()
                 await self._until(self._slot_freed, at_most=None)
                 continue
             # Cleared before the claim: a notification arriving during it wakes the next wait.
             self._wake.clear()
             try:
-                jobs = await self.backend.claim_jobs(self.id, names, queues, free)
+                jobs = await self.backend.claim_jobs(self.id, names, queues, wanted)
             except Exception:
                 logger.exception(
                     "claiming jobs failed; retrying in %gs", self.settings.error_retry_delay
                 )
                 await self._until(self._stopping, at_most=self.settings.error_retry_delay)
                 continue
+            self._ready.extend(jobs)
+            self._start_ready(runner, writer, concurrency)
             if not jobs:
                 await self._until(self._wake, at_most=self.settings.poll_interval)
-                continue
-            for job in jobs:
-                task = asyncio.create_task(self._work(runner, writer, job))
-                self._running[task] = job
+            elif len(self._running) >= concurrency:
+                # Every slot is busy and a batch is waiting: claim again when one frees.
+                self._slot_freed.clear()
+                await self._until(self._slot_freed, at_most=None)
 
-    async def _work(self, runner: JobRunner, writer: CompletionWriter, job: ClaimedJob) -> None:
+    def _start_ready(self, runner: JobRunner, writer: CompletionWriter, concurrency: int) -> None:
+        while self._ready and len(self._running) < concurrency and not self._stopping.is_set():
+            job = self._ready.popleft()
+            task = asyncio.create_task(self._work(runner, writer, job, concurrency))
+            self._running[task] = job
+
+    async def _work(
+        self, runner: JobRunner, writer: CompletionWriter, job: ClaimedJob, concurrency: int
+    ) -> None:
         try:
             outcome = await runner.run(self._spec(job), job)
             await self._record(job, outcome, writer=writer)
         finally:
             self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self._start_ready(runner, writer, concurrency)
             self._slot_freed.set()
 
     async def _drain(self) -> None:
         """Give running jobs ``shutdown_timeout`` to finish; cancel and requeue the rest."""
-        if self._running:
+        waiting = list(self._ready)
+        self._ready.clear()
+        if self._running and not self._force.is_set():
             logger.info(
                 "waiting up to %gs for %d running job(s)",
                 self.settings.shutdown_timeout,
@@ -196,17 +259,38 @@ class Worker:
         for task in leftovers:
             task.cancel()
         await asyncio.gather(*leftovers, return_exceptions=True)
+        interrupted = [*leftovers.values(), *waiting]
         if leftovers:
-            jobs = [(job.id, job.attempt) for job in leftovers.values()]
-            try:
-                released = await self.backend.release_jobs(self.id, jobs)
-                logger.warning(
-                    "%d job(s) did not finish in time; %d put back in the queue",
-                    len(jobs),
-                    released,
-                )
-            except Exception:
-                logger.exception("could not put back %d interrupted job(s)", len(jobs))
+            logger.warning("%d job(s) did not finish in time", len(leftovers))
+        await self._release(interrupted)
+
+    async def _release(self, jobs: Sequence[ClaimedJob]) -> None:
+        """Put interrupted or never-started jobs back, without charging their attempt."""
+        if not jobs:
+            return
+        try:
+            released = await self.backend.release_jobs(
+                self.id, [(job.id, job.attempt) for job in jobs]
+            )
+            logger.info("%d job(s) put back in the queue", released)
+        except Exception:
+            # The recovery pass of any worker puts them back: this worker is about to be
+            # deregistered, and jobs of a worker that is not running are recovered.
+            logger.exception("could not put back %d job(s); recovery will", len(jobs))
+
+    async def _run_interruptibly(self, runner: JobRunner, job: ClaimedJob) -> Outcome | None:
+        """Run one job; ``None`` when a second signal (``_force``) cancelled it."""
+        task = asyncio.ensure_future(runner.run(self._spec(job), job))
+        forced = asyncio.ensure_future(self._force.wait())
+        try:
+            await asyncio.wait([task, forced], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            forced.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return None
+        return task.result()
 
     # -- recording outcomes -----------------------------------------------------------------
 
@@ -214,47 +298,58 @@ class Worker:
         self, job: ClaimedJob, outcome: Outcome, *, writer: CompletionWriter | None
     ) -> None:
         self._processed += 1
-        if outcome.succeeded:
-            if writer is not None:
-                writer.add(job.id, job.attempt, outcome.result_json)
-            else:
-                await self.backend.complete_jobs(
-                    self.id, [(job.id, job.attempt, outcome.result_json)]
-                )
+        if outcome.succeeded and writer is not None:
+            writer.add(job.id, job.attempt, outcome.result_json)
             return
-        assert outcome.error is not None
-        await self._persist_failure(job, outcome.error)
-
-    async def _persist_failure(self, job: ClaimedJob, error: dict[str, Any]) -> None:
-        spec = self._spec(job)
         while True:
             try:
-                if job.attempt >= job.max_attempts:
-                    applied = await self.backend.dead_letter_job(
-                        self.id, job.id, job.attempt, error, "max_attempts"
-                    )
-                    if applied:
-                        logger.error("job %s (%s) moved to dead letters", job.id, job.task_name)
-                else:
-                    delay = retry_delay_seconds(spec, job.attempt)
-                    run_at = datetime.now(UTC) + timedelta(seconds=delay)
-                    applied = await self.backend.retry_job(
-                        self.id, job.id, job.attempt, run_at, error
-                    )
+                applied = await self._write_outcome(job, outcome)
                 if not applied:
                     logger.warning(
-                        "job %s was taken back from this worker; outcome dropped", job.id
+                        "job %s was taken back from this worker; its outcome is dropped", job.id
                     )
                 return
             except Exception:
+                # Never drop an outcome because the database blinked.
                 logger.exception(
-                    "could not record the failure of job %s; retrying in %gs",
+                    "could not record the outcome of job %s; retrying in %gs",
                     job.id,
                     self.settings.error_retry_delay,
                 )
                 await asyncio.sleep(self.settings.error_retry_delay)
 
-    # -- helpers ----------------------------------------------------------------------------
+    async def _write_outcome(self, job: ClaimedJob, outcome: Outcome) -> bool:
+        if outcome.succeeded:
+            done = [(job.id, job.attempt, outcome.result_json)]
+            return await self.backend.complete_jobs(self.id, done) == 1
+        assert outcome.error is not None
+        if job.attempt >= job.max_attempts:
+            applied = await self.backend.dead_letter_job(
+                self.id, job.id, job.attempt, outcome.error, "max_attempts"
+            )
+            if applied:
+                logger.error("job %s (%s) moved to dead letters", job.id, job.task_name)
+            return applied
+        delay = retry_delay_seconds(self._spec(job), job.attempt)
+        return await self.backend.retry_job(self.id, job.id, job.attempt, delay, outcome.error)
+
+    # -- identity and helpers ---------------------------------------------------------------
+
+    def _in_flight_ids(self) -> list[str]:
+        ids = [job.id for job in self._running.values()] + [job.id for job in self._ready]
+        if self._current is not None:
+            ids.append(self._current.id)
+        if self._writer is not None:
+            ids.extend(self._writer.pending_ids())
+        return ids
+
+    def _take_new_identity(self) -> str:
+        """After being presumed dead, carry on under a new id: the old id's jobs were
+        recovered, so no write of this process may be mistaken for their new owner's."""
+        old = self.id
+        self.id = str(uuid.uuid4())
+        logger.error("worker %s was presumed dead; continuing as %s", old, self.id)
+        return self.id
 
     def _spec(self, job: ClaimedJob) -> JobSpec:
         spec = self.registry.get(job.task_name)
@@ -264,7 +359,7 @@ class Worker:
 
     def _runner(self, threads: ThreadPoolExecutor) -> JobRunner:
         return JobRunner(
-            worker_id=self.id,
+            worker_id=lambda: self.id,
             default_timeout=self.settings.job_timeout,
             threads=threads,
             hooks=self.hooks,
@@ -283,7 +378,7 @@ class Worker:
             queues=queues,
             task_names=tuple(self.registry.names()),
             concurrency=concurrency,
-            version=VERSION,
+            version=__version__,
         )
 
     async def _until(self, event: asyncio.Event, at_most: float | None) -> None:

@@ -124,7 +124,7 @@ def test_sigkill_mid_job_is_recovered_by_another_worker(start_worker: StartWorke
     assert recovered_after < 10
     info = _job(job_id)
     assert info.attempts == 1  # the lost attempt was not charged
-    assert [error["error_type"] for error in info.errors] == ["WorkerLost"]
+    assert [error["error_type"] for error in info.errors] == ["soniq.WorkerLost"]
     assert query_elsewhere(
         "default", "SELECT status FROM soniq_workers WHERE id = %s", (victim_id,)
     ) == [("dead",)]

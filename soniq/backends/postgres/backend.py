@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
@@ -34,10 +35,21 @@ class PostgresBackend(PostgresWorkerOps):
     supports_listen = True
     supports_transactional_enqueue = True
 
-    def __init__(self, conninfo: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        prepared_statements: bool = True,
+    ) -> None:
         if not conninfo:
             raise ConfigurationError("PostgresBackend needs a database URL (DATABASE_URL)")
         self.conninfo = conninfo
+        # PgBouncer in transaction mode cannot keep prepared statements across transactions.
+        self.connection_options: dict[str, Any] = {"application_name": APPLICATION_NAME}
+        if not prepared_statements:
+            self.connection_options["prepare_threshold"] = None
         self.dialect = PostgresDialect()
         self._min_size = min_size
         self._max_size = max_size
@@ -52,10 +64,9 @@ class PostgresBackend(PostgresWorkerOps):
                 min_size=self._min_size,
                 max_size=self._max_size,
                 open=False,
-                # A connection that died (server restart, pg_terminate_backend) is replaced on
-                # checkout instead of failing the next statement.
-                check=AsyncConnectionPool.check_connection,
-                kwargs={"autocommit": True, "application_name": APPLICATION_NAME},
+                # No check on checkout (a round trip on every statement); a statement that
+                # finds its connection dead triggers a check of the whole pool instead.
+                kwargs={"autocommit": True, **self.connection_options},
             )
             await pool.open(wait=True)
             self._pool = pool
@@ -74,7 +85,11 @@ class PostgresBackend(PostgresWorkerOps):
         with self._sync_lock:
             if self._sync_pool is None:
                 pool: ConnectionPool[Connection[Row]] = ConnectionPool(
-                    self.conninfo, min_size=1, max_size=self._max_size, open=False
+                    self.conninfo,
+                    min_size=1,
+                    max_size=self._max_size,
+                    open=False,
+                    kwargs={"autocommit": True, **self.connection_options},
                 )
                 pool.open(wait=True)
                 self._sync_pool = pool
@@ -83,18 +98,29 @@ class PostgresBackend(PostgresWorkerOps):
 
     async def _fetch(self, statement: Statement) -> list[Row]:
         """One statement on a pooled autocommit connection."""
-        async with self.acquire() as connection:
+        async with self._checked(), self.acquire() as connection:
             return await async_executor(connection)(statement)
 
     async def _execute_count(self, statement: Statement) -> int:
-        async with self.acquire() as connection:
+        async with self._checked(), self.acquire() as connection:
             cursor = await connection.execute(statement.sql, statement.params)
             return cursor.rowcount
 
     async def _in_transaction(self, body: Any) -> Any:
         """Run ``await body(fetch)`` inside one transaction on one pooled connection."""
-        async with self.acquire() as connection, connection.transaction():
+        async with self._checked(), self.acquire() as connection, connection.transaction():
             return await body(async_executor(connection))
+
+    @asynccontextmanager
+    async def _checked(self) -> AsyncIterator[None]:
+        """On a connection failure, drop every dead idle connection (after a server restart
+        they all are) so the caller's next attempt gets a live one; then re-raise."""
+        try:
+            yield
+        except psycopg.OperationalError:
+            if self._pool is not None:
+                await self._pool.check()
+            raise
 
     async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
         plan = plans.insert_jobs(self.dialect, jobs)

@@ -24,11 +24,16 @@ class WorkerSession:
 
     @classmethod
     async def open(
-        cls, conninfo: str, *, listen: bool, lock_key: int | None = None
+        cls,
+        conninfo: str,
+        *,
+        listen: bool,
+        lock_key: int | None = None,
+        options: dict[str, Any] | None = None,
     ) -> WorkerSession:
         """Connect, take the liveness lock (a fresh key if none or taken), LISTEN if asked."""
         connection = await AsyncConnection.connect(
-            conninfo, autocommit=True, application_name="soniq-worker"
+            conninfo, autocommit=True, **{**(options or {}), "application_name": "soniq-worker"}
         )
         try:
             key = await _take_lock(connection, lock_key)
@@ -45,6 +50,9 @@ class WorkerSession:
         """Payloads (queue names) received ``within`` seconds; ends when that time is up."""
         async for notify in self.connection.notifies(timeout=within):
             yield notify.payload
+
+    async def ping(self) -> None:
+        await self.connection.execute("SELECT 1")
 
     async def close(self) -> None:
         await self.connection.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from soniq.backends.base import Row, Statement
@@ -34,6 +34,7 @@ class PostgresWorkerOps:
     """Needs ``_fetch`` (run one statement on a pooled connection) and ``conninfo``."""
 
     conninfo: str
+    connection_options: dict[str, Any]
 
     async def _fetch(self, statement: Statement) -> list[Row]:
         raise NotImplementedError  # provided by PostgresBackend
@@ -62,11 +63,9 @@ class PostgresWorkerOps:
         return len(await self._fetch(ws.complete_jobs(worker_id, done)))
 
     async def retry_job(
-        self, worker_id: str, job_id: str, attempt: int, run_at: datetime, error: dict[str, Any]
+        self, worker_id: str, job_id: str, attempt: int, delay: float, error: dict[str, Any]
     ) -> bool:
-        rows = await self._fetch(
-            ws.retry_job(worker_id, job_id, attempt, run_at, json.dumps(error))
-        )
+        rows = await self._fetch(ws.retry_job(worker_id, job_id, attempt, delay, json.dumps(error)))
         return bool(rows)
 
     async def dead_letter_job(
@@ -105,7 +104,9 @@ class PostgresWorkerOps:
         await self._fetch(ws.deregister_worker(worker_id))
 
     async def open_session(self, *, listen: bool, lock_key: int | None = None) -> WorkerSession:
-        return await WorkerSession.open(self.conninfo, listen=listen, lock_key=lock_key)
+        return await WorkerSession.open(
+            self.conninfo, listen=listen, lock_key=lock_key, options=self.connection_options
+        )
 
     async def recover_stale_workers(
         self, *, heartbeat_timeout: float, lock_grace: float, max_losses: int
@@ -117,16 +118,25 @@ class PostgresWorkerOps:
         return report
 
     async def prune(self, *, retention: float, batch: int = PRUNE_BATCH) -> int:
-        """Delete finished jobs older than ``retention`` seconds, ``batch`` rows at a time."""
-        before = datetime.now(UTC) - timedelta(seconds=retention)
+        """Delete finished jobs older than ``retention`` seconds, ``batch`` rows at a time
+        (short transactions, no long lock on a big table)."""
         removed = 0
         while True:
-            count = await self._execute_count(ws.prune_finished(before, batch))
+            count = await self._execute_count(ws.prune_finished(retention, batch))
             removed += count
             if count < batch:
                 break
-        await self._fetch(ws.prune_workers(before))
+        await self._execute_count(ws.prune_workers(retention))
         return removed
+
+    async def release_strays(
+        self, worker_id: str, running: Sequence[str], older_than: float
+    ) -> int:
+        return len(await self._fetch(ws.release_strays(worker_id, running, older_than)))
+
+    async def prepare_for_work(self) -> None:
+        """Once per worker start: give a never-analyzed jobs table statistics."""
+        await self._execute_count(ws.analyze_if_never_analyzed())
 
     async def _in_transaction(self, body: Any) -> Any:
         raise NotImplementedError  # provided by PostgresBackend
@@ -151,10 +161,10 @@ class _RecoveryStatements:
             )
         )
         dead = tuple(to_uuid_text(row[0]) or "" for row in rows)
-        if not dead:
-            return RecoveryReport()
+        if dead:
+            await fetch(ws.mark_workers_dead(dead))
+        # Also run with no dead worker: it recovers jobs of workers that are not running.
         [[dead_lettered, requeued]] = await fetch(
             ws.recover_jobs_of(dead, max_losses=self.max_losses)
         )
-        await fetch(ws.mark_workers_dead(dead))
         return RecoveryReport(dead, int(requeued), int(dead_lettered))

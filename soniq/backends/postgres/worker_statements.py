@@ -85,19 +85,26 @@ def complete_jobs(
     )
 
 
+# The delay is added to the database clock, the same clock the claim compares with.
 _RETRY_JOB = f"""
 UPDATE soniq_jobs
-SET status = 'queued', scheduled_at = %s, worker_id = NULL, errors = errors || %s::jsonb
+SET status = 'queued', scheduled_at = {_NOW} + make_interval(secs => %s), worker_id = NULL,
+    errors = errors || %s::jsonb
 WHERE id = %s::uuid AND attempts = %s AND {_FENCE}
 RETURNING id
 """
 
 
 def retry_job(
-    worker_id: str, job_id: str, attempt: int, run_at: datetime, error_json: str
+    worker_id: str,
+    job_id: str,
+    attempt: int,
+    delay: float,
+    error_json: str,
+    now: datetime | None = None,
 ) -> Statement:
-    """Back to the queue after a failed attempt, with the error appended to the history."""
-    return Statement(_RETRY_JOB, (run_at, f"[{error_json}]", job_id, attempt, worker_id))
+    """Back to the queue ``delay`` seconds from now, the error appended to the history."""
+    return Statement(_RETRY_JOB, (now, delay, f"[{error_json}]", job_id, attempt, worker_id))
 
 
 _DEAD_LETTER_COLUMNS = (
@@ -254,15 +261,24 @@ def mark_workers_dead(worker_ids: Sequence[str], now: datetime | None = None) ->
 # lost max_losses workers, to the dead letters with reason worker_lost (a job that kills its
 # worker must not loop forever). One statement; the two branches touch disjoint rows.
 _LOST_ERROR = (
-    "jsonb_build_array(jsonb_build_object('attempt', lost.attempts, 'error_type', 'WorkerLost', "
+    "jsonb_build_array(jsonb_build_object('attempt', lost.attempts, 'error_type', "
+    "'soniq.WorkerLost', "
     "'message', 'the worker running this job stopped responding', 'traceback', '', "
     f"'worker_id', lost.worker_id::text, 'failed_at', {_NOW}))"
 )
 _RECOVER_JOBS = f"""
 WITH lost AS (
-    SELECT id, attempts, worker_id, worker_losses FROM soniq_jobs
-    WHERE status = 'processing' AND worker_id = ANY(%s::uuid[])
-    FOR UPDATE
+    -- Jobs of the workers found dead, and of any worker that is not running at all (it
+    -- stopped or was pruned while still holding a job: an interrupted shutdown, for example).
+    SELECT id, attempts, worker_id, worker_losses FROM soniq_jobs AS job
+    WHERE status = 'processing' AND (
+        worker_id = ANY(%s::uuid[])
+        OR NOT EXISTS (
+            SELECT 1 FROM soniq_workers AS worker
+            WHERE worker.id = job.worker_id AND worker.status = 'running'
+        )
+    )
+    FOR UPDATE SKIP LOCKED
 ),
 moved AS (
     DELETE FROM soniq_jobs AS job USING lost
@@ -300,23 +316,63 @@ def recover_jobs_of(
     )
 
 
-_PRUNE_FINISHED = """
+_PRUNE_FINISHED = f"""
 DELETE FROM soniq_jobs WHERE id IN (
     SELECT id FROM soniq_jobs
-    WHERE status IN ('done', 'cancelled') AND finished_at < %s
+    WHERE status IN ('done', 'cancelled')
+      AND finished_at < {_NOW} - make_interval(secs => %s)
     LIMIT %s
     FOR UPDATE SKIP LOCKED  -- several workers may prune at once; none waits on another
 )
 """
 
 
-def prune_finished(before: datetime, batch: int) -> Statement:
-    """Delete up to ``batch`` jobs that finished before ``before``; returns no rows."""
-    return Statement(_PRUNE_FINISHED, (before, batch))
+def prune_finished(retention: float, batch: int, now: datetime | None = None) -> Statement:
+    """Delete up to ``batch`` jobs finished more than ``retention`` seconds ago."""
+    return Statement(_PRUNE_FINISHED, (now, retention, batch))
 
 
-def prune_workers(before: datetime) -> Statement:
+def prune_workers(retention: float, now: datetime | None = None) -> Statement:
     return Statement(
-        "DELETE FROM soniq_workers WHERE status IN ('stopped', 'dead') AND stopped_at < %s",
-        (before,),
+        "DELETE FROM soniq_workers WHERE status IN ('stopped', 'dead') "
+        f"AND stopped_at < {_NOW} - make_interval(secs => %s)",
+        (now, retention),
+    )
+
+
+# A live worker's safety net: a job the database says it holds but it is not running (the
+# reply to a claim was lost with its connection, say) goes back to the queue, uncharged.
+_RELEASE_STRAYS = f"""
+UPDATE soniq_jobs
+SET status = 'queued', worker_id = NULL, started_at = NULL,
+    attempts = GREATEST(attempts - 1, 0)
+WHERE {_FENCE} AND id <> ALL(%s::uuid[])
+  AND started_at < {_NOW} - make_interval(secs => %s)
+RETURNING id
+"""
+
+
+def release_strays(
+    worker_id: str, running: Sequence[str], older_than: float, now: datetime | None = None
+) -> Statement:
+    return Statement(_RELEASE_STRAYS, (worker_id, list(running), now, older_than))
+
+
+def analyze_if_never_analyzed() -> Statement:
+    """Statistics for a fresh table, so the claim is planned on its index from the start."""
+    return Statement(
+        """
+        DO $$
+        BEGIN
+            IF EXISTS (
+                SELECT 1 FROM pg_stat_user_tables
+                WHERE relname = 'soniq_jobs'
+                  AND last_analyze IS NULL AND last_autoanalyze IS NULL
+            ) THEN
+                ANALYZE soniq_jobs;
+            END IF;
+        END
+        $$
+        """,
+        (),
     )

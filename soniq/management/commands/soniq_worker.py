@@ -27,6 +27,8 @@ class Command(BaseCommand):
             autodiscover_modules("jobs")
             _discovery.import_modules(soniq_settings.jobs_modules)
             app = _discovery.choose_app(options["app"] or soniq_settings.app)
+            # Build the worker's backend now so a bad database alias fails before anything runs.
+            app.worker_backend(options["concurrency"] or soniq_settings.concurrency)
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
         _worker_cli.run(app, options["concurrency"], options["queues"], options["run_once"])
