@@ -23,20 +23,13 @@ def _configure_django(database_url: str) -> None:
     if settings.configured:
         return
     params = parse_conninfo(database_url)
-    settings.configure(
-        INSTALLED_APPS=["soniq"],
-        DATABASES={
-            "default": {
-                "ENGINE": "django.db.backends.postgresql",
-                "NAME": params.get("dbname", ""),
-                "USER": params.get("user", ""),
-                "PASSWORD": params.get("password", ""),
-                "HOST": params.get("host", ""),
-                "PORT": params.get("port", ""),
-            }
-        },
-        USE_TZ=True,
-    )
+    named = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST"}
+    database: dict[str, object] = {"ENGINE": "django.db.backends.postgresql"}
+    database.update({key: params.pop(part, "") for part, key in named.items()})
+    database["PORT"] = params.pop("port", "")
+    # Everything else (sslmode, sslrootcert, options, ...) goes to psycopg as it was given.
+    database["OPTIONS"] = params
+    settings.configure(INSTALLED_APPS=["soniq"], DATABASES={"default": database}, USE_TZ=True)
     django.setup()
 
 
@@ -54,8 +47,6 @@ def setup(_: argparse.Namespace) -> int:
 
 def worker(options: argparse.Namespace) -> int:
     settings = build_settings()
-    if not settings.database_url:
-        raise ConfigurationError("set SONIQ_DATABASE_URL for the worker")
     if not settings.jobs_modules and not options.app and not settings.app:
         raise ConfigurationError(
             "set SONIQ_JOBS_MODULES (comma-separated modules that define your jobs) or --app"

@@ -111,3 +111,14 @@ def test_only_the_postgres_backend_imports_psycopg() -> None:
     postgres_dir = PACKAGE_DIR / "backends" / "postgres"
     outside = [path for path in PACKAGE_DIR.rglob("*.py") if postgres_dir not in path.parents]
     assert _violations(outside, ("psycopg", "psycopg_pool")) == []
+
+
+def test_the_worker_is_handed_a_backend_and_imports_none() -> None:
+    worker_files = _python_files("worker", "scheduler")
+    imported = [
+        f"{path}:{line} imports {module}"
+        for path in worker_files
+        for line, module in _imported_modules(path)
+        if module.startswith("soniq.backends") and module != "soniq.backends.base"
+    ]
+    assert imported == []

@@ -53,6 +53,6 @@ class Command(BaseCommand):
             "The rejected order rolled back, and its jobs with it."
         )
         self.stdout.write(
-            "The worker (manage.py soniq_worker) is not built yet: these jobs stay queued "
-            "until it is."
+            "Run them with `python manage.py soniq_worker` on PostgreSQL (DATABASE_URL=...); "
+            "the worker on SQLite arrives with a later release."
         )
