@@ -58,7 +58,11 @@ class JobInfo:
 
 @dataclass(frozen=True, slots=True)
 class ClaimedJob:
-    """A job a worker took: ``attempt`` is the attempt it is about to run (1-based)."""
+    """A job a worker took: ``attempt`` is the attempt it is about to run (1-based).
+
+    ``claimed_by`` is the worker id the claim was made under; every write about this run uses
+    it, so a worker that changed identity meanwhile cannot pass the fence of a newer run.
+    """
 
     id: str
     task_name: str
@@ -69,6 +73,7 @@ class ClaimedJob:
     max_attempts: int
     scheduled_at: datetime | None
     created_at: datetime | None
+    claimed_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 logger = logging.getLogger("soniq.worker")
 
-Done = tuple[str, int, str | None]
-WriteBatch = Callable[[Sequence[Done]], Awaitable[int]]
+Done = tuple[str, int, str | None]  # job id, attempt, result JSON
+WriteBatch = Callable[[str, Sequence[Done]], Awaitable[int]]  # (worker id, done) -> applied
 
 MAX_BATCH = 1000
 
@@ -23,8 +23,8 @@ class CompletionWriter:
     def __init__(self, write: WriteBatch, *, retry_delay: float) -> None:
         self._write = write
         self._retry_delay = retry_delay
-        self._pending: list[Done] = []
-        self._in_flight: list[Done] = []
+        self._pending: list[tuple[str, Done]] = []  # (claimed by, done)
+        self._in_flight: list[tuple[str, Done]] = []
         self._has_work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -33,15 +33,13 @@ class CompletionWriter:
 
     def pending_ids(self) -> list[str]:
         """Jobs finished here whose completion is not in the database yet."""
-        return [job_id for job_id, _, _ in self._pending] + [
-            job_id for job_id, _, _ in self._in_flight
-        ]
+        return [done[0] for _, done in self._pending + self._in_flight]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="soniq-completions")
 
-    def add(self, job_id: str, attempt: int, result_json: str | None) -> None:
-        self._pending.append((job_id, attempt, result_json))
+    def add(self, claimed_by: str, job_id: str, attempt: int, result_json: str | None) -> None:
+        self._pending.append((claimed_by, (job_id, attempt, result_json)))
         self._idle.clear()
         self._has_work.set()
 
@@ -58,11 +56,16 @@ class CompletionWriter:
             if self._closing:
                 return
 
-    async def _write_until_done(self, batch: list[Done]) -> None:
+    async def _write_until_done(self, batch: list[tuple[str, Done]]) -> None:
+        # One write per worker identity (almost always just one).
+        for owner in dict.fromkeys(claimed_by for claimed_by, _ in batch):
+            await self._write_owner(owner, [done for by, done in batch if by == owner])
+
+    async def _write_owner(self, owner: str, batch: list[Done]) -> None:
         # A completion is never dropped: if the database is away, keep the batch and retry.
         while True:
             try:
-                applied = await self._write(batch)
+                applied = await self._write(owner, batch)
             except Exception:
                 logger.exception(
                     "could not record %d finished job(s); retrying in %gs",

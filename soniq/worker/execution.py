@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +66,29 @@ def encode_result(job: ClaimedJob, value: Any) -> str | None:
     return codec.dumps(value)
 
 
+@dataclass(frozen=True, slots=True)
+class _Raised:
+    exception: Exception
+
+
+class _Deadline:
+    """A job's time limit, armed when the job actually starts, that remembers whether it
+    fired (``asyncio.timeout`` raises TimeoutError, which a job may also raise itself)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+
+    @contextlib.asynccontextmanager
+    async def armed(self) -> AsyncIterator[None]:
+        manager = asyncio.timeout(self.seconds)
+        try:
+            async with manager:
+                yield
+        finally:
+            self.expired = manager.expired()
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -95,7 +119,7 @@ class JobRunner:
             attempt=job.attempt,
             max_attempts=job.max_attempts,
             queue=job.queue,
-            worker_id=self.worker_id(),
+            worker_id=job.claimed_by or self.worker_id(),
             scheduled_at=job.scheduled_at,
             created_at=job.created_at,
         )
@@ -103,17 +127,20 @@ class JobRunner:
     async def run(self, spec: JobSpec, job: ClaimedJob) -> Outcome:
         ctx = self.context(job)
         await call_hooks(self.hooks["before_job"], ctx)
-        timeout = spec.timeout if spec.timeout is not None else self.default_timeout
+        limit = spec.timeout if spec.timeout is not None else self.default_timeout
+        deadline = _Deadline(limit)
         try:
             kwargs = self._arguments(spec, job, ctx)
             if spec.is_async:
-                value = await asyncio.wait_for(spec.func(**kwargs), timeout)
+                async with deadline.armed():
+                    value = await spec.func(**kwargs)
             else:
-                value = await self._in_thread(spec.func, kwargs, timeout)
-        except TimeoutError:
-            error = JobTimeoutError(f"{job.task_name} timed out after {timeout:g} s")
-            return await self._failed(ctx, job, error)
+                value = await self._in_thread(spec.func, kwargs, deadline)
         except Exception as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired:
+                # Our limit, not a TimeoutError the job raised itself (which keeps its own
+                # type, message and traceback).
+                exc = JobTimeoutError(f"{job.task_name} timed out after {limit:g} s")
             return await self._failed(ctx, job, exc)
         await call_hooks(self.hooks["after_job"], ctx, value)
         return Outcome(True, result_json=encode_result(job, value))
@@ -129,20 +156,20 @@ class JobRunner:
             exc,
         )
         await call_hooks(self.hooks["on_error"], ctx, exc)
-        return Outcome(False, error=error_record(job, self.worker_id(), exc))
+        return Outcome(False, error=error_record(job, job.claimed_by or self.worker_id(), exc))
 
     def _arguments(self, spec: JobSpec, job: ClaimedJob, ctx: JobContext) -> dict[str, Any]:
         kwargs: dict[str, Any] = dict(job.args)
         if spec.args_model is not None:
             # The stored arguments are the model's JSON dump; give the function the model's
             # Python values back (datetimes, nested models, ...).
-            kwargs = dict(spec.args_model.model_validate(kwargs))
+            kwargs = dict(spec.args_model.model_validate(kwargs, by_alias=True, by_name=True))
         if spec.contract.context_parameter:
             kwargs[spec.contract.context_parameter] = ctx
         return kwargs
 
     async def _in_thread(
-        self, func: Callable[..., Any], kwargs: dict[str, Any], limit: float
+        self, func: Callable[..., Any], kwargs: dict[str, Any], deadline: _Deadline
     ) -> Any:
         """Run a sync job in the pool; its timeout counts from when a thread takes it up,
         not while it waits for a thread (one held by a job that overran, for instance)."""
@@ -154,7 +181,12 @@ class JobRunner:
 
         def in_thread() -> Any:
             loop.call_soon_threadsafe(_resolve, started)
-            return call()
+            try:
+                return call()
+            except Exception as exc:
+                # Carried out as a value: asyncio replaces a TimeoutError crossing from a
+                # thread with a new one, losing the job's traceback.
+                return _Raised(exc)
 
         context = contextvars.copy_context()
         result = loop.run_in_executor(self.threads, context.run, in_thread)
@@ -165,4 +197,8 @@ class JobRunner:
         except asyncio.CancelledError:
             result.cancel()  # not started yet: it never will be
             raise
-        return await asyncio.wait_for(result, limit)
+        async with deadline.armed():
+            value = await result
+        if isinstance(value, _Raised):
+            raise value.exception
+        return value

@@ -48,6 +48,7 @@ class Liveness:
         self.session: WorkerSessionProtocol | None = None
         self.lock_key: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopped = False
 
     async def start(self) -> None:
         if self.use_session:
@@ -64,9 +65,19 @@ class Liveness:
         self._tasks.append(task)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._stopped = True
+        # A cancellation can be swallowed by a task waiting for a pooled connection
+        # (psycopg_pool on Python 3.11); cancel again instead of waiting forever, and let the
+        # _stopped flag end the loop at its next turn.
+        for _ in range(3):
+            pending = [task for task in self._tasks if not task.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+        else:
+            logger.warning("background task(s) did not stop: %s", pending)
         self._tasks.clear()
         try:
             await self.backend.deregister_worker(self.info.id)
@@ -91,7 +102,7 @@ class Liveness:
             self.session = None
 
     async def _session_loop(self) -> None:
-        while True:
+        while not self._stopped:
             try:
                 if self.session is None or self.session.broken:
                     await self._reopen_session()
@@ -129,7 +140,7 @@ class Liveness:
         self.wake.set()
 
     async def _every(self, interval: float, action: Callable[[], Awaitable[None]]) -> None:
-        while True:
+        while not self._stopped:
             try:
                 await action()
             except asyncio.CancelledError:

@@ -123,8 +123,7 @@ class Worker:
 
     async def _run_continuously(self, concurrency: int, queues: tuple[str, ...] | None) -> bool:
         writer = CompletionWriter(
-            lambda done: self.backend.complete_jobs(self.id, done),
-            retry_delay=self.settings.error_retry_delay,
+            self.backend.complete_jobs, retry_delay=self.settings.error_retry_delay
         )
         self._writer = writer
         async with self._presence(queues, concurrency, listen=self.settings.listen_notify):
@@ -269,9 +268,10 @@ class Worker:
         if not jobs:
             return
         try:
-            released = await self.backend.release_jobs(
-                self.id, [(job.id, job.attempt) for job in jobs]
-            )
+            released = 0
+            for owner in {job.claimed_by for job in jobs}:
+                mine = [(job.id, job.attempt) for job in jobs if job.claimed_by == owner]
+                released += await self.backend.release_jobs(owner, mine)
             logger.info("%d job(s) put back in the queue", released)
         except Exception:
             # The recovery pass of any worker puts them back: this worker is about to be
@@ -284,6 +284,11 @@ class Worker:
         forced = asyncio.ensure_future(self._force.wait())
         try:
             await asyncio.wait([task, forced], return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            # run_once() itself was cancelled: the job must not go on running unseen.
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
         finally:
             forced.cancel()
         if not task.done():
@@ -299,7 +304,7 @@ class Worker:
     ) -> None:
         self._processed += 1
         if outcome.succeeded and writer is not None:
-            writer.add(job.id, job.attempt, outcome.result_json)
+            writer.add(job.claimed_by, job.id, job.attempt, outcome.result_json)
             return
         while True:
             try:
@@ -321,17 +326,19 @@ class Worker:
     async def _write_outcome(self, job: ClaimedJob, outcome: Outcome) -> bool:
         if outcome.succeeded:
             done = [(job.id, job.attempt, outcome.result_json)]
-            return await self.backend.complete_jobs(self.id, done) == 1
+            return await self.backend.complete_jobs(job.claimed_by, done) == 1
         assert outcome.error is not None
         if job.attempt >= job.max_attempts:
             applied = await self.backend.dead_letter_job(
-                self.id, job.id, job.attempt, outcome.error, "max_attempts"
+                job.claimed_by, job.id, job.attempt, outcome.error, "max_attempts"
             )
             if applied:
                 logger.error("job %s (%s) moved to dead letters", job.id, job.task_name)
             return applied
         delay = retry_delay_seconds(self._spec(job), job.attempt)
-        return await self.backend.retry_job(self.id, job.id, job.attempt, delay, outcome.error)
+        return await self.backend.retry_job(
+            job.claimed_by, job.id, job.attempt, delay, outcome.error
+        )
 
     # -- identity and helpers ---------------------------------------------------------------
 

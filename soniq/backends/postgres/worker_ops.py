@@ -16,7 +16,7 @@ from soniq.core.records import ClaimedJob, RecoveryReport, WorkerInfo
 PRUNE_BATCH = 5000
 
 
-def _claimed(row: Row) -> ClaimedJob:
+def _claimed(row: Row, worker_id: str) -> ClaimedJob:
     return ClaimedJob(
         id=to_uuid_text(row[0]) or "",
         task_name=row[1],
@@ -27,6 +27,7 @@ def _claimed(row: Row) -> ClaimedJob:
         max_attempts=int(row[6]),
         scheduled_at=to_utc(row[7]),
         created_at=to_utc(row[8]),
+        claimed_by=worker_id,
     )
 
 
@@ -53,7 +54,7 @@ class PostgresWorkerOps:
             )
         )
         # The UPDATE returns rows in no particular order; run the most urgent first.
-        jobs = [_claimed(row) for row in rows]
+        jobs = [_claimed(row, worker_id) for row in rows]
         jobs.sort(key=lambda job: (job.priority, job.scheduled_at or datetime.min))
         return jobs
 
