@@ -53,7 +53,13 @@ class Liveness:
     async def start(self) -> None:
         if self.use_session:
             await self._open_session()
-        await self.backend.register_worker(self.info, self.lock_key)
+        try:
+            await self.backend.register_worker(self.info, self.lock_key)
+        except BaseException:
+            if self.session is not None:
+                await self.session.close()
+                self.session = None
+            raise
         if self.use_session:
             self._spawn(self._session_loop(), "session")
         self._spawn(self._every(self.settings.heartbeat_interval, self._beat), "heartbeat")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -10,7 +11,7 @@ import socket
 import threading
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -151,36 +152,31 @@ class Worker:
         logger.info("worker %s stopped after %d job(s)", self.id, self._processed)
         return self._processed > 0
 
-    def _presence(self, queues: tuple[str, ...] | None, concurrency: int, *, listen: bool) -> Any:
-        worker = self
-
-        class Presence:
-            async def __aenter__(self) -> None:
-                await worker.backend.prepare_for_work()
-                self.restore = worker._install_signal_handlers()
-                self.liveness = Liveness(
-                    worker.backend,
-                    worker._info(queues, concurrency),
-                    worker.settings,
-                    worker._wake,
-                    session=worker.settings.listen_notify,
-                    listen=listen,
-                    in_flight=worker._in_flight_ids,
-                    on_presumed_dead=worker._take_new_identity,
-                )
-                try:
-                    await self.liveness.start()
-                except BaseException:
-                    self.restore()
-                    raise
-
-            async def __aexit__(self, *exc: object) -> None:
-                try:
-                    await self.liveness.stop()
-                finally:
-                    self.restore()
-
-        return Presence()
+    @contextlib.asynccontextmanager
+    async def _presence(
+        self, queues: tuple[str, ...] | None, concurrency: int, *, listen: bool
+    ) -> AsyncIterator[None]:
+        """Registered, heartbeating and answering signals for the duration of the block."""
+        await self.backend.prepare_for_work()
+        restore_signals = self._install_signal_handlers()
+        try:
+            liveness = Liveness(
+                self.backend,
+                self._info(queues, concurrency),
+                self.settings,
+                self._wake,
+                session=self.settings.listen_notify,
+                listen=listen,
+                in_flight=self._in_flight_ids,
+                on_presumed_dead=self._take_new_identity,
+            )
+            await liveness.start()
+            try:
+                yield
+            finally:
+                await liveness.stop()
+        finally:
+            restore_signals()
 
     async def _fetch_loop(
         self,
