@@ -75,6 +75,7 @@ class Worker:
     async def run(
         self, concurrency: int = 4, run_once: bool = False, queues: list[str] | None = None
     ) -> bool:
+        self._reset()
         if run_once:
             return await self.run_once(queues=queues)
         if concurrency < 1:
@@ -85,6 +86,7 @@ class Worker:
         """Process due jobs one after another until none is left (or ``max_jobs`` ran)."""
         if max_jobs is not None and max_jobs < 1:
             raise ValueError(f"max_jobs must be at least 1, got {max_jobs}")
+        self._reset()
         scoped = self._queues(queues)
         names = self.registry.names()
         if not names:
@@ -114,6 +116,16 @@ class Worker:
                     self._current = None
                 threads.shutdown(wait=False, cancel_futures=True)
         return ran > 0
+
+    def _reset(self) -> None:
+        """A Worker can run again after a run ended (stopped or cancelled)."""
+        for event in (self._stopping, self._force, self._wake, self._slot_freed):
+            event.clear()
+        self._signals_received = 0
+        self._processed = 0
+        self._running.clear()
+        self._ready.clear()
+        self._current = None
 
     def stop(self) -> None:
         """Ask a running worker to finish gracefully (what SIGTERM does)."""

@@ -401,3 +401,29 @@ async def test_a_job_taken_back_from_a_live_worker_is_fenced_and_run_again(
     assert [(e["error_type"], e["worker_id"]) for e in info.errors] == [
         ("soniq.WorkerLost", first_id)
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_worker_runs_again_after_a_stop_and_after_a_cancel(
+    app: Soniq, workers: MakeWorker
+) -> None:
+    @app.job(name="wk.again")
+    async def again(n: int) -> int:
+        return n
+
+    worker = workers(app, 2)
+    for round_number in range(3):
+        job_id = await app.enqueue(again, n=round_number)
+        task = asyncio.create_task(worker.run(concurrency=2))
+        await eventually(lambda job_id=job_id: _is_done(job_id), within=20)
+        if round_number == 1:
+            task.cancel()
+            await bounded(asyncio.gather(task, return_exceptions=True))
+        else:
+            worker.stop()
+            assert await bounded(task) is True
+        assert await worker_status(worker.id) == "stopped"
+
+
+async def _is_done(job_id: str) -> bool:
+    return await status_of(job_id) == "done"
