@@ -115,10 +115,9 @@ class Soniq:
         url = settings.database_url
         if url:
             if url.startswith("sqlite"):
-                raise ConfigurationError(
-                    "DATABASE_URL points at SQLite; outside Django soniq needs PostgreSQL. "
-                    "Inside Django, leave DATABASE_URL unset and soniq uses SONIQ['DATABASE']."
-                )
+                from soniq.backends.sqlite.backend import SQLiteBackend, path_from_url
+
+                return SQLiteBackend(path_from_url(url))
             from soniq.backends.postgres import PostgresBackend
 
             return PostgresBackend(url, prepared_statements=settings.prepared_statements)
@@ -152,10 +151,13 @@ class Soniq:
         """A backend for a worker: psycopg on ``DATABASE_URL``, or on the PostgreSQL behind
         ``SONIQ["DATABASE"]`` (the worker speaks to PostgreSQL directly, not via the ORM)."""
         settings = self.settings
+        if settings.database_url and settings.database_url.startswith("sqlite"):
+            from soniq.backends.sqlite.backend import SQLiteBackend, path_from_url
+
+            return SQLiteBackend(path_from_url(settings.database_url))
         if settings.database_url:
             from soniq.backends.postgres import PostgresBackend
 
-            self._make_backend(settings)  # validates the URL with a clear message
             return PostgresBackend(
                 settings.database_url,
                 min_size=2,

@@ -25,6 +25,7 @@ from soniq.backends.postgres.executors import (
 )
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.sqlite.statements import SQLiteDialect
+from soniq.core import wakeup
 from soniq.core.errors import ConfigurationError, TransactionWarning
 from soniq.core.records import JobInfo, NewJob
 
@@ -126,6 +127,11 @@ class DjangoBackend:
         result: list[str] = self._run_sync(
             plans.insert_jobs(dialect, jobs), connection, needs_atomic=needs_atomic
         )
+        if dialect.name != "postgresql":
+            # No NOTIFY here: wake this process's workers once the jobs are committed.
+            queues = {job.queue for job in jobs}
+            alias = connection.alias if isinstance(connection, BaseDatabaseWrapper) else self.alias
+            transaction.on_commit(lambda: wakeup.notify(queues), using=alias)
         return result
 
     async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:

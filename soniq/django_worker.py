@@ -16,6 +16,7 @@ from soniq.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from soniq.backends.postgres import PostgresBackend
+    from soniq.backends.sqlite.backend import SQLiteBackend
 
 
 def postgres_conninfo(alias: str) -> str:
@@ -41,7 +42,13 @@ def postgres_conninfo(alias: str) -> str:
     )
 
 
-def worker_backend(alias: str, concurrency: int, prepared_statements: bool) -> PostgresBackend:
+def worker_backend(
+    alias: str, concurrency: int, prepared_statements: bool
+) -> PostgresBackend | SQLiteBackend:
+    if connections[alias].vendor == "sqlite":
+        from soniq.backends.sqlite.backend import SQLiteBackend
+
+        return SQLiteBackend(str(connections[alias].settings_dict["NAME"]))
     from soniq.backends.postgres import PostgresBackend
 
     # The claim, the completion writer and the heartbeat each hold a connection briefly.

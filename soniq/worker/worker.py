@@ -17,6 +17,7 @@ from typing import Any
 
 from soniq._version import __version__
 from soniq.backends.base import WorkerBackend
+from soniq.core import wakeup
 from soniq.core.records import ClaimedJob, WorkerInfo
 from soniq.core.registry import JobRegistry
 from soniq.core.retry import retry_delay_seconds
@@ -171,6 +172,7 @@ class Worker:
         """Registered, heartbeating and answering signals for the duration of the block."""
         await self.backend.prepare_for_work()
         restore_signals = self._install_signal_handlers()
+        stop_hearing = self._hear_local_enqueues(queues)
         try:
             liveness = Liveness(
                 self.backend,
@@ -188,7 +190,21 @@ class Worker:
             finally:
                 await liveness.stop()
         finally:
+            stop_hearing()
             restore_signals()
+
+    def _hear_local_enqueues(self, queues: tuple[str, ...] | None) -> Callable[[], None]:
+        """Without LISTEN, jobs enqueued in this very process still wake the worker at once."""
+        if self.backend.supports_listen:
+            return lambda: None
+        loop = asyncio.get_running_loop()
+
+        def heard(committed: frozenset[str]) -> None:
+            if queues is None or not committed or committed & set(queues):
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(self._wake.set)
+
+        return wakeup.subscribe(heard)
 
     async def _fetch_loop(
         self,

@@ -1,5 +1,6 @@
-"""SQLite statements on the tables Django's migrations create."""
+"""SQLite storage on the tables Django's migrations create."""
 
+from soniq.backends.sqlite.backend import SQLiteBackend
 from soniq.backends.sqlite.statements import SQLiteDialect
 
-__all__ = ["SQLiteDialect"]
+__all__ = ["SQLiteBackend", "SQLiteDialect"]

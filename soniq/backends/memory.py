@@ -1,0 +1,633 @@
+"""An in-memory storage backend: jobs live in plain dicts of one process, no database.
+
+Meant for tests and for trying soniq out. It reproduces the semantics of the PostgreSQL backend
+(``soniq/backends/postgres/worker_statements.py``): the claim order, deduplication on
+``(task_name, dedup_key)`` while the holder is queued or processing, the fencing of every
+finishing write by ``(worker_id, attempt, status 'processing')``, the recovery of the jobs of
+dead or stopped workers, stray release and pruning. What it cannot have:
+
+- no connections: ``connection=`` is refused, and there is no transactional enqueue;
+- no LISTEN/NOTIFY and no liveness lock (``supports_listen`` is False): a worker polls, and a
+  dead worker is found by its heartbeat alone (``lock_grace`` is ignored);
+- nothing is shared between processes: the application and its worker must use the *same*
+  instance (run the worker in the process that enqueues).
+
+Values are stored as JSON text, as a database would: what a caller gets back is always a fresh
+copy, and mutating it changes nothing stored. Every operation runs under one
+``threading.Lock``, so asyncio tasks and threads of the process may share an instance; no
+operation waits on anything while holding it.
+
+Time comes from ``clock`` (``MemoryBackend(clock=...)``), which plays the part of the
+database clock: "due", retry delays, heartbeat ages and retention all use it, so a test can
+move time instead of sleeping. It should return aware datetimes (naive ones are taken as UTC).
+
+In-process wake-up: ``on_insert`` is a list of callables taking a queue name. After each insert
+that stored at least one job, each callback is called once per distinct queue of the stored jobs
+(not for a deduplicated enqueue that returned an existing id), like PostgreSQL's NOTIFY. They run
+synchronously in the inserting thread, after the lock is released; an exception in one is logged
+and does not fail the insert. A callback that wakes an asyncio worker from another thread must
+hop onto its loop (``loop.call_soon_threadsafe(event.set)``).
+
+``close()`` keeps the data: a worker run by ``Soniq.run_worker`` closes its backend when it
+returns, and with this backend that is the application's own instance. ``clear()`` empties it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from soniq.backends.base import WorkerSessionProtocol
+from soniq.core.errors import ConfigurationError, InvalidConnectionError
+from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
+from soniq.core.status import JobStatus
+
+logger = logging.getLogger("soniq.backends.memory")
+
+# The PostgreSQL backend deletes in batches of this size; here everything goes at once.
+PRUNE_BATCH = 5000
+
+# The statuses a worker row can hold (soniq_workers.status).
+RUNNING = "running"
+STOPPING = "stopping"
+STOPPED = "stopped"
+DEAD = "dead"
+
+Clock = Callable[[], datetime]
+InsertCallback = Callable[[str], None]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _as_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _canonical(identifier: str) -> str:
+    """A UUID's canonical text (as PostgreSQL's ``::uuid`` would compare it); anything that is
+    not a UUID is returned unchanged and simply matches nothing."""
+    try:
+        return str(uuid.UUID(str(identifier)))
+    except ValueError:
+        return str(identifier)
+
+
+def _shifted(moment: datetime, seconds: float) -> datetime:
+    """``moment + seconds``, pinned to the calendar's ends instead of overflowing."""
+    try:
+        return moment + timedelta(seconds=seconds)
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC) if seconds > 0 else datetime.min.replace(tzinfo=UTC)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+@dataclass(slots=True)
+class _Job:
+    """A row of ``soniq_jobs``."""
+
+    id: str
+    seq: int
+    task_name: str
+    status: JobStatus
+    args_json: str
+    queue: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    scheduled_at: datetime
+    created_at: datetime
+    dedup_key: str | None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    worker_id: str | None = None
+    result_json: str | None = None
+    errors: list[str] = field(default_factory=list)  # one JSON text per entry
+    worker_losses: int = 0
+
+    def info(self) -> JobInfo:
+        return JobInfo(
+            id=self.id,
+            task_name=self.task_name,
+            status=self.status,
+            args=_loads(self.args_json) or {},
+            queue=self.queue,
+            priority=self.priority,
+            attempts=self.attempts,
+            max_attempts=self.max_attempts,
+            scheduled_at=self.scheduled_at,
+            created_at=self.created_at,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            worker_id=self.worker_id,
+            result=_loads(self.result_json),
+            errors=[json.loads(entry) for entry in self.errors],
+            dedup_key=self.dedup_key,
+        )
+
+    def claimed(self, worker_id: str) -> ClaimedJob:
+        return ClaimedJob(
+            id=self.id,
+            task_name=self.task_name,
+            args=_loads(self.args_json) or {},
+            queue=self.queue,
+            priority=self.priority,
+            attempt=self.attempts,
+            max_attempts=self.max_attempts,
+            scheduled_at=self.scheduled_at,
+            created_at=self.created_at,
+            claimed_by=worker_id,
+        )
+
+
+@dataclass(slots=True)
+class _DeadLetter:
+    """A row of ``soniq_dead_letter_jobs``."""
+
+    job: _Job
+    dead_lettered_at: datetime
+    reason: str
+
+    def info(self) -> JobInfo:
+        job = self.job
+        return JobInfo(
+            id=job.id,
+            task_name=job.task_name,
+            status=JobStatus.DEAD_LETTER,
+            args=_loads(job.args_json) or {},
+            queue=job.queue,
+            priority=job.priority,
+            attempts=job.attempts,
+            max_attempts=job.max_attempts,
+            scheduled_at=job.scheduled_at,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=self.dead_lettered_at,
+            worker_id=job.worker_id,
+            result=None,
+            errors=[json.loads(entry) for entry in job.errors],
+            dedup_key=job.dedup_key,
+            dead_letter_reason=self.reason,
+        )
+
+
+@dataclass(slots=True)
+class _Worker:
+    """A row of ``soniq_workers``."""
+
+    info: WorkerInfo
+    status: str
+    started_at: datetime
+    last_heartbeat_at: datetime
+    stopped_at: datetime | None
+    lock_key: int | None
+
+
+class MemoryBackend:
+    """Storage and worker operations on dicts of this process (see the module docstring).
+
+    ``clock`` stands for the database clock; ``on_insert`` holds the in-process wake-up
+    callbacks, each called with a queue name after jobs were stored in that queue.
+    """
+
+    supports_listen = False
+    supports_transactional_enqueue = False
+
+    def __init__(self, clock: Clock = _utc_now) -> None:
+        self.clock = clock
+        self.on_insert: list[InsertCallback] = []
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}
+        self._dead: dict[str, _DeadLetter] = {}
+        self._workers: dict[str, _Worker] = {}
+        # Ids of queued jobs (the claim looks at these only), and the live holder of each
+        # (task_name, dedup_key): the partial unique index of the real table.
+        self._queued: set[str] = set()
+        self._holders: dict[tuple[str, str], str] = {}
+        self._seq = 0
+
+    # -- helpers (called with the lock held) -------------------------------------------------
+
+    def _now(self) -> datetime:
+        return _as_utc(self.clock())
+
+    def _set_status(self, job: _Job, status: JobStatus) -> None:
+        job.status = status
+        if status is JobStatus.QUEUED:
+            self._queued.add(job.id)
+        else:
+            self._queued.discard(job.id)
+        if status not in JobStatus.active():
+            self._release_key(job)
+
+    def _release_key(self, job: _Job) -> None:
+        if job.dedup_key is not None:
+            key = (job.task_name, job.dedup_key)
+            if self._holders.get(key) == job.id:
+                del self._holders[key]
+
+    def _delete(self, job: _Job) -> None:
+        del self._jobs[job.id]
+        self._queued.discard(job.id)
+        self._release_key(job)
+
+    def _live_holder(self, task_name: str, dedup_key: str) -> str | None:
+        holder = self._holders.get((task_name, dedup_key))
+        if holder is None:
+            return None
+        job = self._jobs.get(holder)
+        if job is None or job.status not in JobStatus.active():
+            del self._holders[(task_name, dedup_key)]
+            return None
+        return holder
+
+    def _fenced(self, worker_id: str, job_id: str, attempt: int) -> _Job | None:
+        """The job, if it is still ``processing`` for this worker and this attempt."""
+        job = self._jobs.get(_canonical(job_id))
+        if (
+            job is None
+            or job.status is not JobStatus.PROCESSING
+            or job.worker_id != _canonical(worker_id)
+            or job.attempts != attempt
+        ):
+            return None
+        return job
+
+    def _requeue_uncharged(self, job: _Job) -> None:
+        """Back to the queue without charging the attempt (release, strays, recovery)."""
+        self._set_status(job, JobStatus.QUEUED)
+        job.worker_id = None
+        job.started_at = None
+        job.attempts = max(job.attempts - 1, 0)
+
+    def _dead_letter(self, job: _Job, now: datetime, error: str, reason: str) -> None:
+        self._delete(job)
+        job.errors.append(error)
+        self._dead[job.id] = _DeadLetter(job, now, reason)
+
+    # -- StorageBackend ---------------------------------------------------------------------
+
+    def insert_jobs_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
+        """Insert ``jobs``; their ids in input order (a live duplicate's id for a job whose
+        ``(task_name, dedup_key)`` is held by a queued or processing job)."""
+        if connection is not None:
+            raise InvalidConnectionError(
+                "the memory backend has no connections: enqueue without connection= "
+                f"(got {type(connection).__name__})"
+            )
+        ids: list[str] = []
+        woken: dict[str, None] = {}
+        with self._lock:
+            self._check_new_ids(jobs)
+            now = self._now()
+            for new in jobs:
+                if new.dedup_key is not None:
+                    holder = self._live_holder(new.task_name, new.dedup_key)
+                    if holder is not None:
+                        ids.append(holder)
+                        continue
+                ids.append(self._store(new, now))
+                woken[new.queue] = None
+            callbacks = list(self.on_insert) if woken else []
+        for queue in woken:
+            for callback in callbacks:
+                try:
+                    callback(queue)
+                except Exception:
+                    logger.exception("on_insert callback %r failed", callback)
+        return ids
+
+    async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
+        return self.insert_jobs_sync(jobs, connection=connection)
+
+    def _check_new_ids(self, jobs: Sequence[NewJob]) -> None:
+        """Refuse the whole batch before storing any of it if an id is taken (the primary key)."""
+        seen: set[str] = set()
+        for new in jobs:
+            job_id = str(new.id)
+            if job_id in self._jobs or job_id in seen:
+                raise ValueError(f"a job with id {job_id} already exists")
+            seen.add(job_id)
+
+    def _store(self, new: NewJob, now: datetime) -> str:
+        json.loads(new.args_json)  # what a jsonb column would check
+        self._seq += 1
+        job = _Job(
+            id=str(new.id),
+            seq=self._seq,
+            task_name=new.task_name,
+            status=JobStatus.QUEUED,
+            args_json=new.args_json,
+            queue=new.queue,
+            priority=new.priority,
+            attempts=0,
+            max_attempts=new.max_attempts,
+            scheduled_at=now if new.scheduled_at is None else _as_utc(new.scheduled_at),
+            created_at=now,
+            dedup_key=new.dedup_key,
+        )
+        self._jobs[job.id] = job
+        self._queued.add(job.id)
+        if new.dedup_key is not None:
+            self._holders[(new.task_name, new.dedup_key)] = job.id
+        return job.id
+
+    def get_job_sync(self, job_id: str) -> JobInfo | None:
+        """A job by id, from the jobs or (with status ``DEAD_LETTER``) the dead letters."""
+        key = _canonical(job_id)
+        with self._lock:
+            job = self._jobs.get(key)
+            if job is not None:
+                return job.info()
+            dead = self._dead.get(key)
+            return dead.info() if dead is not None else None
+
+    async def get_job(self, job_id: str) -> JobInfo | None:
+        return self.get_job_sync(job_id)
+
+    async def close(self) -> None:
+        """Nothing to release; the data stays (see the module docstring)."""
+
+    # -- inspection, for tests and the testing kit ------------------------------------------
+
+    def jobs(self) -> list[JobInfo]:
+        """Every row of the jobs table (queued, processing, done, cancelled), oldest first;
+        dead letters are in :meth:`dead_letters`."""
+        with self._lock:
+            return [job.info() for job in sorted(self._jobs.values(), key=lambda j: j.seq)]
+
+    def dead_letters(self) -> list[JobInfo]:
+        """Every dead-lettered job, in the order they were moved."""
+        with self._lock:
+            return [dead.info() for dead in self._dead.values()]
+
+    def worker_status(self, worker_id: str) -> str | None:
+        """A registered worker's status (``running``, ``stopped``, ``dead``), or ``None``."""
+        with self._lock:
+            worker = self._workers.get(_canonical(worker_id))
+            return worker.status if worker is not None else None
+
+    def clear(self) -> None:
+        """Forget every job, dead letter and worker (``on_insert`` callbacks stay)."""
+        with self._lock:
+            self._jobs.clear()
+            self._dead.clear()
+            self._workers.clear()
+            self._queued.clear()
+            self._holders.clear()
+
+    # -- WorkerBackend: claiming and finishing ----------------------------------------------
+
+    async def claim_jobs(
+        self,
+        worker_id: str,
+        task_names: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+    ) -> list[ClaimedJob]:
+        """Take up to ``limit`` due, queued jobs of ``task_names`` (in ``queues`` if given),
+        most urgent first: lowest priority number, then earliest ``scheduled_at``."""
+        owner = _canonical(worker_id)
+        names = set(task_names)
+        scope = None if queues is None else set(queues)
+        with self._lock:
+            if limit <= 0:
+                return []
+            now = self._now()
+            due = [
+                job
+                for job in map(self._jobs.__getitem__, self._queued)
+                if job.scheduled_at <= now
+                and job.task_name in names
+                and (scope is None or job.queue in scope)
+            ]
+            chosen = heapq.nsmallest(
+                limit, due, key=lambda job: (job.priority, job.scheduled_at, job.seq)
+            )
+            for job in chosen:
+                self._set_status(job, JobStatus.PROCESSING)
+                job.attempts += 1
+                job.started_at = now
+                job.finished_at = None
+                job.worker_id = owner
+            return [job.claimed(owner) for job in chosen]
+
+    async def complete_jobs(
+        self, worker_id: str, done: Sequence[tuple[str, int, str | None]]
+    ) -> int:
+        """Mark jobs done: ``done`` holds ``(id, attempt, result_json)``; returns how many
+        passed the fence."""
+        for _, _, result in done:
+            _loads(result)  # an invalid result fails the whole batch, as the UPDATE would
+        applied = 0
+        with self._lock:
+            now = self._now()
+            for job_id, attempt, result in done:
+                job = self._fenced(worker_id, job_id, attempt)
+                if job is None:
+                    continue
+                self._set_status(job, JobStatus.DONE)
+                job.finished_at = now
+                job.result_json = result
+                applied += 1
+        return applied
+
+    async def retry_job(
+        self, worker_id: str, job_id: str, attempt: int, delay: float, error: dict[str, Any]
+    ) -> bool:
+        """Back to the queue ``delay`` seconds from the clock's now, ``error`` appended."""
+        entry = json.dumps(error)
+        with self._lock:
+            job = self._fenced(worker_id, job_id, attempt)
+            if job is None:
+                return False
+            self._set_status(job, JobStatus.QUEUED)
+            job.scheduled_at = _shifted(self._now(), delay)
+            job.worker_id = None
+            job.errors.append(entry)
+            return True
+
+    async def dead_letter_job(
+        self, worker_id: str, job_id: str, attempt: int, error: dict[str, Any], reason: str
+    ) -> bool:
+        """Move the job to the dead letters with ``error`` appended to its history."""
+        entry = json.dumps(error)
+        with self._lock:
+            job = self._fenced(worker_id, job_id, attempt)
+            if job is None:
+                return False
+            self._dead_letter(job, self._now(), entry, reason)
+            return True
+
+    async def release_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        """Put interrupted jobs back without charging their attempt; returns how many."""
+        applied = 0
+        with self._lock:
+            for job_id, attempt in jobs:
+                job = self._fenced(worker_id, job_id, attempt)
+                if job is not None:
+                    self._requeue_uncharged(job)
+                    applied += 1
+        return applied
+
+    async def release_strays(
+        self, worker_id: str, running: Sequence[str], older_than: float
+    ) -> int:
+        """Requeue (uncharged) jobs ``worker_id`` holds but is not running, claimed more than
+        ``older_than`` seconds ago."""
+        owner = _canonical(worker_id)
+        keep = {_canonical(job_id) for job_id in running}
+        released = 0
+        with self._lock:
+            cutoff = _shifted(self._now(), -older_than)
+            for job in list(self._jobs.values()):
+                if (
+                    job.status is JobStatus.PROCESSING
+                    and job.worker_id == owner
+                    and job.id not in keep
+                    and job.started_at is not None
+                    and job.started_at < cutoff
+                ):
+                    self._requeue_uncharged(job)
+                    released += 1
+        return released
+
+    # -- WorkerBackend: presence ------------------------------------------------------------
+
+    async def register_worker(self, info: WorkerInfo, lock_key: int | None) -> None:
+        """Record the worker as running; registering an id again revives it (as the
+        ``ON CONFLICT`` update does: status, heartbeat and lock key only)."""
+        key = _canonical(info.id)
+        with self._lock:
+            now = self._now()
+            worker = self._workers.get(key)
+            if worker is None:
+                self._workers[key] = _Worker(info, RUNNING, now, now, None, lock_key)
+            else:
+                worker.status = RUNNING
+                worker.last_heartbeat_at = now
+                worker.lock_key = lock_key
+
+    async def heartbeat(self, worker_id: str) -> str | None:
+        """Refresh the heartbeat; the worker's status after it (``None`` if unknown)."""
+        with self._lock:
+            worker = self._workers.get(_canonical(worker_id))
+            if worker is None:
+                return None
+            worker.last_heartbeat_at = self._now()
+            return worker.status
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        """Mark the worker stopped (a worker found dead stays dead)."""
+        with self._lock:
+            worker = self._workers.get(_canonical(worker_id))
+            if worker is not None and worker.status != DEAD:
+                worker.status = STOPPED
+                worker.stopped_at = self._now()
+
+    async def open_session(
+        self, *, listen: bool, lock_key: int | None = None
+    ) -> WorkerSessionProtocol:
+        """Refused: this backend has no session (``supports_listen`` is False, so the worker
+        never asks for one)."""
+        raise ConfigurationError(
+            "the memory backend has no worker session (no LISTEN/NOTIFY, no liveness lock): "
+            "its supports_listen is False, so a worker polls every POLL_INTERVAL instead; to "
+            "wake one in the same process, add a callback to MemoryBackend.on_insert"
+        )
+
+    async def prepare_for_work(self) -> None:
+        """Nothing to prepare."""
+
+    # -- WorkerBackend: recovery and cleanup ------------------------------------------------
+
+    async def recover_stale_workers(
+        self, *, heartbeat_timeout: float, lock_grace: float, max_losses: int
+    ) -> RecoveryReport:
+        """Mark workers silent for over ``heartbeat_timeout`` seconds dead, and put back the
+        jobs of every worker that is not running: requeued uncharged with ``worker_losses``
+        counted and a ``soniq.WorkerLost`` error appended, or dead-lettered (reason
+        ``worker_lost``) once a job has lost ``max_losses`` workers. ``lock_grace`` is unused:
+        there are no liveness locks here."""
+        del lock_grace
+        requeued = dead_lettered = 0
+        with self._lock:
+            now = self._now()
+            cutoff = _shifted(now, -heartbeat_timeout)
+            dead = tuple(
+                worker_id
+                for worker_id, worker in self._workers.items()
+                if worker.status in (RUNNING, STOPPING) and worker.last_heartbeat_at < cutoff
+            )
+            for worker_id in dead:
+                self._workers[worker_id].status = DEAD
+                self._workers[worker_id].stopped_at = now
+            # Also with no dead worker: jobs of workers that stopped (or were pruned) while
+            # holding them are put back too.
+            running = {wid for wid, worker in self._workers.items() if worker.status == RUNNING}
+            lost = [
+                job
+                for job in self._jobs.values()
+                if job.status is JobStatus.PROCESSING and job.worker_id not in running
+            ]
+            for job in lost:
+                error = json.dumps(
+                    {
+                        "attempt": job.attempts,
+                        "error_type": "soniq.WorkerLost",
+                        "message": "the worker running this job stopped responding",
+                        "traceback": "",
+                        "worker_id": job.worker_id,
+                        "failed_at": now.isoformat(),
+                    }
+                )
+                if job.worker_losses + 1 >= max_losses:
+                    self._dead_letter(job, now, error, "worker_lost")
+                    dead_lettered += 1
+                else:
+                    self._requeue_uncharged(job)
+                    job.worker_losses += 1
+                    job.scheduled_at = now
+                    job.errors.append(error)
+                    requeued += 1
+        return RecoveryReport(dead, requeued, dead_lettered)
+
+    async def prune(self, *, retention: float, batch: int = PRUNE_BATCH) -> int:
+        """Delete done and cancelled jobs finished more than ``retention`` seconds ago (and
+        workers stopped or dead that long); returns how many jobs went. ``batch`` is accepted
+        for the protocol's sake: there is no long lock to avoid here."""
+        del batch
+        with self._lock:
+            cutoff = _shifted(self._now(), -retention)
+            finished = [
+                job
+                for job in self._jobs.values()
+                if job.status in (JobStatus.DONE, JobStatus.CANCELLED)
+                and job.finished_at is not None
+                and job.finished_at < cutoff
+            ]
+            for job in finished:
+                self._delete(job)
+            gone = [
+                worker_id
+                for worker_id, worker in self._workers.items()
+                if worker.status in (STOPPED, DEAD)
+                and worker.stopped_at is not None
+                and worker.stopped_at < cutoff
+            ]
+            for worker_id in gone:
+                del self._workers[worker_id]
+        return len(finished)

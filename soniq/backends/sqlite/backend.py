@@ -1,0 +1,354 @@
+"""SQLite storage: the embedded default, for a Django project on SQLite or a standalone file.
+
+Every operation runs on one dedicated thread holding one connection (sqlite3 is blocking), and
+every write transaction starts with ``BEGIN IMMEDIATE``: it takes SQLite's write lock up front,
+so two worker processes claiming at once are serialized by SQLite itself and a job is never
+claimed twice. There is no LISTEN: workers poll, and a worker in the enqueuing process is woken
+at once through :mod:`soniq.core.wakeup`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import sqlite3
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from soniq.backends import plans
+from soniq.backends.base import Row, Statement
+from soniq.backends.rows import from_json, to_utc, to_uuid_text
+from soniq.backends.sqlite import worker_statements as ws
+from soniq.backends.sqlite.statements import SQLiteDialect, format_time, utc_now
+from soniq.core import wakeup
+from soniq.core.errors import ConfigurationError, InvalidConnectionError
+from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
+
+T = TypeVar("T")
+PRUNE_BATCH = 5000
+BUSY_TIMEOUT_MS = 30_000
+
+
+def path_from_url(url: str) -> str:
+    """``sqlite:///relative.db`` or ``sqlite:////absolute/path.db`` -> the file path."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ConfigurationError(
+            f"a SQLite DATABASE_URL looks like sqlite:///relative.db or sqlite:////abs.db, "
+            f"got {url!r}"
+        )
+    return url[len(prefix) :]
+
+
+def _hex(value: str) -> str:
+    return uuid.UUID(value).hex
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, it is just not ours
+    return True
+
+
+class SQLiteBackend:
+    supports_listen = False
+    supports_transactional_enqueue = False
+
+    def __init__(self, path: str, *, clock: Callable[[], datetime] = utc_now) -> None:
+        if not path:
+            raise ConfigurationError("SQLiteBackend needs a database file path")
+        self.path = path
+        self.clock = clock
+        self.dialect = SQLiteDialect(clock)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="soniq-sqlite")
+        self._connection: sqlite3.Connection | None = None
+        self.hostname = socket.gethostname()
+
+    # -- the connection thread --------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._connection is None:
+            # isolation_level=None: no implicit transactions; ours are explicit.
+            connection = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._connection = connection
+        return self._connection
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        connection = self._conn()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(connection)
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return result
+
+    def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        return body(self._conn())
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+
+    def _run_sync(self, function: Callable[..., T], *args: Any) -> T:
+        return self._thread.submit(function, *args).result()
+
+    def _now(self) -> str:
+        return format_time(self.clock())
+
+    @staticmethod
+    def _executor(connection: sqlite3.Connection) -> plans.SyncExecute:
+        def execute(statement: Statement) -> list[Row]:
+            # The dialect writes %s placeholders (for Django's cursor); sqlite3 wants ?.
+            cursor = connection.execute(statement.sql.replace("%s", "?"), tuple(statement.params))
+            return cursor.fetchall()
+
+        return execute
+
+    # -- enqueue and inspect ----------------------------------------------------------------
+
+    def _insert(self, jobs: Sequence[NewJob]) -> list[str]:
+        ids = self._write(
+            lambda c: plans.run_sync(plans.insert_jobs(self.dialect, jobs), self._executor(c))
+        )
+        wakeup.notify({job.queue for job in jobs})
+        return ids
+
+    @staticmethod
+    def _no_connection(connection: Any) -> None:
+        if connection is not None:
+            raise InvalidConnectionError(
+                "connection= is not supported by the standalone SQLite backend; inside Django, "
+                "soniq uses Django's connection and joins transaction.atomic()"
+            )
+
+    async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
+        self._no_connection(connection)
+        return await self._run(self._insert, jobs)
+
+    def insert_jobs_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
+        self._no_connection(connection)
+        return self._run_sync(self._insert, jobs)
+
+    def _get(self, job_id: str) -> JobInfo | None:
+        return self._read(
+            lambda c: plans.run_sync(plans.get_job(self.dialect, job_id), self._executor(c))
+        )
+
+    async def get_job(self, job_id: str) -> JobInfo | None:
+        return await self._run(self._get, job_id)
+
+    def get_job_sync(self, job_id: str) -> JobInfo | None:
+        return self._run_sync(self._get, job_id)
+
+    async def close(self) -> None:
+        def close_connection() -> None:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+        await self._run(close_connection)
+        self._thread.shutdown(wait=False)
+
+    # -- the worker -------------------------------------------------------------------------
+
+    async def prepare_for_work(self) -> None:
+        return None
+
+    async def open_session(self, *, listen: bool, lock_key: int | None = None) -> Any:
+        raise ConfigurationError("SQLite has no sessions to LISTEN on; the worker polls")
+
+    async def claim_jobs(
+        self,
+        worker_id: str,
+        task_names: Sequence[str],
+        queues: Sequence[str] | None,
+        limit: int,
+    ) -> list[ClaimedJob]:
+        now = self._now()
+        queue_list = None if queues is None else json.dumps(list(queues))
+        params = (
+            now,
+            _hex(worker_id),
+            now,
+            json.dumps(list(task_names)),
+            queue_list,
+            queue_list,
+            limit,
+        )
+        rows = await self._run(self._write, lambda c: c.execute(ws.CLAIM, params).fetchall())
+        jobs = [
+            ClaimedJob(
+                id=to_uuid_text(row[0]) or "",
+                task_name=row[1],
+                args=from_json(row[2]) or {},
+                queue=row[3],
+                priority=int(row[4]),
+                attempt=int(row[5]),
+                max_attempts=int(row[6]),
+                scheduled_at=to_utc(row[7]),
+                created_at=to_utc(row[8]),
+                claimed_by=worker_id,
+            )
+            for row in rows
+        ]
+        jobs.sort(key=lambda job: (job.priority, job.scheduled_at or datetime.min))
+        return jobs
+
+    async def complete_jobs(
+        self, worker_id: str, done: Sequence[tuple[str, int, str | None]]
+    ) -> int:
+        now, worker = self._now(), _hex(worker_id)
+
+        def body(connection: sqlite3.Connection) -> int:
+            applied = 0
+            for job_id, attempt, result in done:
+                cursor = connection.execute(
+                    ws.COMPLETE, (now, result, worker, attempt, _hex(job_id))
+                )
+                applied += cursor.rowcount
+            return applied
+
+        return await self._run(self._write, body)
+
+    async def retry_job(
+        self, worker_id: str, job_id: str, attempt: int, delay: float, error: dict[str, Any]
+    ) -> bool:
+        run_at = format_time(self.clock() + timedelta(seconds=delay))
+        params = (run_at, json.dumps(error), _hex(worker_id), attempt, _hex(job_id))
+        count = await self._run(self._write, lambda c: c.execute(ws.RETRY, params).rowcount)
+        if count:
+            wakeup.notify(())
+        return bool(count)
+
+    async def dead_letter_job(
+        self, worker_id: str, job_id: str, attempt: int, error: dict[str, Any], reason: str
+    ) -> bool:
+        fence = (_hex(worker_id), attempt, _hex(job_id))
+
+        def body(connection: sqlite3.Connection) -> bool:
+            copied = connection.execute(
+                ws.COPY_TO_DEAD_LETTERS, (self._now(), json.dumps(error), reason, *fence)
+            ).rowcount
+            if not copied:
+                return False
+            connection.execute(ws.DELETE_FENCED, fence)
+            return True
+
+        return await self._run(self._write, body)
+
+    async def release_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        worker = _hex(worker_id)
+
+        def body(connection: sqlite3.Connection) -> int:
+            return sum(
+                connection.execute(ws.RELEASE, (worker, attempt, _hex(job_id))).rowcount
+                for job_id, attempt in jobs
+            )
+
+        return await self._run(self._write, body) if jobs else 0
+
+    async def register_worker(self, info: WorkerInfo, lock_key: int | None) -> None:
+        now = self._now()
+        params = (
+            _hex(info.id),
+            info.hostname,
+            info.pid,
+            json.dumps(None if info.queues is None else list(info.queues)),
+            json.dumps(list(info.task_names)),
+            info.concurrency,
+            now,
+            now,
+            info.version,
+        )
+        await self._run(self._write, lambda c: c.execute(ws.REGISTER_WORKER, params))
+
+    async def heartbeat(self, worker_id: str) -> str | None:
+        params = (self._now(), _hex(worker_id))
+        rows = await self._run(self._write, lambda c: c.execute(ws.HEARTBEAT, params).fetchall())
+        return str(rows[0][0]) if rows else None
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        params = (self._now(), _hex(worker_id))
+        await self._run(self._write, lambda c: c.execute(ws.DEREGISTER_WORKER, params))
+
+    async def recover_stale_workers(
+        self, *, heartbeat_timeout: float, lock_grace: float, max_losses: int
+    ) -> RecoveryReport:
+        return await self._run(
+            self._write, lambda c: self._recover(c, heartbeat_timeout, lock_grace, max_losses)
+        )
+
+    def _recover(
+        self, connection: sqlite3.Connection, timeout: float, grace: float, max_losses: int
+    ) -> RecoveryReport:
+        now = self.clock()
+        dead: list[str] = []
+        for worker_id, hostname, pid, last_heartbeat in connection.execute(ws.LIVE_WORKERS):
+            silent_for = (now - (to_utc(last_heartbeat) or now)).total_seconds()
+            # All SQLite workers share one machine: a vanished process is dead at once (after
+            # the grace period), without waiting for the heartbeat timeout.
+            gone = hostname == self.hostname and not _pid_alive(int(pid))
+            if silent_for > timeout or (gone and silent_for > grace):
+                dead.append(worker_id)
+                connection.execute(ws.MARK_WORKER_DEAD, (format_time(now), worker_id))
+        requeued = dead_lettered = 0
+        stamp = format_time(now)
+        for job_id, attempts, worker_id, losses in connection.execute(
+            ws.LOST_JOBS, (json.dumps(dead),)
+        ).fetchall():
+            error = json.dumps(
+                {
+                    "attempt": attempts,
+                    "error_type": "soniq.WorkerLost",
+                    "message": "the worker running this job stopped responding",
+                    "traceback": "",
+                    "worker_id": to_uuid_text(worker_id),
+                    "failed_at": now.isoformat(),
+                }
+            )
+            if losses + 1 >= max_losses:
+                connection.execute(ws.DEAD_LETTER_LOST, (stamp, error, job_id))
+                connection.execute(ws.DELETE_LOST, (job_id,))
+                dead_lettered += 1
+            else:
+                connection.execute(ws.REQUEUE_LOST, (stamp, error, job_id))
+                requeued += 1
+        return RecoveryReport(
+            tuple(to_uuid_text(worker) or "" for worker in dead), requeued, dead_lettered
+        )
+
+    async def release_strays(
+        self, worker_id: str, running: Sequence[str], older_than: float
+    ) -> int:
+        before = format_time(self.clock() - timedelta(seconds=older_than))
+        params = (_hex(worker_id), json.dumps([_hex(job) for job in running]), before)
+        return await self._run(self._write, lambda c: c.execute(ws.RELEASE_STRAYS, params).rowcount)
+
+    async def prune(self, *, retention: float, batch: int = PRUNE_BATCH) -> int:
+        before = format_time(self.clock() - timedelta(seconds=retention))
+        removed = 0
+        while True:
+            count: int = await self._run(
+                self._write, lambda c: c.execute(ws.PRUNE_FINISHED, (before, batch)).rowcount
+            )
+            removed += count
+            if count < batch:
+                break
+        await self._run(self._write, lambda c: c.execute(ws.PRUNE_WORKERS, (before,)))
+        return removed

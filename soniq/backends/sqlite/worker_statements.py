@@ -1,0 +1,120 @@
+"""The SQLite statements of the worker, on the tables Django's migrations create.
+
+Values follow Django's SQLite storage: UUIDs as 32 hex digits, times as naive UTC text with
+microseconds (so text order is time order). Lists travel as one JSON parameter read with
+``json_each``, so each statement's text is fixed whatever the number of names.
+"""
+
+from __future__ import annotations
+
+_FENCE = "status = 'processing' AND worker_id = ? AND attempts = ? AND id = ?"
+
+CLAIM = """
+UPDATE soniq_jobs
+SET status = 'processing', attempts = attempts + 1, started_at = ?, finished_at = NULL,
+    worker_id = ?
+WHERE id IN (
+    SELECT id FROM soniq_jobs
+    WHERE status = 'queued' AND scheduled_at <= ?
+      AND task_name IN (SELECT value FROM json_each(?))
+      AND (? IS NULL OR queue IN (SELECT value FROM json_each(?)))
+    ORDER BY priority, scheduled_at
+    LIMIT ?
+)
+RETURNING id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at,
+          created_at
+"""
+
+COMPLETE = f"UPDATE soniq_jobs SET status = 'done', finished_at = ?, result = ? WHERE {_FENCE}"
+
+RETRY = f"""
+UPDATE soniq_jobs
+SET status = 'queued', scheduled_at = ?, worker_id = NULL,
+    errors = json_insert(errors, '$[#]', json(?))
+WHERE {_FENCE}
+"""
+
+_DEAD_LETTER_COLUMNS = (
+    "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
+    "started_at, dead_lettered_at, worker_id, errors, reason, dedup_key"
+)
+
+# Two statements in one transaction (SQLite has no DELETE ... RETURNING feeding an INSERT).
+COPY_TO_DEAD_LETTERS = f"""
+INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
+SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
+       started_at, ?, worker_id, json_insert(errors, '$[#]', json(?)), ?, dedup_key
+FROM soniq_jobs WHERE {_FENCE}
+"""
+DELETE_FENCED = f"DELETE FROM soniq_jobs WHERE {_FENCE}"
+
+RELEASE = f"""
+UPDATE soniq_jobs
+SET status = 'queued', worker_id = NULL, started_at = NULL, attempts = max(attempts - 1, 0)
+WHERE {_FENCE}
+"""
+
+REGISTER_WORKER = """
+INSERT INTO soniq_workers (id, hostname, pid, queues, task_names, concurrency, status,
+                           started_at, last_heartbeat_at, stopped_at, version, lock_key)
+VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, NULL, ?, NULL)
+ON CONFLICT (id) DO UPDATE SET status = 'running', last_heartbeat_at = excluded.last_heartbeat_at
+"""
+
+HEARTBEAT = "UPDATE soniq_workers SET last_heartbeat_at = ? WHERE id = ? RETURNING status"
+
+DEREGISTER_WORKER = (
+    "UPDATE soniq_workers SET status = 'stopped', stopped_at = ? WHERE id = ? AND status <> 'dead'"
+)
+
+LIVE_WORKERS = """
+SELECT id, hostname, pid, last_heartbeat_at FROM soniq_workers
+WHERE status IN ('running', 'stopping')
+"""
+
+MARK_WORKER_DEAD = "UPDATE soniq_workers SET status = 'dead', stopped_at = ? WHERE id = ?"
+
+# Jobs of dead workers, and of workers that are not running at all.
+LOST_JOBS = """
+SELECT id, attempts, worker_id, worker_losses FROM soniq_jobs AS job
+WHERE status = 'processing' AND (
+    worker_id IN (SELECT value FROM json_each(?))
+    OR NOT EXISTS (
+        SELECT 1 FROM soniq_workers AS worker
+        WHERE worker.id = job.worker_id AND worker.status = 'running'
+    )
+)
+"""
+
+REQUEUE_LOST = """
+UPDATE soniq_jobs
+SET status = 'queued', worker_id = NULL, started_at = NULL, attempts = max(attempts - 1, 0),
+    worker_losses = worker_losses + 1, scheduled_at = ?,
+    errors = json_insert(errors, '$[#]', json(?))
+WHERE id = ? AND status = 'processing'
+"""
+
+DEAD_LETTER_LOST = f"""
+INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
+SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
+       started_at, ?, worker_id, json_insert(errors, '$[#]', json(?)), 'worker_lost', dedup_key
+FROM soniq_jobs WHERE id = ? AND status = 'processing'
+"""
+DELETE_LOST = "DELETE FROM soniq_jobs WHERE id = ? AND status = 'processing'"
+
+RELEASE_STRAYS = """
+UPDATE soniq_jobs
+SET status = 'queued', worker_id = NULL, started_at = NULL, attempts = max(attempts - 1, 0)
+WHERE status = 'processing' AND worker_id = ?
+  AND id NOT IN (SELECT value FROM json_each(?)) AND started_at < ?
+"""
+
+PRUNE_FINISHED = """
+DELETE FROM soniq_jobs WHERE id IN (
+    SELECT id FROM soniq_jobs
+    WHERE status IN ('done', 'cancelled') AND finished_at < ?
+    LIMIT ?
+)
+"""
+
+PRUNE_WORKERS = "DELETE FROM soniq_workers WHERE status IN ('stopped', 'dead') AND stopped_at < ?"
