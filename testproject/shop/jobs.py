@@ -25,3 +25,25 @@ class ReceiptArgs(BaseModel):
 @app.job(queue="emails", validate=ReceiptArgs, unique=True)
 async def send_receipt(to: str, order_id: int) -> str:
     return f"receipt for order {order_id} sent to {to}"
+
+
+# -- jobs the demo uses to show retries, dead letters and scheduling ----------------------
+
+
+@app.job(queue="reports", retries=3, retry_delay=1)
+def build_report(name: str, ctx: JobContext) -> str:
+    """Fails twice (a busy upstream), then succeeds on the third attempt."""
+    if ctx.attempt < 3:
+        raise ConnectionError(f"report service busy (attempt {ctx.attempt})")
+    return f"report {name!r} built on attempt {ctx.attempt}"
+
+
+@app.job(queue="imports", retries=1, retry_delay=0.5)
+def import_feed(url: str) -> None:
+    """Always fails: after its two attempts it lands in the dead letters."""
+    raise ValueError(f"{url} is not a CSV file")
+
+
+@app.job(queue="reminders")
+async def remind(customer_email: str) -> str:
+    return f"reminded {customer_email}"
