@@ -1,0 +1,17 @@
+"""Jobs for the SQLite worker processes test: each run appends its job id to a file."""
+
+from __future__ import annotations
+
+import os
+
+from soniq import JobContext, Soniq
+
+app = Soniq()
+
+
+@app.job(name="sqlite.count")
+def count(n: int, ctx: JobContext) -> int:
+    # One short O_APPEND write per run: lines from several processes never interleave.
+    with open(os.environ["SONIQ_TEST_RUNS_FILE"], "a") as runs:
+        runs.write(f"{ctx.job_id} {os.getpid()}\n")
+    return n
