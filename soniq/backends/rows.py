@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from soniq.core import codec
-from soniq.core.records import JobInfo
+from soniq.core.records import ClaimedJob, JobInfo
 from soniq.core.status import JobStatus
 
 # The column order of every statement that selects a job (see Dialect.select_job).
@@ -84,4 +84,21 @@ def decode_job_info(row: tuple[Any, ...]) -> JobInfo:
         errors=from_json(data["errors"]) or [],
         dedup_key=data["dedup_key"],
         dead_letter_reason=data["dead_letter_reason"],
+    )
+
+
+def decode_claimed(row: tuple[Any, ...], worker_id: str) -> ClaimedJob:
+    """A row of a claim statement (id, task_name, args, queue, priority, attempts,
+    max_attempts, scheduled_at, created_at), on either database."""
+    return ClaimedJob(
+        id=to_uuid_text(row[0]) or "",
+        task_name=row[1],
+        args=from_json(row[2]) or {},
+        queue=row[3],
+        priority=int(row[4]),
+        attempt=int(row[5]),
+        max_attempts=int(row[6]),
+        scheduled_at=to_utc(row[7]),
+        created_at=to_utc(row[8]),
+        claimed_by=worker_id,
     )

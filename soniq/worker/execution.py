@@ -71,6 +71,31 @@ class _Raised:
     exception: Exception
 
 
+def job_context(job: ClaimedJob, worker_id: str) -> JobContext:
+    return JobContext(
+        job_id=job.id,
+        job_name=job.task_name,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        queue=job.queue,
+        worker_id=worker_id,
+        scheduled_at=job.scheduled_at,
+        created_at=job.created_at,
+    )
+
+
+def job_arguments(spec: JobSpec, job: ClaimedJob, ctx: JobContext) -> dict[str, Any]:
+    """The keyword arguments of the job function for this run."""
+    kwargs: dict[str, Any] = dict(job.args)
+    if spec.args_model is not None:
+        # The stored arguments are the model's JSON dump; give the function the model's
+        # Python values back (datetimes, nested models, ...).
+        kwargs = dict(spec.args_model.model_validate(kwargs, by_alias=True, by_name=True))
+    if spec.contract.context_parameter:
+        kwargs[spec.contract.context_parameter] = ctx
+    return kwargs
+
+
 class _Deadline:
     """A job's time limit, armed when the job actually starts, that remembers whether it
     fired (``asyncio.timeout`` raises TimeoutError, which a job may also raise itself)."""
@@ -113,16 +138,7 @@ class JobRunner:
         self.sync_call_wrapper = sync_call_wrapper
 
     def context(self, job: ClaimedJob) -> JobContext:
-        return JobContext(
-            job_id=job.id,
-            job_name=job.task_name,
-            attempt=job.attempt,
-            max_attempts=job.max_attempts,
-            queue=job.queue,
-            worker_id=job.claimed_by or self.worker_id(),
-            scheduled_at=job.scheduled_at,
-            created_at=job.created_at,
-        )
+        return job_context(job, job.claimed_by or self.worker_id())
 
     async def run(self, spec: JobSpec, job: ClaimedJob) -> Outcome:
         ctx = self.context(job)
@@ -130,7 +146,7 @@ class JobRunner:
         limit = spec.timeout if spec.timeout is not None else self.default_timeout
         deadline = _Deadline(limit)
         try:
-            kwargs = self._arguments(spec, job, ctx)
+            kwargs = job_arguments(spec, job, ctx)
             if spec.is_async:
                 async with deadline.armed():
                     value = await spec.func(**kwargs)
@@ -157,16 +173,6 @@ class JobRunner:
         )
         await call_hooks(self.hooks["on_error"], ctx, exc)
         return Outcome(False, error=error_record(job, job.claimed_by or self.worker_id(), exc))
-
-    def _arguments(self, spec: JobSpec, job: ClaimedJob, ctx: JobContext) -> dict[str, Any]:
-        kwargs: dict[str, Any] = dict(job.args)
-        if spec.args_model is not None:
-            # The stored arguments are the model's JSON dump; give the function the model's
-            # Python values back (datetimes, nested models, ...).
-            kwargs = dict(spec.args_model.model_validate(kwargs, by_alias=True, by_name=True))
-        if spec.contract.context_parameter:
-            kwargs[spec.contract.context_parameter] = ctx
-        return kwargs
 
     async def _in_thread(
         self, func: Callable[..., Any], kwargs: dict[str, Any], deadline: _Deadline

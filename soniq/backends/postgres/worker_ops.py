@@ -10,25 +10,10 @@ from typing import Any
 from soniq.backends.base import Row, Statement
 from soniq.backends.postgres import worker_statements as ws
 from soniq.backends.postgres.session import WorkerSession
-from soniq.backends.rows import from_json, to_utc, to_uuid_text
+from soniq.backends.rows import decode_claimed, to_uuid_text
 from soniq.core.records import ClaimedJob, RecoveryReport, WorkerInfo
 
 PRUNE_BATCH = 5000
-
-
-def _claimed(row: Row, worker_id: str) -> ClaimedJob:
-    return ClaimedJob(
-        id=to_uuid_text(row[0]) or "",
-        task_name=row[1],
-        args=from_json(row[2]) or {},
-        queue=row[3],
-        priority=int(row[4]),
-        attempt=int(row[5]),
-        max_attempts=int(row[6]),
-        scheduled_at=to_utc(row[7]),
-        created_at=to_utc(row[8]),
-        claimed_by=worker_id,
-    )
 
 
 class PostgresWorkerOps:
@@ -54,7 +39,7 @@ class PostgresWorkerOps:
             )
         )
         # The UPDATE returns rows in no particular order; run the most urgent first.
-        jobs = [_claimed(row, worker_id) for row in rows]
+        jobs = [decode_claimed(row, worker_id) for row in rows]
         jobs.sort(key=lambda job: (job.priority, job.scheduled_at or datetime.min))
         return jobs
 

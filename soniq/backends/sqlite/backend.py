@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
-from soniq.backends.rows import from_json, to_utc, to_uuid_text
+from soniq.backends.rows import decode_claimed, to_utc, to_uuid_text
 from soniq.backends.sqlite import worker_statements as ws
 from soniq.backends.sqlite.statements import SQLiteDialect, format_time, utc_now
 from soniq.core import wakeup
@@ -43,6 +43,14 @@ def path_from_url(url: str) -> str:
             f"got {url!r}"
         )
     return url[len(prefix) :]
+
+
+def _fetch(connection: sqlite3.Connection, statement: Statement) -> list[Row]:
+    return connection.execute(statement.sql, tuple(statement.params)).fetchall()
+
+
+def _count(connection: sqlite3.Connection, statement: Statement) -> int:
+    return connection.execute(statement.sql, tuple(statement.params)).rowcount
 
 
 def _hex(value: str) -> str:
@@ -180,58 +188,36 @@ class SQLiteBackend:
         queues: Sequence[str] | None,
         limit: int,
     ) -> list[ClaimedJob]:
-        now = self._now()
-        queue_list = None if queues is None else json.dumps(list(queues))
-        params = (
-            now,
-            _hex(worker_id),
-            now,
-            json.dumps(list(task_names)),
-            queue_list,
-            queue_list,
-            limit,
+        statement = ws.claim_jobs(
+            worker_id=worker_id,
+            task_names=task_names,
+            queues=queues,
+            limit=limit,
+            now=self._now(),
         )
-        rows = await self._run(self._write, lambda c: c.execute(ws.CLAIM, params).fetchall())
-        jobs = [
-            ClaimedJob(
-                id=to_uuid_text(row[0]) or "",
-                task_name=row[1],
-                args=from_json(row[2]) or {},
-                queue=row[3],
-                priority=int(row[4]),
-                attempt=int(row[5]),
-                max_attempts=int(row[6]),
-                scheduled_at=to_utc(row[7]),
-                created_at=to_utc(row[8]),
-                claimed_by=worker_id,
-            )
-            for row in rows
-        ]
+        rows = await self._run(self._write, lambda c: _fetch(c, statement))
+        jobs = [decode_claimed(row, worker_id) for row in rows]
         jobs.sort(key=lambda job: (job.priority, job.scheduled_at or datetime.min))
         return jobs
 
     async def complete_jobs(
         self, worker_id: str, done: Sequence[tuple[str, int, str | None]]
     ) -> int:
-        now, worker = self._now(), _hex(worker_id)
-
-        def body(connection: sqlite3.Connection) -> int:
-            applied = 0
-            for job_id, attempt, result in done:
-                cursor = connection.execute(
-                    ws.COMPLETE, (now, result, worker, attempt, _hex(job_id))
-                )
-                applied += cursor.rowcount
-            return applied
-
-        return await self._run(self._write, body)
+        now = self._now()
+        statements = [
+            ws.complete_job(worker_id, job_id, attempt, result, now)
+            for job_id, attempt, result in done
+        ]
+        return await self._run(
+            self._write, lambda c: sum(_count(c, statement) for statement in statements)
+        )
 
     async def retry_job(
         self, worker_id: str, job_id: str, attempt: int, delay: float, error: dict[str, Any]
     ) -> bool:
         run_at = format_time(self.clock() + timedelta(seconds=delay))
-        params = (run_at, json.dumps(error), _hex(worker_id), attempt, _hex(job_id))
-        count = await self._run(self._write, lambda c: c.execute(ws.RETRY, params).rowcount)
+        statement = ws.retry_job(worker_id, job_id, attempt, run_at, json.dumps(error))
+        count = await self._run(self._write, lambda c: _count(c, statement))
         if count:
             wakeup.notify(())
         return bool(count)
@@ -239,15 +225,14 @@ class SQLiteBackend:
     async def dead_letter_job(
         self, worker_id: str, job_id: str, attempt: int, error: dict[str, Any], reason: str
     ) -> bool:
-        fence = (_hex(worker_id), attempt, _hex(job_id))
+        copy, delete = ws.dead_letter_job(
+            worker_id, job_id, attempt, json.dumps(error), reason, self._now()
+        )
 
         def body(connection: sqlite3.Connection) -> bool:
-            copied = connection.execute(
-                ws.COPY_TO_DEAD_LETTERS, (self._now(), json.dumps(error), reason, *fence)
-            ).rowcount
-            if not copied:
+            if not _count(connection, copy):
                 return False
-            connection.execute(ws.DELETE_FENCED, fence)
+            _count(connection, delete)
             return True
 
         return await self._run(self._write, body)

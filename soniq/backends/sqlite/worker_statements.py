@@ -7,6 +7,12 @@ microseconds (so text order is time order). Lists travel as one JSON parameter r
 
 from __future__ import annotations
 
+import json
+import uuid
+from collections.abc import Sequence
+
+from soniq.backends.base import Statement
+
 _FENCE = "status = 'processing' AND worker_id = ? AND attempts = ? AND id = ?"
 
 CLAIM = """
@@ -118,3 +124,39 @@ DELETE FROM soniq_jobs WHERE id IN (
 """
 
 PRUNE_WORKERS = "DELETE FROM soniq_workers WHERE status IN ('stopped', 'dead') AND stopped_at < ?"
+
+
+def _hex(value: str) -> str:
+    return uuid.UUID(value).hex
+
+
+def claim_jobs(
+    *, worker_id: str, task_names: Sequence[str], queues: Sequence[str] | None, limit: int, now: str
+) -> Statement:
+    queue_list = None if queues is None else json.dumps(list(queues))
+    return Statement(
+        CLAIM,
+        (now, _hex(worker_id), now, json.dumps(list(task_names)), queue_list, queue_list, limit),
+    )
+
+
+def complete_job(
+    worker_id: str, job_id: str, attempt: int, result: str | None, now: str
+) -> Statement:
+    return Statement(COMPLETE, (now, result, _hex(worker_id), attempt, _hex(job_id)))
+
+
+def retry_job(worker_id: str, job_id: str, attempt: int, run_at: str, error_json: str) -> Statement:
+    return Statement(RETRY, (run_at, error_json, _hex(worker_id), attempt, _hex(job_id)))
+
+
+def dead_letter_job(
+    worker_id: str, job_id: str, attempt: int, error_json: str, reason: str, now: str
+) -> list[Statement]:
+    """Copy, then delete: run both in one transaction; the copy's row count says whether the
+    fence held."""
+    fence = (_hex(worker_id), attempt, _hex(job_id))
+    return [
+        Statement(COPY_TO_DEAD_LETTERS, (now, error_json, reason, *fence)),
+        Statement(DELETE_FENCED, fence),
+    ]
