@@ -1,0 +1,193 @@
+"""Test helpers: run queued jobs inline, and assert what was enqueued.
+
+Made for ordinary Django ``TestCase`` tests: :func:`drain` runs jobs on Django's own
+connection, inside the test's transaction, so jobs enqueued by the code under test are visible
+to it without ``TransactionTestCase``. Jobs run in the calling thread (async jobs through
+``async_to_sync``), so their ORM queries see the test's data too. Hooks, signals and timeouts
+are not applied by ``drain``; retries and dead letters are, exactly as the worker records them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from django.db import connections
+
+from soniq.app import Soniq
+from soniq.backends.base import Row, Statement
+from soniq.backends.postgres import worker_statements as postgres
+from soniq.backends.rows import decode_claimed
+from soniq.backends.sqlite import worker_statements as sqlite
+from soniq.backends.sqlite.statements import format_time
+from soniq.core.errors import ConfigurationError
+from soniq.core.records import ClaimedJob
+from soniq.core.retry import retry_delay_seconds
+from soniq.worker.execution import encode_result, error_record, job_arguments, job_context
+
+__all__ = ["assert_enqueued", "assert_not_enqueued", "drain", "enqueued"]
+
+# Far enough ahead that every scheduled job and pending retry is "due" for run_scheduled.
+_FAR_FUTURE = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def _app(app: Soniq | None) -> Soniq:
+    if app is not None:
+        return app
+    from django.conf import settings
+
+    from soniq import _discovery
+    from soniq.core.settings import build_settings
+
+    # As the worker command does: SONIQ["APP"], else the single app with jobs.
+    return _discovery.choose_app(build_settings(django_values=getattr(settings, "SONIQ", None)).app)
+
+
+class _Inline:
+    """The worker's four writes, on Django's connection for soniq's alias."""
+
+    def __init__(self, app: Soniq) -> None:
+        self.connection = connections[app.settings.database]
+        self.vendor = self.connection.vendor
+        if self.vendor not in ("postgresql", "sqlite"):
+            raise ConfigurationError(f"soniq.testing needs PostgreSQL or SQLite, not {self.vendor}")
+        self.worker_id = str(uuid.uuid4())
+
+    def run(self, statement: Statement) -> tuple[list[Row], int]:
+        with self.connection.cursor() as cursor:
+            cursor.execute(statement.sql, statement.params)
+            rows = cursor.fetchall() if cursor.description else []
+            return rows, cursor.rowcount
+
+    def _now(self, moment: datetime | None) -> Any:
+        if self.vendor == "postgresql":
+            return moment
+        return format_time(moment or datetime.now(UTC))
+
+    def claim(
+        self, names: list[str], queues: list[str] | None, due_by: datetime | None
+    ) -> Row | None:
+        arguments: dict[str, Any] = dict(
+            worker_id=self.worker_id, task_names=names, queues=queues, limit=1
+        )
+        if self.vendor == "postgresql":
+            statement = postgres.claim_jobs(**arguments, now=due_by)
+        else:
+            statement = sqlite.claim_jobs(**arguments, now=self._now(due_by))
+        rows, _ = self.run(statement)
+        return rows[0] if rows else None
+
+    def complete(self, job: ClaimedJob, result: str | None) -> None:
+        if self.vendor == "postgresql":
+            self.run(postgres.complete_jobs(self.worker_id, [(job.id, job.attempt, result)]))
+        else:
+            self.run(
+                sqlite.complete_job(self.worker_id, job.id, job.attempt, result, self._now(None))
+            )
+
+    def retry(self, job: ClaimedJob, delay: float, error: str) -> None:
+        if self.vendor == "postgresql":
+            self.run(postgres.retry_job(self.worker_id, job.id, job.attempt, delay, error))
+        else:
+            run_at = self._now(datetime.now(UTC) + timedelta(seconds=delay))
+            self.run(sqlite.retry_job(self.worker_id, job.id, job.attempt, run_at, error))
+
+    def dead_letter(self, job: ClaimedJob, error: str) -> None:
+        if self.vendor == "postgresql":
+            self.run(
+                postgres.dead_letter_job(self.worker_id, job.id, job.attempt, error, "max_attempts")
+            )
+        else:
+            for statement in sqlite.dead_letter_job(
+                self.worker_id, job.id, job.attempt, error, "max_attempts", self._now(None)
+            ):
+                self.run(statement)
+
+
+def drain(
+    app: Soniq | None = None,
+    *,
+    queues: list[str] | None = None,
+    max_jobs: int | None = None,
+    run_scheduled: bool = False,
+) -> int:
+    """Run queued jobs inline until none is due; returns how many attempts ran.
+
+    ``run_scheduled=True`` treats every job as due, scheduled ones and pending retries
+    included, so a job that fails twice then succeeds settles in one call. ``app`` defaults to
+    the project's app (``SONIQ["APP"]``, or the single Soniq instance with jobs).
+    """
+    application = _app(app)
+    inline = _Inline(application)
+    names = application.registry.names()
+    ran = 0
+    while names and (max_jobs is None or ran < max_jobs):
+        row = inline.claim(names, queues, _FAR_FUTURE if run_scheduled else None)
+        if row is None:
+            break
+        job = decode_claimed(row, inline.worker_id)
+        spec = application.registry.get(job.task_name)
+        assert spec is not None
+        ran += 1
+        try:
+            kwargs = job_arguments(spec, job, job_context(job, inline.worker_id))
+            value = async_to_sync(spec.func)(**kwargs) if spec.is_async else spec.func(**kwargs)
+        except Exception as exc:
+            error = json.dumps(error_record(job, inline.worker_id, exc))
+            if job.attempt >= job.max_attempts:
+                inline.dead_letter(job, error)
+            else:
+                inline.retry(job, retry_delay_seconds(spec, job.attempt), error)
+            continue
+        inline.complete(job, encode_result(job, value))
+    return ran
+
+
+def _task_name(job: Any) -> str:
+    name = getattr(job, "job_name", None) or getattr(job, "name", None) or job
+    if not isinstance(name, str):
+        raise TypeError(f"pass a job function, a TaskRef or a task name, got {job!r}")
+    return name
+
+
+def enqueued(job: Any, app: Soniq | None = None, **args: Any) -> list[Any]:
+    """The queued ``soniq.models.Job`` rows of ``job`` whose args include ``args``."""
+    from soniq.models import Job
+
+    alias = _app(app).settings.database
+    rows = Job.objects.using(alias).filter(task_name=_task_name(job), status="queued")
+    return [row for row in rows.order_by("created_at") if _matches(row.args, args)]
+
+
+def _matches(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    # Compared as JSON, the way the job will receive them (tuples are lists, ...).
+    return all(
+        key in stored and stored[key] == json.loads(json.dumps(value))
+        for key, value in wanted.items()
+    )
+
+
+def assert_enqueued(job: Any, app: Soniq | None = None, **args: Any) -> Any:
+    """Fail unless exactly one queued job of ``job`` has (at least) these arguments;
+    returns its row."""
+    found = enqueued(job, app, **args)
+    if len(found) != 1:
+        everything = [row.args for row in enqueued(job, app)]
+        raise AssertionError(
+            f"expected one queued {_task_name(job)} with {args}, found {len(found)}; "
+            f"queued {_task_name(job)} jobs: {everything}"
+        )
+    return found[0]
+
+
+def assert_not_enqueued(job: Any, app: Soniq | None = None, **args: Any) -> None:
+    """Fail if any queued job of ``job`` has (at least) these arguments."""
+    found = enqueued(job, app, **args)
+    if found:
+        raise AssertionError(
+            f"expected no queued {_task_name(job)} with {args}, found {[r.args for r in found]}"
+        )

@@ -1,0 +1,113 @@
+"""soniq.testing inside ordinary Django TestCases (the test's transaction is never committed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.test import TestCase
+
+from shop.models import Order
+from soniq import JobContext, JobStatus, Soniq
+from soniq.testing import assert_enqueued, assert_not_enqueued, drain, enqueued
+
+
+def _app(alias: str) -> tuple[Soniq, dict[str, Any]]:
+    app = Soniq(database=alias)
+    seen: dict[str, Any] = {"contexts": []}
+
+    @app.job(name="kit.fulfil")
+    def fulfil(order_id: int, ctx: JobContext) -> str:
+        seen["contexts"].append(ctx)
+        order = Order.objects.using(alias).get(pk=order_id)  # uncommitted test data
+        return order.customer_email
+
+    @app.job(name="kit.flaky", retries=3, retry_delay=60)
+    def flaky(ctx: JobContext) -> int:
+        if ctx.attempt < 3:
+            raise RuntimeError(f"attempt {ctx.attempt}")
+        return ctx.attempt
+
+    @app.job(name="kit.doomed", retries=1)
+    async def doomed() -> None:
+        raise ValueError("never works")
+
+    @app.job(name="kit.later")
+    async def later(n: int) -> int:
+        return n * 2
+
+    seen.update(fulfil=fulfil, flaky=flaky, doomed=doomed, later=later)
+    return app, seen
+
+
+class DrainOnPostgres(TestCase):
+    databases = {"default", "sqlite"}
+    alias = "default"
+
+    def setUp(self) -> None:
+        self.app, self.jobs = _app(self.alias)
+
+    def test_drain_runs_jobs_enqueued_in_the_test_transaction(self) -> None:
+        order = Order.objects.using(self.alias).create(customer_email="t@e.st", total_cents=1)
+        job_id = self.jobs["fulfil"].enqueue(order_id=order.pk)
+        assert_enqueued(self.jobs["fulfil"], self.app, order_id=order.pk)
+        assert drain(self.app) == 1
+        info = self.app.get_job_sync(job_id)
+        assert info is not None
+        assert info.status is JobStatus.DONE
+        assert info.result == "t@e.st"
+        assert self.jobs["contexts"][0].attempt == 1
+        assert_not_enqueued(self.jobs["fulfil"], self.app, order_id=order.pk)
+
+    def test_retries_wait_unless_run_scheduled(self) -> None:
+        job_id = self.jobs["flaky"].enqueue()
+        assert drain(self.app) == 1  # the retry is an hour away
+        info = self.app.get_job_sync(job_id)
+        assert info is not None and info.status is JobStatus.QUEUED and info.attempts == 1
+        assert drain(self.app, run_scheduled=True) == 2
+        info = self.app.get_job_sync(job_id)
+        assert info is not None and info.status is JobStatus.DONE and info.result == 3
+        assert [error["message"] for error in info.errors] == ["attempt 1", "attempt 2"]
+
+    def test_async_job_dead_letters(self) -> None:
+        job_id = self.jobs["doomed"].enqueue()
+        assert drain(self.app, run_scheduled=True) == 2
+        info = self.app.get_job_sync(job_id)
+        assert info is not None
+        assert info.status is JobStatus.DEAD_LETTER
+        assert info.dead_letter_reason == "max_attempts"
+        assert info.errors[-1]["error_type"] == "builtins.ValueError"
+
+    def test_scheduled_jobs_and_max_jobs(self) -> None:
+        later = self.jobs["later"].using(scheduled_at=3600)
+        ids = [later.enqueue(n=n) for n in range(3)]
+        assert drain(self.app) == 0
+        assert drain(self.app, run_scheduled=True, max_jobs=2) == 2
+        statuses = [self.app.get_job_sync(job_id).status for job_id in ids]  # type: ignore[union-attr]
+        assert statuses.count(JobStatus.DONE) == 2
+
+    def test_assertions_explain_what_was_there(self) -> None:
+        self.jobs["later"].enqueue(n=1)
+        self.jobs["later"].enqueue(n=1)
+        with pytest.raises(AssertionError, match="found 2"):
+            assert_enqueued(self.jobs["later"], self.app, n=1)
+        with pytest.raises(AssertionError, match=r"\{'n': 1\}"):
+            assert_not_enqueued("kit.later", self.app)
+        assert len(enqueued("kit.later", self.app)) == 2
+        assert enqueued("kit.later", self.app, n=2) == []
+
+
+class DrainOnSQLite(DrainOnPostgres):
+    alias = "sqlite"
+
+
+def test_the_pytest_fixture_drains_the_project_app(soniq_jobs: Any) -> None:
+    from shop.jobs import fulfill_order
+
+    order = Order.objects.create(customer_email="fixture@e.st", total_cents=5)
+    fulfill_order.enqueue(order_id=order.pk)
+    soniq_jobs.assert_enqueued(fulfill_order, order_id=order.pk)
+    assert soniq_jobs.drain(queues=["orders"]) == 1
+    order.refresh_from_db()
+    assert order.fulfilled_at is not None
+    soniq_jobs.assert_not_enqueued(fulfill_order, order_id=order.pk)
