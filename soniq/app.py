@@ -114,6 +114,14 @@ class Soniq:
     def _make_backend(self, settings: SoniqSettings) -> StorageBackend:
         url = settings.database_url
         if url:
+            if url.startswith("memory:"):
+                from soniq.backends.memory import MemoryBackend
+                from soniq.core import wakeup
+
+                memory = MemoryBackend()
+                # Wakes workers of this process (the only ones that can see these jobs).
+                memory.on_insert.append(lambda queue: wakeup.notify([queue]))
+                return memory
             if url.startswith("sqlite"):
                 from soniq.backends.sqlite.backend import SQLiteBackend, path_from_url
 
@@ -141,7 +149,9 @@ class Soniq:
         backends, self._retired_backends = self._retired_backends, []
         if self._backend is not None:
             backends.append(self._backend)
-            self._backend = None
+            # The memory backend's jobs exist nowhere else: closing must not forget them.
+            if not getattr(self._backend, "survives_close", False):
+                self._backend = None
         for backend in backends:
             await backend.close()
 
@@ -151,6 +161,9 @@ class Soniq:
         """A backend for a worker: psycopg on ``DATABASE_URL``, or on the PostgreSQL behind
         ``SONIQ["DATABASE"]`` (the worker speaks to PostgreSQL directly, not via the ORM)."""
         settings = self.settings
+        if settings.database_url and settings.database_url.startswith("memory:"):
+            # Jobs live in this process only: the worker must use the app's own store.
+            return self.backend  # type: ignore[return-value]
         if settings.database_url and settings.database_url.startswith("sqlite"):
             from soniq.backends.sqlite.backend import SQLiteBackend, path_from_url
 

@@ -205,6 +205,7 @@ class MemoryBackend:
 
     supports_listen = False
     supports_transactional_enqueue = False
+    survives_close = True  # Soniq.close() keeps this instance and its jobs
 
     def __init__(self, clock: Clock = _utc_now) -> None:
         self.clock = clock

@@ -106,6 +106,8 @@ class PostgresWorkerOps:
     async def prune(self, *, retention: float, batch: int = PRUNE_BATCH) -> int:
         """Delete finished jobs older than ``retention`` seconds, ``batch`` rows at a time
         (short transactions, no long lock on a big table)."""
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
         removed = 0
         while True:
             count = await self._execute_count(ws.prune_finished(retention, batch))
