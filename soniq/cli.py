@@ -22,6 +22,13 @@ def _configure_django(database_url: str) -> None:
 
     if settings.configured:
         return
+    if database_url.startswith("sqlite"):
+        from soniq.backends.sqlite.backend import path_from_url
+
+        sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": path_from_url(database_url)}
+        settings.configure(INSTALLED_APPS=["soniq"], DATABASES={"default": sqlite}, USE_TZ=True)
+        django.setup()
+        return
     params = parse_conninfo(database_url)
     named = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST"}
     database: dict[str, object] = {"ENGINE": "django.db.backends.postgresql"}
@@ -37,7 +44,9 @@ def setup(_: argparse.Namespace) -> int:
     """Create (or upgrade) soniq's tables in SONIQ_DATABASE_URL by applying its migrations."""
     url = build_settings().database_url
     if not url:
-        raise ConfigurationError("set SONIQ_DATABASE_URL to the PostgreSQL database to set up")
+        raise ConfigurationError(
+            "set SONIQ_DATABASE_URL to the database to set up (postgresql://... or sqlite:///...)"
+        )
     _configure_django(url)
     from django.core.management import call_command
 

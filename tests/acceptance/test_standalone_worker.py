@@ -125,3 +125,32 @@ def test_worker_run_once_and_clear_errors(cluster: ThrowawayCluster) -> None:
     )
     assert missing.returncode == 2
     assert "SONIQ_JOBS_MODULES" in missing.stderr
+
+
+def test_setup_and_run_once_on_a_standalone_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'jobs.db'}"
+    setup = _soniq("setup", url=url, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output, _ = setup.communicate(timeout=120)
+    assert setup.returncode == 0, output.decode()
+
+    async def enqueue_and_close() -> list[str]:
+        app = Soniq(database_url=url)
+        try:
+            return await app.enqueue_many("standalone.double", [{"n": n} for n in range(5)])
+        finally:
+            await app.close()
+
+    ids = asyncio.run(enqueue_and_close())
+    once = _soniq("worker", "--run-once", url=url, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output, _ = once.communicate(timeout=60)
+    assert once.returncode == 0, output.decode()
+
+    async def results() -> list[object]:
+        app = Soniq(database_url=url)
+        try:
+            infos = [await app.get_job(job_id) for job_id in ids]
+        finally:
+            await app.close()
+        return [info.result["n"] if info and info.result else None for info in infos]
+
+    assert asyncio.run(results()) == [0, 2, 4, 6, 8]
