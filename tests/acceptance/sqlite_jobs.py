@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from soniq import JobContext, Soniq
 
@@ -15,3 +16,11 @@ def count(n: int, ctx: JobContext) -> int:
     with open(os.environ["SONIQ_TEST_RUNS_FILE"], "a") as runs:
         runs.write(f"{ctx.job_id} {os.getpid()}\n")
     return n
+
+
+@app.job(name="sqlite.slow", retries=0)
+def slow(seconds: float, ctx: JobContext) -> str:
+    with open(os.environ["SONIQ_TEST_RUNS_FILE"], "a") as runs:
+        runs.write(f"{ctx.job_id} {os.getpid()} start\n")
+    time.sleep(seconds)
+    return "slept"

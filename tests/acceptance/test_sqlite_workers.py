@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections import Counter
 from contextlib import closing
 from pathlib import Path
@@ -82,3 +83,44 @@ def test_two_sqlite_workers_run_every_job_exactly_once(tmp_path: Path) -> None:
     assert set(per_job.values()) == {1}, "a job ran twice"
     pids = {line.split()[1] for line in lines}
     assert len(pids) == 2, "both workers took a share"
+
+
+def test_sigkill_on_sqlite_is_noticed_by_pid_and_recovered(tmp_path: Path) -> None:
+    database, runs = tmp_path / "jobs.sqlite3", tmp_path / "runs.txt"
+    runs.touch()
+    env = _env(database, runs)
+    manage = [sys.executable, str(ROOT / "testproject" / "manage.py")]
+    subprocess.run([*manage, "migrate", "-v", "0"], env=env, check=True, timeout=120)
+
+    async def enqueue() -> str:
+        app = Soniq(database_url=f"sqlite:///{database}")
+        try:
+            return await app.enqueue("sqlite.slow", args={"seconds": 2})
+        finally:
+            await app.close()
+
+    job_id = asyncio.run(enqueue())
+    command = [*manage, "soniq_worker", "--app", "tests.acceptance.sqlite_jobs:app"]
+    log = (tmp_path / "workers.log").open("wb")
+    victim = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+    survivor = None
+    try:
+        wait_until(lambda: runs.read_text().count("start") == 1, timeout=60)
+        survivor = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        killed_at = time.monotonic()
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        wait_until(lambda: runs.read_text().count("start") == 2, timeout=30)
+        recovered_after = time.monotonic() - killed_at
+        wait_until(lambda: _count(database, "done") == 1, timeout=30)
+    finally:
+        for process in (victim, survivor):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                process.wait(30)
+        log.close()
+    print(f"SQLite: SIGKILL -> job running again after {recovered_after:.2f}s")
+    assert recovered_after < 10
+    starts = [line.split() for line in runs.read_text().splitlines()]
+    assert [line[0] for line in starts] == [job_id, job_id]
+    assert starts[1][1] == str(survivor.pid)
