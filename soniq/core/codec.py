@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 from typing import Any
 
 _SCALARS = (int, bool, type(None))
@@ -79,7 +80,42 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
 
 def dumps(value: Any) -> str:
     """Encode a value already accepted by :func:`check_json`."""
-    return _ENCODER.encode(value)
+    text = _ENCODER.encode(value)
+    if "e+" in text or "E+" in text:
+        # A float like 1e+20 (or a string that merely contains "e+": harmless, just slower).
+        # PostgreSQL's jsonb keeps numbers as numeric and would print 1e+20 back as
+        # 100000000000000000000, an int to json.loads; positional notation with a decimal
+        # point keeps it a float.
+        text = "".join(_POSITIONAL_ITERENCODE(value, 0))
+    return text
+
+
+def _float_text(number: float) -> str:
+    if not math.isfinite(number):
+        raise ValueError(f"{number!r} is not a JSON number")
+    text = float.__repr__(number)
+    if "e" in text or "E" in text:
+        text = format(Decimal(text), "f")
+        if "." not in text:
+            text += ".0"
+    return text
+
+
+# The standard library's pure-Python encoder, with our float formatting. (The C encoder has no
+# hook for floats.) Arguments: markers, default, encoder, indent, floatstr, key separator,
+# item separator, sort_keys, skipkeys, one-shot.
+_POSITIONAL_ITERENCODE = json.encoder._make_iterencode(  # type: ignore[attr-defined]
+    {},
+    _ENCODER.default,
+    json.encoder.encode_basestring,
+    None,
+    _float_text,
+    ":",
+    ",",
+    False,
+    False,
+    True,
+)
 
 
 def canonical_dumps(value: Any) -> str:

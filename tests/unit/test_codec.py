@@ -184,3 +184,16 @@ def test_loads_round_trips_and_maps_none_to_none() -> None:
     assert codec.loads(codec.dumps(value)) == value
     assert codec.loads(codec.dumps(value).encode()) == value
     assert codec.loads(None) is None
+
+
+def test_large_floats_are_written_positionally_so_jsonb_keeps_them_floats() -> None:
+    import json
+
+    from soniq.core.codec import dumps
+
+    value = {"big": 1e20, "neg": -2.5e16, "tiny": 1e-20, "text": "1e+20 stays text"}
+    text = dumps(value)
+    assert "e+" not in text.replace("1e+20 stays text", "")
+    assert '"big":100000000000000000000.0' in text
+    assert json.loads(text) == value
+    assert all(isinstance(json.loads(text)[key], float) for key in ("big", "neg", "tiny"))
