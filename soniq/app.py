@@ -134,7 +134,8 @@ class Soniq:
 
             return DjangoBackend(settings.database)
         raise ConfigurationError(
-            "soniq has no database: pass Soniq(database_url='postgresql://...'), set "
+            "soniq has no database: pass Soniq(database_url=...) (postgresql://..., "
+            "sqlite:///file.db or memory://), set "
             "SONIQ_DATABASE_URL, or use soniq inside a configured Django project"
         )
 
@@ -158,8 +159,8 @@ class Soniq:
     # -- running jobs -----------------------------------------------------------------------
 
     def worker_backend(self, concurrency: int) -> WorkerBackend:
-        """A backend for a worker: psycopg on ``DATABASE_URL``, or on the PostgreSQL behind
-        ``SONIQ["DATABASE"]`` (the worker speaks to PostgreSQL directly, not via the ORM)."""
+        """A backend for a worker: the one ``DATABASE_URL`` names, or one on the database behind
+        ``SONIQ["DATABASE"]`` (psycopg for PostgreSQL, sqlite3 for SQLite; never the ORM)."""
         settings = self.settings
         if settings.database_url and settings.database_url.startswith("memory:"):
             # Jobs live in this process only: the worker must use the app's own store.
@@ -182,7 +183,8 @@ class Soniq:
 
             return worker_backend(settings.database, concurrency, settings.prepared_statements)
         raise ConfigurationError(
-            "the worker has no database: pass Soniq(database_url='postgresql://...') or set "
+            "the worker has no database: pass Soniq(database_url=...) (postgresql://..., "
+            "sqlite:///file.db or memory://) or set "
             "SONIQ_DATABASE_URL"
         )
 

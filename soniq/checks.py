@@ -58,8 +58,8 @@ def check_soniq_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
     if soniq_settings.database_url and soniq_settings.database_url.startswith("sqlite"):
         messages.append(
             Error(
-                "SONIQ DATABASE_URL points at SQLite; soniq reaches SQLite only through a "
-                "Django database alias.",
+                "SONIQ DATABASE_URL points at a SQLite file: jobs would go through a connection "
+                "of their own, outside Django's transactions and its configured databases.",
                 hint="Remove SONIQ['DATABASE_URL'] / SONIQ_DATABASE_URL and set "
                 "SONIQ['DATABASE'] to the SQLite alias.",
                 id="soniq.E004",
@@ -68,8 +68,8 @@ def check_soniq_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
     elif soniq_settings.database_url:
         messages.append(
             Warning(
-                "SONIQ DATABASE_URL is set inside a Django project: enqueues go through their own "
-                "psycopg connection and do not join transaction.atomic() blocks.",
+                "SONIQ DATABASE_URL is set inside a Django project: enqueues go through a "
+                "connection of their own and do not join transaction.atomic() blocks.",
                 hint="Remove SONIQ['DATABASE_URL'] / SONIQ_DATABASE_URL and use "
                 "SONIQ['DATABASE'] to pick a Django database alias.",
                 id="soniq.W001",

@@ -24,7 +24,8 @@ def postgres_conninfo(alias: str) -> str:
     connection = connections[alias]
     if connection.vendor != "postgresql":
         raise ConfigurationError(
-            f"the worker needs PostgreSQL; database alias {alias!r} is {connection.vendor}"
+            f"the worker runs on PostgreSQL or SQLite; database alias {alias!r} is "
+            f"{connection.vendor}"
         )
     settings = connection.settings_dict
     options = {

@@ -51,6 +51,12 @@ class _Inline:
     """The worker's four writes, on Django's connection for soniq's alias."""
 
     def __init__(self, app: Soniq) -> None:
+        if app.settings.database_url:
+            raise ConfigurationError(
+                "soniq.testing works on Django's connection (SONIQ['DATABASE']); this app has "
+                "DATABASE_URL set and keeps its jobs elsewhere. For a memory:// app, run "
+                "`await app.run_worker(run_once=True)` instead."
+            )
         self.connection = connections[app.settings.database]
         self.vendor = self.connection.vendor
         if self.vendor not in ("postgresql", "sqlite"):
@@ -123,6 +129,7 @@ def drain(
     """
     application = _app(app)
     inline = _Inline(application)
+    queues = queues or None  # like the worker: no queue list means every queue
     names = application.registry.names()
     ran = 0
     while names and (max_jobs is None or ran < max_jobs):
@@ -158,7 +165,7 @@ def enqueued(job: Any, app: Soniq | None = None, **args: Any) -> list[Any]:
     """The queued ``soniq.models.Job`` rows of ``job`` whose args include ``args``."""
     from soniq.models import Job
 
-    alias = _app(app).settings.database
+    alias = _Inline(_app(app)).connection.alias  # refuses an app whose jobs live elsewhere
     rows = Job.objects.using(alias).filter(task_name=_task_name(job), status="queued")
     return [row for row in rows.order_by("created_at") if _matches(row.args, args)]
 

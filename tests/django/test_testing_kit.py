@@ -111,3 +111,13 @@ def test_the_pytest_fixture_drains_the_project_app(soniq_jobs: Any) -> None:
     order.refresh_from_db()
     assert order.fulfilled_at is not None
     soniq_jobs.assert_not_enqueued(fulfill_order, order_id=order.pk)
+
+
+def test_an_app_whose_jobs_live_elsewhere_is_refused() -> None:
+    from soniq import ConfigurationError
+
+    app = Soniq(database_url="memory://")
+    with pytest.raises(ConfigurationError, match="DATABASE_URL"):
+        drain(app)
+    with pytest.raises(ConfigurationError, match="DATABASE_URL"):
+        enqueued("anything", app)

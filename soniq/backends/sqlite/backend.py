@@ -91,6 +91,8 @@ class SQLiteBackend:
                 timeout=BUSY_TIMEOUT_MS / 1000,
                 isolation_level=None,
                 check_same_thread=False,
+                # Django's in-memory test databases are shared-cache URIs (file:...?mode=memory).
+                uri=self.path.startswith("file:"),
             )
             connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             self._connection = connection
