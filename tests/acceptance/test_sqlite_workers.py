@@ -46,6 +46,12 @@ def _count(database: Path, status: str) -> int:
         )
 
 
+def _running_workers(database: Path) -> int:
+    with closing(sqlite3.connect(database)) as conn:
+        row = conn.execute("SELECT count(*) FROM soniq_workers WHERE status = 'running'").fetchone()
+        return int(row[0])
+
+
 def test_two_sqlite_workers_run_every_job_exactly_once(tmp_path: Path) -> None:
     database, runs = tmp_path / "jobs.sqlite3", tmp_path / "runs.txt"
     env = _env(database, runs)
@@ -61,7 +67,6 @@ def test_two_sqlite_workers_run_every_job_exactly_once(tmp_path: Path) -> None:
         finally:
             await app.close()
 
-    ids = asyncio.run(enqueue())
     command = [*manage, "soniq_worker", "--app", "tests.acceptance.sqlite_jobs:app"]
     logs = [(tmp_path / f"worker{i}.log").open("wb") for i in range(2)]
     workers = [
@@ -69,6 +74,9 @@ def test_two_sqlite_workers_run_every_job_exactly_once(tmp_path: Path) -> None:
         for log in logs
     ]
     try:
+        # Both ready before any job exists, so that both get a share and both handle SIGTERM.
+        wait_until(lambda: _running_workers(database) == 2, timeout=60)
+        ids = asyncio.run(enqueue())
         wait_until(lambda: _count(database, "done") == total, timeout=120)
     finally:
         for worker in workers:

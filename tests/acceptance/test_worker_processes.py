@@ -43,9 +43,12 @@ def _job(job_id: str) -> Any:
 
 def test_two_workers_run_every_job_exactly_once(start_worker: StartWorker) -> None:
     total = 600
-    ids = jobs.app.enqueue_many_sync(jobs.count, [{"n": n} for n in range(total)])
     first = start_worker("--concurrency", "4")
     second = start_worker("--concurrency", "4")
+    # Both ready before any job exists, so that both get a share.
+    first.wait_registered()
+    second.wait_registered()
+    ids = jobs.app.enqueue_many_sync(jobs.count, [{"n": n} for n in range(total)])
     wait_until(lambda: _status_counts().get("done") == total, timeout=60)
     runs = query_elsewhere(
         "default", "SELECT job_id, count(*), count(DISTINCT pid) FROM soniq_test_runs GROUP BY 1"
