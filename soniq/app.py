@@ -19,11 +19,13 @@ from soniq.core.errors import (
     InvalidJobIdError,
     JobDefinitionError,
 )
+from soniq.core.periodic import ScheduleDefinition, build_definition
 from soniq.core.records import JobInfo, NewJob
 from soniq.core.registry import JobRegistry
 from soniq.core.settings import SoniqSettings, build_settings
-from soniq.core.spec import JobSpec, build_job_spec
+from soniq.core.spec import JobSpec, build_job_spec, default_task_name
 from soniq.job_function import JobFunction, attach_job_methods
+from soniq.schedule_service import SchedulerService
 from soniq.worker.hooks import HOOK_EVENTS
 
 P = ParamSpec("P")
@@ -80,6 +82,9 @@ class Soniq:
         self._backend_lock = threading.Lock()
         # Backends replaced after a settings change; their pools are closed by close().
         self._retired_backends: list[StorageBackend] = []
+        # Schedules declared with @app.periodic, synced by the scheduler when it starts.
+        self.periodic_schedules: dict[str, ScheduleDefinition] = {}
+        self._scheduler_service: SchedulerService | None = None
         instances.add(self)
 
     # -- settings and storage ---------------------------------------------------------------
@@ -145,8 +150,85 @@ class Soniq:
         if opener is not None:
             await opener()
 
+    @property
+    def scheduler(self) -> SchedulerService:
+        """Schedules computed at run time: ``await app.scheduler.add(...)``, pause, resume,
+        remove, list, get."""
+        if self._scheduler_service is None:
+            self._scheduler_service = SchedulerService(self)
+        return self._scheduler_service
+
+    def periodic(
+        self,
+        _func: Any = None,
+        /,
+        *,
+        cron: Any = None,
+        every: Any = None,
+        timezone: str = "UTC",
+        args: dict[str, Any] | None = None,
+        catch_up: str = "latest",
+        catch_up_window: float | None = None,
+        **job_kwargs: Any,
+    ) -> Callable[[Callable[P, R]], JobFunction[P, R]]:
+        """Register a job that the scheduler fires on ``cron`` or ``every`` (exactly one).
+        ``**job_kwargs`` are those of :meth:`job`; the schedule is keyed by the task name."""
+        if _func is not None:
+            raise JobDefinitionError("write @app.periodic(...) with parentheses")
+        register = self.job(**job_kwargs)
+
+        def decorate(func: Callable[P, R]) -> JobFunction[P, R]:
+            name = job_kwargs.get("name") or default_task_name(func)
+            # Validated before registering: a bad cron expression is refused right here.
+            definition = build_definition(
+                name=name,
+                task_name=name,
+                cron=cron,
+                every=every,
+                timezone=timezone,
+                args=args,
+                catch_up=catch_up,
+                catch_up_window=catch_up_window,
+            )
+            job_function = register(func)
+            self.periodic_schedules[definition.name] = definition
+            return job_function
+
+        return decorate
+
+    def make_scheduled_job(self, definition: ScheduleDefinition, slot: datetime) -> NewJob:
+        """The job for one slot of a schedule: its args, queue and priority, due at the slot."""
+        target = resolve_target(
+            definition.task_name, self.registry, strict=self.settings.strict_enqueue
+        )
+        options = EnqueueOptions(
+            priority=definition.priority, queue=definition.queue, scheduled_at=slot
+        )
+        return self._builder(target, options).build(definition.args)
+
+    def make_scheduler(self, *, tick: float = 1.0) -> Any:
+        """A :class:`soniq.scheduler.Scheduler` for this app's schedules."""
+        from soniq.scheduler import Scheduler
+
+        return Scheduler(
+            self.scheduler.backend(),
+            list(self.periodic_schedules.values()),
+            self.make_scheduled_job,
+            tick=tick,
+            error_retry_delay=self.settings.error_retry_delay,
+        )
+
+    async def run_scheduler(self, *, tick: float = 1.0) -> None:
+        """Run a scheduler in this process until SIGINT/SIGTERM."""
+        try:
+            await self.make_scheduler(tick=tick).run()
+        finally:
+            await self.scheduler.close()
+
     async def close(self) -> None:
         """Close the connection pools soniq opened (Django's connections are Django's)."""
+        if self._scheduler_service is not None:
+            await self._scheduler_service.close()
         backends, self._retired_backends = self._retired_backends, []
         if self._backend is not None:
             backends.append(self._backend)

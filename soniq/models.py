@@ -198,3 +198,25 @@ class Schedule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.cron or f'every {self.interval_seconds}s'})"
+
+
+class ScheduleFire(models.Model):
+    """One fired slot of a schedule. The unique (schedule, fire time) key, written in the same
+    transaction as the job, is what makes a slot fire once however many schedulers run."""
+
+    schedule_name = models.CharField(max_length=255)
+    fire_time = models.DateTimeField()
+    job_id = models.UUIDField()
+    fired_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "soniq_schedule_fires"
+        ordering = ["-fire_time"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule_name", "fire_time"], name="soniq_schedule_fires_once"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_name} @ {self.fire_time.isoformat()}"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from soniq.core.periodic import Schedule, ScheduleDefinition
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
 
 
@@ -143,5 +145,35 @@ class WorkerBackend(Protocol):
         ...
 
     async def prepare_for_work(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class SchedulerBackend(Protocol):
+    """What the scheduler needs: schedules stored by name, and fire-exactly-once."""
+
+    async def upsert_schedule(
+        self, definition: ScheduleDefinition, *, source: str, next_fire_at: datetime
+    ) -> None: ...
+
+    async def get_schedule(self, name: str) -> Schedule | None: ...
+
+    async def list_schedules(self, status: str | None = None) -> list[Schedule]: ...
+
+    async def set_schedule_status(
+        self, name: str, status: str, next_fire_at: datetime | None = None
+    ) -> bool: ...
+
+    async def delete_schedule(self, name: str) -> bool: ...
+
+    async def next_due_at(self) -> datetime | None: ...
+
+    async def fire_due_schedules(
+        self,
+        now: datetime,
+        make_job: Callable[[ScheduleDefinition, datetime], NewJob],
+        limit: int = ...,
+    ) -> list[tuple[str, datetime, str]]: ...
 
     async def close(self) -> None: ...

@@ -20,6 +20,7 @@ from soniq.backends.postgres.executors import (
     refuse_connection,
     sync_executor,
 )
+from soniq.backends.postgres.scheduler_ops import PostgresSchedulerOps
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.postgres.worker_ops import PostgresWorkerOps
 from soniq.core.errors import ConfigurationError
@@ -29,7 +30,7 @@ from soniq.core.records import JobInfo, NewJob
 APPLICATION_NAME = "soniq"
 
 
-class PostgresBackend(PostgresWorkerOps):
+class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps):
     """Pools are opened lazily, on first use: constructing the backend does no I/O."""
 
     supports_listen = True

@@ -1,0 +1,121 @@
+"""``app.scheduler``: schedules computed at run time, stored in ``soniq_schedules``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from soniq.backends.base import SchedulerBackend
+from soniq.core.errors import ConfigurationError, JobDefinitionError
+from soniq.core.periodic import Schedule, build_definition, next_slot
+from soniq.core.taskref import TaskRef
+
+if TYPE_CHECKING:
+    from soniq.app import Soniq
+
+STATUSES = ("active", "paused")
+
+
+def resolve_task_name(app: Soniq, target: Any) -> str:
+    if isinstance(target, TaskRef):
+        return target.name
+    if isinstance(target, str):
+        return target
+    if callable(target):
+        spec = app.registry.for_function(target)
+        if spec is None:
+            raise JobDefinitionError(f"{target!r} is not a registered job of this app")
+        return spec.name
+    raise JobDefinitionError(f"target must be a job, a task name or a TaskRef, got {target!r}")
+
+
+class SchedulerService:
+    """Add, pause, resume, remove and read schedules. Keyed by the resolved task name (or
+    ``name=``); adding a name again updates that schedule in place."""
+
+    def __init__(self, app: Soniq) -> None:
+        self.app = app
+        self._backend: SchedulerBackend | None = None
+
+    def backend(self) -> SchedulerBackend:
+        if self._backend is None:
+            backend = self.app.worker_backend(1)
+            if not isinstance(backend, SchedulerBackend):
+                raise ConfigurationError(
+                    f"schedules need a backend that stores them; {type(backend).__name__} "
+                    "does not (yet): use PostgreSQL"
+                )
+            self._backend = backend
+        return self._backend
+
+    async def add(
+        self,
+        target: Any = None,
+        *,
+        name: str | None = None,
+        cron: Any = None,
+        every: Any = None,
+        args: dict[str, Any] | None = None,
+        queue: str | None = None,
+        priority: int | None = None,
+        timezone: str = "UTC",
+        catch_up: str = "latest",
+        catch_up_window: float | None = None,
+    ) -> Schedule:
+        if target is None and name is None:
+            raise JobDefinitionError(
+                "scheduler.add() needs a target (job, task name, TaskRef) or name="
+            )
+        task_name = resolve_task_name(self.app, target if target is not None else name)
+        definition = build_definition(
+            name=name or task_name,
+            task_name=task_name,
+            cron=cron,
+            every=every,
+            timezone=timezone,
+            args=args,
+            queue=queue,
+            priority=priority,
+            catch_up=catch_up,
+            catch_up_window=catch_up_window,
+        )
+        backend = self.backend()
+        await backend.upsert_schedule(
+            definition, source="api", next_fire_at=next_slot(definition, datetime.now(UTC))
+        )
+        stored = await backend.get_schedule(definition.name)
+        assert stored is not None
+        return stored
+
+    async def pause(self, name: str) -> None:
+        await self._require(name)
+        await self.backend().set_schedule_status(name, "paused")
+
+    async def resume(self, name: str) -> None:
+        """Active again from now on: slots that fell while it was paused are not fired."""
+        schedule = await self._require(name)
+        upcoming = next_slot(schedule.definition, datetime.now(UTC))
+        await self.backend().set_schedule_status(name, "active", upcoming)
+
+    async def remove(self, name: str) -> None:
+        await self._require(name)
+        await self.backend().delete_schedule(name)
+
+    async def list(self, status: str | None = None) -> list[Schedule]:
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)} or None, got {status!r}")
+        return await self.backend().list_schedules(status)
+
+    async def get(self, name: str) -> Schedule | None:
+        return await self.backend().get_schedule(name)
+
+    async def _require(self, name: str) -> Schedule:
+        schedule = await self.backend().get_schedule(name)
+        if schedule is None:
+            raise LookupError(f"no schedule named {name!r}")
+        return schedule
+
+    async def close(self) -> None:
+        if self._backend is not None:
+            await self._backend.close()
+            self._backend = None

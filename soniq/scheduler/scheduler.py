@@ -1,0 +1,106 @@
+"""The scheduler process: syncs the schedules declared in code, then fires due slots.
+
+Any number of schedulers may run: each due schedule is locked by the one firing it (the
+others skip it), and each slot is recorded under a unique (schedule, slot) key in the same
+transaction as its job, so no slot fires twice even across a leader change mid-tick. Changes
+made from elsewhere (pause, resume, remove, the admin) are read at every tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from soniq.backends.base import SchedulerBackend
+from soniq.core.periodic import ScheduleDefinition, next_slot
+from soniq.core.records import NewJob
+
+logger = logging.getLogger("soniq.scheduler")
+
+MakeJob = Callable[[ScheduleDefinition, datetime], NewJob]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        backend: SchedulerBackend,
+        definitions: Sequence[ScheduleDefinition],
+        make_job: MakeJob,
+        *,
+        tick: float = 1.0,
+        error_retry_delay: float = 5.0,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.backend = backend
+        self.definitions = list(definitions)
+        self.make_job = make_job
+        self.tick_seconds = tick
+        self.error_retry_delay = error_retry_delay
+        self.clock = clock
+        self._stopping = asyncio.Event()
+
+    async def sync(self) -> None:
+        """Store the schedules declared in code (updated in place; paused ones stay paused)."""
+        now = self.clock()
+        for definition in self.definitions:
+            await self.backend.upsert_schedule(
+                definition, source="code", next_fire_at=next_slot(definition, now)
+            )
+        logger.info("scheduler: %d schedule(s) declared in code synced", len(self.definitions))
+
+    async def tick(self) -> list[tuple[str, datetime, str]]:
+        fired = await self.backend.fire_due_schedules(self.clock(), self.make_job)
+        for name, slot, job_id in fired:
+            logger.info("fired %s for %s as job %s", name, slot.isoformat(), job_id)
+        return fired
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        restore = self._install_signal_handlers()
+        try:
+            await self.sync()
+            while not self._stopping.is_set():
+                try:
+                    await self.tick()
+                    wait = await self._until_next_due()
+                except Exception:
+                    logger.exception(
+                        "scheduler tick failed; retrying in %gs", self.error_retry_delay
+                    )
+                    wait = self.error_retry_delay
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), wait)
+        finally:
+            restore()
+
+    async def _until_next_due(self) -> float:
+        """Sleep to the next due slot, but at most one tick: a schedule added or resumed
+        elsewhere must be noticed promptly."""
+        due = await self.backend.next_due_at()
+        if due is None:
+            return self.tick_seconds
+        return max(0.0, min(self.tick_seconds, (due - self.clock()).total_seconds()))
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.stop)
+
+        def restore() -> None:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+        return restore
