@@ -24,12 +24,14 @@ from soniq.core.errors import (
     SoniqWarning,
     TransactionWarning,
 )
+from soniq.core.periodic import Schedule, ScheduleDefinition
 from soniq.core.records import JobInfo
 from soniq.core.registry import JobRegistry
 from soniq.core.settings import SoniqSettings
 from soniq.core.status import JobStatus
 from soniq.core.taskref import TaskRef
 from soniq.job_function import ConfiguredJob, JobFunction
+from soniq.schedules import cron, daily, every, monthly, weekly
 
 __all__ = [
     "ArgumentsNotSerializableError",
@@ -51,6 +53,8 @@ __all__ = [
     "JobNotRegisteredError",
     "JobRegistry",
     "JobStatus",
+    "Schedule",
+    "ScheduleDefinition",
     "Soniq",
     "SoniqError",
     "SoniqSettings",
@@ -58,4 +62,9 @@ __all__ = [
     "TaskRef",
     "TransactionWarning",
     "__version__",
+    "cron",
+    "daily",
+    "every",
+    "monthly",
+    "weekly",
 ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -69,6 +70,20 @@ def worker(options: argparse.Namespace) -> int:
     return 0
 
 
+def scheduler(options: argparse.Namespace) -> int:
+    settings = build_settings()
+    if not settings.jobs_modules and not options.app and not settings.app:
+        raise ConfigurationError(
+            "set SONIQ_JOBS_MODULES (comma-separated modules that define your jobs) or --app"
+        )
+    sys.path.insert(0, os.getcwd())
+    _discovery.import_modules(settings.jobs_modules)
+    app = _discovery.choose_app(options.app or settings.app)
+    _worker_cli.configure_logging()
+    asyncio.run(app.run_scheduler(tick=options.tick))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="soniq", description="soniq background jobs")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -78,6 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker_parser = commands.add_parser("worker", help="run a worker")
     _worker_cli.add_worker_arguments(worker_parser)
     worker_parser.set_defaults(handler=worker)
+    scheduler_parser = commands.add_parser("scheduler", help="run a scheduler")
+    scheduler_parser.add_argument(
+        "--app", default=None, help="The Soniq app as 'module:attribute'."
+    )
+    scheduler_parser.add_argument("--tick", type=float, default=1.0, help="Seconds between ticks.")
+    scheduler_parser.set_defaults(handler=scheduler)
     options = parser.parse_args(argv)
     try:
         return int(options.handler(options))

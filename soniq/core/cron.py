@@ -367,7 +367,13 @@ def _cron_error(expression: str, problem: str) -> InvalidScheduleError:
     return InvalidScheduleError(f"cron expression {expression!r}: {problem}", argument="expression")
 
 
-def _check_field(expression: str, field: _Field, text: str) -> None:
+def _check_field(expression: str, field: _Field, text: str) -> str | None:
+    """Raise on a number or step out of range; return the problem with an unknown name.
+
+    Unknown names are only reported when croniter rejects the expression too, so that its
+    own letters (``L`` for the last day of the month, ...) keep working.
+    """
+    unknown_name: str | None = None
     for item in text.split(","):
         match = _ITEM_RE.fullmatch(item)
         if match is None:
@@ -378,12 +384,11 @@ def _check_field(expression: str, field: _Field, text: str) -> None:
             value = field.value(token)
             if value is None:
                 names = f" or one of {', '.join(field.names)}" if field.names else ""
-                raise _cron_error(
-                    expression,
+                unknown_name = unknown_name or (
                     f"{token!r} in the {field.name} field is not valid; use a number "
-                    f"{field.low}-{field.high}{names}.",
+                    f"{field.low}-{field.high}{names}."
                 )
-            if not field.low <= value <= field.high:
+            elif not field.low <= value <= field.high:
                 raise _cron_error(
                     expression,
                     f"{field.name} {value} is out of range; the {field.name} field takes "
@@ -396,6 +401,7 @@ def _check_field(expression: str, field: _Field, text: str) -> None:
                 f"step /{step} in the {field.name} field is out of range; a {field.name} "
                 f"step must be 1-{field.high}.",
             )
+    return unknown_name
 
 
 def validate_cron(expression: str) -> str:
@@ -426,11 +432,16 @@ def validate_cron(expression: str) -> str:
             f"needs exactly 5: {_FIELD_LAYOUT} (e.g. '*/15 * * * *'). Seconds and years "
             f"fields are not supported; for sub-minute periods use every(n).seconds().",
         )
-    for field, text in zip(_FIELDS, fields, strict=True):
-        _check_field(expression, field, text)
+    unknown_names = [
+        problem
+        for field, text in zip(_FIELDS, fields, strict=True)
+        if (problem := _check_field(expression, field, text)) is not None
+    ]
     try:
         iterator = croniter(normalized, _PROBE_START)
     except CroniterError as exc:
+        if unknown_names:
+            raise _cron_error(expression, unknown_names[0]) from exc
         raise _cron_error(
             expression, f"is not a valid cron expression ({exc}). Fields: {_FIELD_LAYOUT}."
         ) from exc
