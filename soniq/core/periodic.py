@@ -10,8 +10,9 @@ policy:
 
 Daylight-saving time, for cron schedules in a zone that has it: a wall-clock time skipped when
 clocks go forward fires at the first valid time after the gap; a wall-clock time that happens
-twice when clocks go back fires once, at its first occurrence. Interval schedules count real
-seconds and ignore the zone.
+twice when clocks go back fires once, at its first occurrence, when the expression names its
+hours ("30 2 * * *"), and twice when it runs every hour ("0 * * * *": those are two different
+real hours). Interval schedules count real seconds and ignore the zone.
 """
 
 from __future__ import annotations
@@ -144,6 +145,15 @@ def next_slot(definition: ScheduleDefinition, after: datetime) -> datetime:
     assert definition.cron is not None
     local = after.astimezone(definition.zone)
     following: datetime = croniter(definition.cron, local).get_next(datetime)
+    hour_field = definition.cron.split()[1]
+    if (
+        following.replace(tzinfo=None) == local.replace(tzinfo=None)
+        and not hour_field.startswith("*")
+    ):
+        # The same wall-clock time again: the hour that repeats when clocks go back. A
+        # schedule that names its hours fires once, at the first occurrence (one that runs
+        # every hour fires both, as they are different real hours).
+        following = croniter(definition.cron, following).get_next(datetime)
     return _utc(following)
 
 
