@@ -12,3 +12,8 @@ app = Soniq()
 @app.job(name="standalone.double")
 async def double(n: int, ctx: JobContext) -> dict[str, int]:
     return {"n": n * 2, "pid": os.getpid(), "attempt": ctx.attempt}
+
+
+@app.periodic(every=1, name="standalone.heartbeat")
+async def heartbeat() -> str:
+    return "beat"

@@ -154,3 +154,26 @@ def test_setup_and_run_once_on_a_standalone_sqlite_file(tmp_path: Path) -> None:
         return [info.result["n"] if info and info.result else None for info in infos]
 
     assert asyncio.run(results()) == [0, 2, 4, 6, 8]
+
+
+def test_standalone_scheduler_fires_into_the_queue(cluster: ThrowawayCluster) -> None:
+    url = cluster.url
+    assert _soniq("setup", url=url, stdout=subprocess.DEVNULL).wait(120) == 0
+    scheduler = _soniq(
+        "scheduler", "--tick", "0.2", url=url, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+
+        def fired() -> int:
+            with psycopg.connect(url) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM soniq_jobs WHERE task_name = 'standalone.heartbeat'"
+                ).fetchone()
+            return int(row[0]) if row else 0
+
+        wait_until(lambda: fired() >= 2, timeout=30)
+    finally:
+        scheduler.send_signal(signal.SIGTERM)
+        output, _ = scheduler.communicate(timeout=30)
+    assert scheduler.returncode == 0, output.decode()
+    assert b"fired standalone.heartbeat" in output
