@@ -191,6 +191,8 @@ class Soniq:
                 catch_up_window=catch_up_window,
             )
             job_function = register(func)
+            # A dry run of the job a slot would enqueue: bad args fail here, not at 3 a.m.
+            self.make_scheduled_job(definition, datetime.now(UTC))
             self.periodic_schedules[definition.name] = definition
             return job_function
 

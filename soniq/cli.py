@@ -76,6 +76,8 @@ def scheduler(options: argparse.Namespace) -> int:
         raise ConfigurationError(
             "set SONIQ_JOBS_MODULES (comma-separated modules that define your jobs) or --app"
         )
+    if options.tick <= 0:
+        raise ConfigurationError(f"--tick must be positive seconds, got {options.tick}")
     sys.path.insert(0, os.getcwd())
     _discovery.import_modules(settings.jobs_modules)
     app = _discovery.choose_app(options.app or settings.app)

@@ -79,6 +79,8 @@ class SchedulerService:
             catch_up=catch_up,
             catch_up_window=catch_up_window,
         )
+        # A dry run of the job a slot would enqueue: bad args fail now, not at fire time.
+        self.app.make_scheduled_job(definition, datetime.now(UTC))
         backend = self.backend()
         await backend.upsert_schedule(
             definition, source="api", next_fire_at=next_slot(definition, datetime.now(UTC))

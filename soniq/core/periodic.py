@@ -11,8 +11,10 @@ policy:
 Daylight-saving time, for cron schedules in a zone that has it: a wall-clock time skipped when
 clocks go forward fires at the first valid time after the gap; a wall-clock time that happens
 twice when clocks go back fires once, at its first occurrence, when the expression names its
-hours ("30 2 * * *"), and twice when it runs every hour ("0 * * * *": those are two different
-real hours). Interval schedules count real seconds and ignore the zone.
+hours and the repeated time directly follows its first occurrence ("30 2 * * *"); an
+expression with several times inside the repeated hour ("0,30 2 * * *") fires them in both
+occurrences, and one that runs every hour ("0 * * * *") fires both, as they are two different
+real hours. Interval schedules count real seconds and ignore the zone.
 """
 
 from __future__ import annotations
@@ -146,9 +148,8 @@ def next_slot(definition: ScheduleDefinition, after: datetime) -> datetime:
     local = after.astimezone(definition.zone)
     following: datetime = croniter(definition.cron, local).get_next(datetime)
     hour_field = definition.cron.split()[1]
-    if (
-        following.replace(tzinfo=None) == local.replace(tzinfo=None)
-        and not hour_field.startswith("*")
+    if following.replace(tzinfo=None) == local.replace(tzinfo=None) and not hour_field.startswith(
+        "*"
     ):
         # The same wall-clock time again: the hour that repeats when clocks go back. A
         # schedule that names its hours fires once, at the first occurrence (one that runs
@@ -194,10 +195,11 @@ def due_slots(
         slot = next_fire + timedelta(seconds=steps * definition.interval)
     elif slot < earliest:
         slot = next_slot(definition, earliest - timedelta(microseconds=1))
-    while slot <= latest and len(slots) < MAX_CATCH_UP_SLOTS:
+    while slot <= latest:
         slots.append(slot)
         slot = next_slot(definition, slot)
-    return slots, upcoming
+    # The newest ones, if the window holds more than we will fire at once.
+    return slots[-MAX_CATCH_UP_SLOTS:], upcoming
 
 
 @dataclass(frozen=True, slots=True)

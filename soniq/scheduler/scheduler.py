@@ -40,6 +40,8 @@ class Scheduler:
         error_retry_delay: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        if tick <= 0:
+            raise ValueError(f"tick must be positive seconds, got {tick!r}")
         self.backend = backend
         self.definitions = list(definitions)
         self.make_job = make_job
@@ -68,10 +70,13 @@ class Scheduler:
 
     async def run(self) -> None:
         restore = self._install_signal_handlers()
+        synced = False
         try:
-            await self.sync()
             while not self._stopping.is_set():
                 try:
+                    if not synced:  # retried like a tick if the database is away at start
+                        await self.sync()
+                        synced = True
                     await self.tick()
                     wait = await self._until_next_due()
                 except Exception:

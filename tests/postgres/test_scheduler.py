@@ -117,3 +117,31 @@ async def test_code_schedules_sync_keeps_a_pause_and_a_due_slot(app: Soniq) -> N
     assert [(name, slot) for name, slot, _ in fired] == [("sched.code", due)]
     [(scheduled_at, _)] = _jobs("sched.code")
     assert scheduled_at == due
+
+
+@pytest.mark.asyncio
+async def test_bad_args_are_refused_when_added(app: Soniq) -> None:
+    from soniq import InvalidArgumentsError
+
+    with pytest.raises(InvalidArgumentsError, match="not a parameter"):
+        await app.scheduler.add("sched.report", every=60, args={"regoin": "EU"})
+    assert await app.scheduler.get("sched.report") is None
+
+
+@pytest.mark.asyncio
+async def test_a_broken_schedule_does_not_block_the_others(app: Soniq) -> None:
+    await app.scheduler.add("sched.report", every=60)
+    await app.scheduler.add("elsewhere.job", name="broken", every=60)
+    strict = Soniq(database_url=conninfo(), strict_enqueue=True)
+    strict.registry.register(app.registry.get("sched.report"))  # type: ignore[arg-type]
+    due = datetime.now(UTC) - timedelta(seconds=1)
+    _set_next_fire("sched.report", due)
+    _set_next_fire("broken", due)
+    try:
+        # "elsewhere.job" is unknown to a strict app: that schedule cannot fire.
+        fired = await strict.make_scheduler().tick()
+    finally:
+        await strict.close()
+    assert [name for name, _, _ in fired] == ["sched.report"]
+    broken = await app.scheduler.get("broken")
+    assert broken is not None and broken.next_fire_at == due  # still due, retried next tick

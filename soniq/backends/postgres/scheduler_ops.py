@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -11,8 +12,11 @@ from soniq.backends.base import Row, Statement
 from soniq.backends.postgres import scheduler_statements as ss
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.rows import from_json, to_utc
+from soniq.core.errors import SoniqError
 from soniq.core.periodic import Schedule, ScheduleDefinition, due_slots
 from soniq.core.records import NewJob
+
+logger = logging.getLogger("soniq.scheduler")
 
 MakeJob = Callable[[ScheduleDefinition, datetime], NewJob]
 Fired = tuple[str, datetime, str]  # schedule name, slot, job id
@@ -96,11 +100,20 @@ class PostgresSchedulerOps:
                 schedule = decode_schedule(row)
                 assert schedule.next_fire_at is not None
                 slots, upcoming = due_slots(schedule.definition, schedule.next_fire_at, now)
-                for slot in slots:
-                    job = make_job(schedule.definition, slot)
+                try:
+                    jobs = [(slot, make_job(schedule.definition, slot)) for slot in slots]
+                except SoniqError:
+                    # A broken schedule (its args no longer fit the job, say) must not stop
+                    # the others: it stays due, and is logged at every tick until fixed.
+                    logger.exception("schedule %s cannot fire", schedule.name)
+                    continue
+                for slot, job in jobs:
                     if await fetch(ss.record_fire(schedule.name, slot, str(job.id))):
-                        await plans.run_async(plans.insert_jobs(dialect, [job]), fetch)
-                        fired.append((schedule.name, slot, str(job.id)))
+                        [job_id] = await plans.run_async(plans.insert_jobs(dialect, [job]), fetch)
+                        if job_id != str(job.id):
+                            # A unique job already queued: the fire points at that one.
+                            await fetch(ss.point_fire_at(schedule.name, slot, job_id))
+                        fired.append((schedule.name, slot, job_id))
                 await fetch(ss.advance(schedule.name, slots[-1] if slots else None, upcoming))
             return fired
 

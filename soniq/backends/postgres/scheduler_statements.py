@@ -101,6 +101,14 @@ def record_fire(name: str, fire_time: datetime, job_id: str) -> Statement:
     )
 
 
+def point_fire_at(name: str, fire_time: datetime, job_id: str) -> Statement:
+    return Statement(
+        "UPDATE soniq_schedule_fires SET job_id = %s::uuid "
+        "WHERE schedule_name = %s AND fire_time = %s",
+        (job_id, name, fire_time),
+    )
+
+
 def advance(name: str, last_fired_at: datetime | None, next_fire_at: datetime) -> Statement:
     return Statement(
         "UPDATE soniq_schedules SET last_fired_at = COALESCE(%s, last_fired_at), "

@@ -115,6 +115,7 @@ class PostgresWorkerOps:
             if count < batch:
                 break
         await self._execute_count(ws.prune_workers(retention))
+        await self._execute_count(ws.prune_schedule_fires(retention))
         return removed
 
     async def release_strays(

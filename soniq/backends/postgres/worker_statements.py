@@ -340,6 +340,15 @@ def prune_workers(retention: float, now: datetime | None = None) -> Statement:
     )
 
 
+def prune_schedule_fires(retention: float, now: datetime | None = None) -> Statement:
+    """Fire records older than the retention: their slots are long past next_fire_at, so
+    nothing can fire them again."""
+    return Statement(
+        f"DELETE FROM soniq_schedule_fires WHERE fire_time < {_NOW} - make_interval(secs => %s)",
+        (now, retention),
+    )
+
+
 # A live worker's safety net: a job the database says it holds but it is not running (the
 # reply to a claim was lost with its connection, say) goes back to the queue, uncharged.
 _RELEASE_STRAYS = f"""
