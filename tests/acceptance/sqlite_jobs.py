@@ -11,7 +11,8 @@ app = Soniq()
 
 
 @app.job(name="sqlite.count")
-def count(n: int, ctx: JobContext) -> int:
+def count(n: int, ctx: JobContext, work: float = 0.0) -> int:
+    time.sleep(work)  # a little work, so that a drain outlasts the other worker's poll
     # One short O_APPEND write per run: lines from several processes never interleave.
     with open(os.environ["SONIQ_TEST_RUNS_FILE"], "a") as runs:
         runs.write(f"{ctx.job_id} {os.getpid()}\n")

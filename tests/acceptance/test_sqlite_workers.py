@@ -63,7 +63,9 @@ def test_two_sqlite_workers_run_every_job_exactly_once(tmp_path: Path) -> None:
     async def enqueue() -> list[str]:
         app = Soniq(database_url=f"sqlite:///{database}")
         try:
-            return await app.enqueue_many("sqlite.count", [{"n": n} for n in range(total)])
+            return await app.enqueue_many(
+                "sqlite.count", [{"n": n, "work": 0.01} for n in range(total)]
+            )
         finally:
             await app.close()
 
