@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
 
 from soniq import Soniq
+from soniq.worker import Worker
 from tests.jobs import JobSet, register_jobs
 
 BOTH_DATABASES = ["default", "sqlite"]
@@ -36,3 +37,19 @@ async def async_db() -> AsyncIterator[None]:
     from django.db import connections
 
     await sync_to_async(connections.close_all)()
+
+
+@pytest_asyncio.fixture
+async def workers() -> AsyncIterator[Callable[..., Worker]]:
+    """``workers(app)`` makes a worker with ``app.make_worker()``; its backend is closed at
+    teardown whatever the test did."""
+    made: list[Worker] = []
+
+    def make(application: Soniq, concurrency: int | None = None) -> Worker:
+        worker: Worker = application.make_worker(concurrency)
+        made.append(worker)
+        return worker
+
+    yield make
+    for worker in made:
+        await worker.backend.close()

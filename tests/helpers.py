@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import closing
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from django.db import connections
@@ -46,3 +48,25 @@ def query_elsewhere(alias: str, sql: str, params: tuple = ()) -> list[tuple]:
 
 def committed_job_count(alias: str, where: str = "1=1", params: tuple = ()) -> int:
     return query_elsewhere(alias, f"SELECT count(*) FROM soniq_jobs WHERE {where}", params)[0][0]
+
+
+async def eventually(
+    predicate: Callable[[], Any], within: float = 10.0, interval: float = 0.01
+) -> Any:
+    """Await ``predicate`` (sync or async) until it returns something truthy; fail after
+    ``within`` seconds. The async twin of :func:`wait_until`."""
+    deadline = time.monotonic() + within
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s: {predicate}")
+        await asyncio.sleep(interval)
+
+
+async def bounded(awaitable: Awaitable[T], seconds: float = 20.0) -> T:
+    """Await with a deadline, so a hang fails its test instead of stalling the suite."""
+    return await asyncio.wait_for(awaitable, seconds)

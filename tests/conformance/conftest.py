@@ -11,13 +11,10 @@ backend and the flag (run pytest with ``-rs`` to see the reasons).
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import os
 import socket
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 import pytest
@@ -27,8 +24,7 @@ from django.db import connections
 from soniq import Soniq, __version__
 from soniq.backends.base import WorkerBackend
 from soniq.core.records import WorkerInfo
-from soniq.worker import Worker
-from tests.helpers import conninfo, query_elsewhere
+from tests.helpers import bounded, conninfo, eventually, query_elsewhere  # noqa: F401 (re-exported)
 
 T = TypeVar("T")
 
@@ -124,22 +120,6 @@ def lacks(app: Soniq, capability: str, why: str) -> None:
 
 
 @pytest_asyncio.fixture
-async def workers() -> AsyncIterator[Callable[..., Worker]]:
-    """``workers(app)`` makes a worker with ``app.make_worker()``; its backend is closed at
-    teardown whatever the test did."""
-    made: list[Worker] = []
-
-    def make(application: Soniq, concurrency: int | None = None) -> Worker:
-        worker: Worker = application.make_worker(concurrency)
-        made.append(worker)
-        return worker
-
-    yield make
-    for worker in made:
-        await worker.backend.close()
-
-
-@pytest_asyncio.fixture
 async def worker_backend(app: Soniq) -> AsyncIterator[WorkerBackend]:
     """The backend a worker of ``app`` would use (for memory, the app's own instance)."""
     backend = app.worker_backend(4)
@@ -159,23 +139,3 @@ def worker_info(task_names: tuple[str, ...], worker_id: str | None = None) -> Wo
         concurrency=1,
         version=__version__,
     )
-
-
-async def bounded(awaitable: Awaitable[T], seconds: float = DEADLINE) -> T:
-    return await asyncio.wait_for(awaitable, seconds)
-
-
-async def eventually(
-    predicate: Callable[[], Any], within: float = DEADLINE, interval: float = 0.02
-) -> Any:
-    """Await ``predicate`` until it returns something truthy; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s: {predicate}")
-        await asyncio.sleep(interval)

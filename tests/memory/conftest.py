@@ -4,12 +4,10 @@ whose storage is that backend, and deadline-bounded waiting."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -20,6 +18,7 @@ from soniq import Soniq, _integration
 from soniq.backends.memory import MemoryBackend
 from soniq.core.records import NewJob, WorkerInfo
 from soniq.worker import Worker
+from tests.helpers import bounded, eventually
 
 T = TypeVar("T")
 
@@ -123,26 +122,6 @@ def error(attempt: int, worker_id: str, message: str = "failed") -> dict[str, An
         "failed_at": "2030-01-01T00:00:00+00:00",
         "worker_id": worker_id,
     }
-
-
-async def eventually(
-    predicate: Callable[[], Awaitable[T] | T], within: float = DEADLINE, interval: float = 0.01
-) -> T:
-    """Await ``predicate`` until it returns something truthy; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s: {predicate}")
-        await asyncio.sleep(interval)
-
-
-async def bounded(awaitable: Awaitable[T], seconds: float = DEADLINE) -> T:
-    return await asyncio.wait_for(awaitable, seconds)
 
 
 @asynccontextmanager

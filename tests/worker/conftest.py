@@ -8,8 +8,6 @@ fails its test instead of stalling the suite.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
@@ -19,7 +17,7 @@ import pytest_asyncio
 
 from soniq import Soniq
 from soniq.worker import Worker
-from tests.helpers import conninfo, query_elsewhere
+from tests.helpers import bounded, conninfo, eventually, query_elsewhere
 
 T = TypeVar("T")
 
@@ -44,31 +42,11 @@ def make_app(**overrides: Any) -> Soniq:
     return Soniq(database_url=conninfo(), **{**FAST, **overrides})
 
 
-async def bounded(awaitable: Awaitable[T], seconds: float = RUN_DEADLINE) -> T:
-    return await asyncio.wait_for(awaitable, seconds)
-
-
 @pytest_asyncio.fixture
 async def app() -> AsyncIterator[Soniq]:
     application = make_app()
     yield application
     await application.close()
-
-
-@pytest_asyncio.fixture
-async def workers() -> AsyncIterator[Callable[..., Worker]]:
-    """``workers(app)`` makes a worker through ``app.make_worker()``; its backend is closed at
-    teardown whatever the test did."""
-    made: list[Worker] = []
-
-    def make(application: Soniq, concurrency: int | None = None) -> Worker:
-        worker: Worker = application.make_worker(concurrency)
-        made.append(worker)
-        return worker
-
-    yield make
-    for worker in made:
-        await worker.backend.close()
 
 
 async def rows(sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -89,22 +67,6 @@ async def execute(sql: str, params: tuple[Any, ...] = ()) -> int:
 async def scalar(sql: str, params: tuple[Any, ...] = ()) -> Any:
     [[value]] = await rows(sql, params)
     return value
-
-
-async def eventually(
-    predicate: Callable[[], Awaitable[T] | T], within: float = 10.0, interval: float = 0.02
-) -> T:
-    """Await ``predicate`` until it returns something truthy; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s: {predicate}")
-        await asyncio.sleep(interval)
 
 
 async def settles(
