@@ -14,38 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
+import _scratch
 import psycopg
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "testproject")]
-
-
-def _database_url(base: str, name: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(base)
-    params["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**params)
-
-
-def _recreate(base: str, name: str) -> None:
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def _setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
 
 
 def _rate(label: str, count: int, seconds: float) -> None:
@@ -147,10 +121,10 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--million", action="store_true", help="also EXPLAIN the claim at 1M rows")
     options = parser.parse_args()
-    url = _database_url(options.url, "soniq_bench")
-    _recreate(options.url, "soniq_bench")
+    url = _scratch.database_url(options.url, "soniq_bench")
+    _scratch.recreate(options.url, "soniq_bench")
     try:
-        _setup_django(url)
+        _scratch.setup_django(url)
         asyncio.run(_psycopg_runs(url, options.jobs))
         _truncate(url)
         _django_runs(url, options.jobs)

@@ -54,6 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(ROOT / "testproject"), str(BENCH_DIR)]
 
+import _scratch  # noqa: E402
+
 SCRATCH = "soniq_bench_worker"
 SOCKET_TIMEOUT = 10.0
 POLL_EVERY = 0.02
@@ -65,35 +67,6 @@ WARMUP_SAMPLES = 3
 TARGET_ENQUEUE = 30_000
 TARGET_DRAIN = 5_000
 TARGET_P50_MS = 3.0
-
-
-def _database_url(base: str, name: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(base)
-    params["dbname"] = name
-    return psycopg.conninfo.make_conninfo(**params)
-
-
-def _recreate(base: str, name: str) -> None:
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def _drop(base: str, name: str) -> None:
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _setup_django(url: str) -> None:
-    os.environ["DATABASE_URL"] = url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    import django
-    from django.core.management import call_command
-    from django.db import connections
-
-    django.setup()
-    call_command("migrate", verbosity=0)
-    connections.close_all()
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -443,17 +416,17 @@ def main() -> None:
     options = parser.parse_args()
     if options.jobs < 1 or options.latency_samples < 1:
         parser.error("--jobs and --latency-samples must be at least 1")
-    url = _database_url(options.url, SCRATCH)
+    url = _scratch.database_url(options.url, SCRATCH)
     log_path = Path(tempfile.mkdtemp(prefix="soniq-bench-worker-")) / "worker.log"
     results = Results()
-    _recreate(options.url, SCRATCH)
+    _scratch.recreate(options.url, SCRATCH)
     try:
-        _setup_django(url)
+        _scratch.setup_django(url)
         # bench_jobs builds its app from this variable, in this process and in the worker.
         os.environ["SONIQ_DATABASE_URL"] = url
         asyncio.run(_run(url, options, log_path, results))
     finally:
-        _drop(options.url, SCRATCH)
+        _scratch.drop(options.url, SCRATCH)
     _report(results, log_path)
 
 

@@ -34,6 +34,7 @@ returns, and with this backend that is the application's own instance. ``clear()
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import logging
@@ -162,24 +163,12 @@ class _DeadLetter:
     reason: str
 
     def info(self) -> JobInfo:
-        job = self.job
-        return JobInfo(
-            id=job.id,
-            task_name=job.task_name,
+        # The job as it was, seen from the dead letters: its time of death and reason.
+        return dataclasses.replace(
+            self.job.info(),
             status=JobStatus.DEAD_LETTER,
-            args=_loads(job.args_json) or {},
-            queue=job.queue,
-            priority=job.priority,
-            attempts=job.attempts,
-            max_attempts=job.max_attempts,
-            scheduled_at=job.scheduled_at,
-            created_at=job.created_at,
-            started_at=job.started_at,
             finished_at=self.dead_lettered_at,
-            worker_id=job.worker_id,
             result=None,
-            errors=[json.loads(entry) for entry in job.errors],
-            dedup_key=job.dedup_key,
             dead_letter_reason=self.reason,
         )
 
