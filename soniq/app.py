@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
 from soniq import _integration
-from soniq.backends.base import StorageBackend, WorkerBackend
+from soniq.backends.base import OperatorBackend, StorageBackend, WorkerBackend
 from soniq.core.enqueue import EnqueueOptions, JobBuilder, Target, resolve_target
 from soniq.core.errors import (
     ConfigurationError,
@@ -19,6 +19,7 @@ from soniq.core.errors import (
     InvalidJobIdError,
     JobDefinitionError,
 )
+from soniq.core.operations import ActionResult
 from soniq.core.periodic import ScheduleDefinition, build_definition
 from soniq.core.records import JobInfo, NewJob
 from soniq.core.registry import JobRegistry
@@ -46,6 +47,12 @@ def _normalise_job_id(job_id: object) -> str:
         return str(job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id)))
     except ValueError:
         raise InvalidJobIdError(f"job id {job_id!r} is not a UUID") from None
+
+
+def _normalise_job_ids(job_ids: Iterable[object]) -> list[str]:
+    if isinstance(job_ids, (str, uuid.UUID)):
+        raise InvalidJobIdError("pass a list of job ids, not a single id")
+    return [_normalise_job_id(job_id) for job_id in job_ids]
 
 
 def _target_label(target: object) -> str:
@@ -537,3 +544,43 @@ class Soniq:
     def get_job_sync(self, job_id: str | uuid.UUID) -> JobInfo | None:
         """The sync twin of :meth:`get_job`."""
         return self.backend.get_job_sync(_normalise_job_id(job_id))
+
+    # -- operator actions (what the admin's buttons do) -----------------------------------
+
+    def _operator(self) -> OperatorBackend:
+        backend = self.backend
+        if not isinstance(backend, OperatorBackend):
+            raise ConfigurationError(
+                f"{type(backend).__name__} does not support operator actions "
+                "(retry, cancel, requeue, delete)"
+            )
+        return backend
+
+    async def retry_jobs(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
+        """Run now: queued jobs become due, cancelled jobs and dead letters go back to the
+        queue (a dead letter with its full attempts again). Running and done jobs are refused;
+        ``ActionResult.refused`` says why for each."""
+        return await self._operator().retry_jobs(_normalise_job_ids(job_ids))
+
+    def retry_jobs_sync(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
+        return self._operator().retry_jobs_sync(_normalise_job_ids(job_ids))
+
+    async def cancel_jobs(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
+        """Cancel queued jobs (a running job cannot be cancelled)."""
+        return await self._operator().cancel_jobs(_normalise_job_ids(job_ids))
+
+    def cancel_jobs_sync(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
+        return self._operator().cancel_jobs_sync(_normalise_job_ids(job_ids))
+
+    async def requeue_dead_letters(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
+        """Move dead letters back to the queue: same id, error history kept, attempts reset."""
+        return await self._operator().requeue_dead_letters(_normalise_job_ids(job_ids))
+
+    def requeue_dead_letters_sync(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
+        return self._operator().requeue_dead_letters_sync(_normalise_job_ids(job_ids))
+
+    async def delete_dead_letters(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
+        return await self._operator().delete_dead_letters(_normalise_job_ids(job_ids))
+
+    def delete_dead_letters_sync(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
+        return self._operator().delete_dead_letters_sync(_normalise_job_ids(job_ids))

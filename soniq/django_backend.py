@@ -16,6 +16,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from soniq._warnings import warn_at_caller
 from soniq.backends import plans
 from soniq.backends.base import Dialect, Row, Statement
+from soniq.backends.operator_plans import Action, SQLOperatorMixin
 from soniq.backends.postgres.executors import (
     async_executor,
     is_async_connection,
@@ -27,6 +28,7 @@ from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.sqlite.statements import SQLiteDialect
 from soniq.core import wakeup
 from soniq.core.errors import ConfigurationError, TransactionWarning
+from soniq.core.operations import ActionResult
 from soniq.core.records import JobInfo, NewJob
 
 SUPPORTED_VENDORS = ("postgresql", "sqlite")
@@ -57,7 +59,7 @@ def django_executor(connection: BaseDatabaseWrapper) -> plans.SyncExecute:
     return execute
 
 
-class DjangoBackend:
+class DjangoBackend(SQLOperatorMixin):
     """Runs soniq's statements on ``django.db.connections[alias]``."""
 
     supports_transactional_enqueue = True
@@ -161,6 +163,20 @@ class DjangoBackend:
 
     async def get_job(self, job_id: str) -> JobInfo | None:
         return await sync_to_async(self.get_job_sync)(job_id)
+
+    def _operate_sync(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
+        wrapper = self.connection
+        dialect = dialect_for(wrapper)
+        with transaction.atomic(using=self.alias):
+            result = plans.run_sync(action(dialect, job_ids), django_executor(wrapper))
+            if result.queues and dialect.name != "postgresql":
+                queues = result.queues
+                transaction.on_commit(lambda: wakeup.notify(queues), using=self.alias)
+        return result
+
+    async def _operate(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
+        result: ActionResult = await sync_to_async(self._operate_sync)(action, job_ids)
+        return result
 
     async def close(self) -> None:
         """Django owns its connections; nothing to close."""

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
+from soniq.core.operations import ActionResult
 from soniq.core.periodic import Schedule, ScheduleDefinition
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
 
@@ -20,10 +21,32 @@ class Statement(NamedTuple):
 Row = tuple[Any, ...]
 
 
+class OperatorStatements(Protocol):
+    """Operator actions by id (see ``soniq.backends.operator_plans``). Statements that change
+    jobs return the changed ids (and, for jobs back in the queue, their queues)."""
+
+    def retry_jobs(self, job_ids: Sequence[str]) -> Statement: ...
+
+    def cancel_jobs(self, job_ids: Sequence[str]) -> Statement: ...
+
+    def requeue_dead_letters(self, job_ids: Sequence[str]) -> list[Statement]:
+        """The first statement returns the requeued ids; the others complete the move."""
+        ...
+
+    def delete_dead_letters(self, job_ids: Sequence[str]) -> Statement: ...
+
+    def job_states(self, job_ids: Sequence[str]) -> Statement:
+        """Rows of :class:`soniq.core.operations.JobState` fields, for jobs and dead letters."""
+        ...
+
+
 class Dialect(Protocol):
     """Builds the named statements for one SQL database. Pure: no I/O, no state."""
 
     name: str
+
+    @property
+    def operator(self) -> OperatorStatements: ...
 
     def insert_job(self, job: NewJob) -> Statement:
         """Insert one job; returns its id, or no row when a live duplicate already exists."""
@@ -71,6 +94,28 @@ class StorageBackend(Protocol):
     def get_job_sync(self, job_id: str) -> JobInfo | None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class OperatorBackend(Protocol):
+    """Actions an operator takes by hand (the admin, a shell). Each takes job ids, changes only
+    jobs in the state the action starts from, and explains every id it left alone."""
+
+    async def retry_jobs(self, job_ids: Sequence[str]) -> ActionResult: ...
+
+    def retry_jobs_sync(self, job_ids: Sequence[str]) -> ActionResult: ...
+
+    async def cancel_jobs(self, job_ids: Sequence[str]) -> ActionResult: ...
+
+    def cancel_jobs_sync(self, job_ids: Sequence[str]) -> ActionResult: ...
+
+    async def requeue_dead_letters(self, job_ids: Sequence[str]) -> ActionResult: ...
+
+    def requeue_dead_letters_sync(self, job_ids: Sequence[str]) -> ActionResult: ...
+
+    async def delete_dead_letters(self, job_ids: Sequence[str]) -> ActionResult: ...
+
+    def delete_dead_letters_sync(self, job_ids: Sequence[str]) -> ActionResult: ...
 
 
 class WorkerSessionProtocol(Protocol):

@@ -13,6 +13,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
+from soniq.backends.operator_plans import Action, SQLOperatorMixin
 from soniq.backends.postgres.executors import (
     async_executor,
     is_async_connection,
@@ -24,13 +25,14 @@ from soniq.backends.postgres.scheduler_ops import PostgresSchedulerOps
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.postgres.worker_ops import PostgresWorkerOps
 from soniq.core.errors import ConfigurationError
+from soniq.core.operations import ActionResult
 from soniq.core.records import JobInfo, NewJob
 
 # Shown in pg_stat_activity, so operators can tell soniq's connections apart.
 APPLICATION_NAME = "soniq"
 
 
-class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps):
+class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin):
     """Pools are opened lazily, on first use: constructing the backend does no I/O."""
 
     supports_listen = True
@@ -150,6 +152,14 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps):
     def get_job_sync(self, job_id: str) -> JobInfo | None:
         with self.acquire_sync() as connection:
             return plans.run_sync(plans.get_job(self.dialect, job_id), sync_executor(connection))
+
+    async def _operate(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
+        async with self._checked(), self.acquire() as connection, connection.transaction():
+            return await plans.run_async(action(self.dialect, job_ids), async_executor(connection))
+
+    def _operate_sync(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
+        with self.acquire_sync() as connection, connection.transaction():
+            return plans.run_sync(action(self.dialect, job_ids), sync_executor(connection))
 
     async def close(self) -> None:
         if self._pool is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from soniq.backends.base import Statement
+from soniq.backends.base import OperatorStatements, Statement
 from soniq.core.records import NewJob
 
 NOTIFY_CHANNEL = "soniq_new_job"
@@ -74,6 +74,13 @@ LIMIT 1
 
 class PostgresDialect:
     name = "postgresql"
+
+    @property
+    def operator(self) -> OperatorStatements:
+        # Imported here: that module builds on this one's NOTIFY_CHANNEL.
+        from soniq.backends.postgres.operator_statements import PostgresOperatorStatements
+
+        return PostgresOperatorStatements()
 
     def insert_job(self, job: NewJob) -> Statement:
         return Statement(

@@ -22,11 +22,13 @@ from typing import Any, TypeVar
 
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
+from soniq.backends.operator_plans import Action, SQLOperatorMixin
 from soniq.backends.rows import decode_claimed, to_utc, to_uuid_text
 from soniq.backends.sqlite import worker_statements as ws
 from soniq.backends.sqlite.statements import SQLiteDialect, format_time, utc_now
 from soniq.core import wakeup
 from soniq.core.errors import ConfigurationError, InvalidConnectionError
+from soniq.core.operations import ActionResult
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
 
 T = TypeVar("T")
@@ -67,7 +69,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class SQLiteBackend:
+class SQLiteBackend(SQLOperatorMixin):
     supports_listen = False
     supports_transactional_enqueue = False
 
@@ -165,6 +167,20 @@ class SQLiteBackend:
 
     def get_job_sync(self, job_id: str) -> JobInfo | None:
         return self._run_sync(self._get, job_id)
+
+    def _apply(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
+        result = self._write(
+            lambda c: plans.run_sync(action(self.dialect, job_ids), self._executor(c))
+        )
+        if result.queues:
+            wakeup.notify(result.queues)
+        return result
+
+    async def _operate(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
+        return await self._run(self._apply, action, job_ids)
+
+    def _operate_sync(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
+        return self._run_sync(self._apply, action, job_ids)
 
     async def close(self) -> None:
         def close_connection() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from soniq.backends.base import Statement
+from soniq.backends.base import OperatorStatements, Statement
 from soniq.core.records import NewJob
 
 # SQLite allows 32766 parameters per statement; 500 rows of 10 stay far below it.
@@ -55,6 +55,13 @@ class SQLiteDialect:
 
     def __init__(self, clock: Callable[[], datetime] = utc_now) -> None:
         self.clock = clock
+
+    @property
+    def operator(self) -> OperatorStatements:
+        # Imported here: that module builds on this one's format_time.
+        from soniq.backends.sqlite.operator_statements import SQLiteOperatorStatements
+
+        return SQLiteOperatorStatements(self.clock)
 
     def _row(self, job: NewJob, now: str) -> tuple[Any, ...]:
         scheduled = now if job.scheduled_at is None else format_time(job.scheduled_at)

@@ -1,0 +1,96 @@
+"""The PostgreSQL statements of operator actions: retry, cancel, requeue and delete by id.
+
+Each changes only rows in the state the action starts from, and returns the ids it changed;
+the rest are explained afterwards from ``job_states``. Jobs put back in the queue are announced
+with ``pg_notify`` in the same statement, delivered at commit, as an enqueue is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from soniq.backends.base import Statement
+from soniq.backends.postgres.statements import NOTIFY_CHANNEL
+
+# A job may hold a dedup key only while no other live job holds it (the partial unique index
+# soniq_jobs_dedup_uniq): check before making one live again, instead of failing the batch.
+_KEY_FREE = """(
+    {row}.dedup_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM soniq_jobs AS live
+        WHERE live.task_name = {row}.task_name AND live.dedup_key = {row}.dedup_key
+          AND live.status IN ('queued', 'processing') AND live.id <> {row}.id
+    )
+)"""
+
+_NOTIFY = f"SELECT id, queue, pg_notify('{NOTIFY_CHANNEL}', queue)::text FROM changed"
+
+# Queued jobs become due now; cancelled ones go back to the queue.
+_RETRY_JOBS = f"""
+WITH changed AS (
+    UPDATE soniq_jobs AS job
+    SET status = 'queued', scheduled_at = now(), finished_at = NULL
+    WHERE job.id = ANY(%s::uuid[])
+      AND (job.status = 'queued' OR (job.status = 'cancelled' AND {_KEY_FREE.format(row="job")}))
+    RETURNING job.id, job.queue
+)
+{_NOTIFY}
+"""
+
+_CANCEL_JOBS = """
+UPDATE soniq_jobs SET status = 'cancelled', finished_at = now()
+WHERE id = ANY(%s::uuid[]) AND status = 'queued'
+RETURNING id
+"""
+
+# The reverse of the worker's dead-lettering, in one statement: DELETE ... RETURNING feeding
+# the INSERT, so a job is never in both tables nor in neither. The job keeps its id and its
+# error history, and starts over with its full number of attempts.
+_REQUEUE_DEAD_LETTERS = f"""
+WITH moved AS (
+    DELETE FROM soniq_dead_letter_jobs AS dead
+    WHERE dead.id = ANY(%s::uuid[]) AND {_KEY_FREE.format(row="dead")}
+    RETURNING dead.*
+),
+changed AS (
+    INSERT INTO soniq_jobs (id, task_name, args, queue, priority, status, attempts,
+                            max_attempts, scheduled_at, created_at, errors, dedup_key,
+                            worker_losses)
+    SELECT id, task_name, args, queue, priority, 'queued', 0, max_attempts, now(), created_at,
+           errors, dedup_key, 0
+    FROM moved
+    RETURNING id, queue
+)
+{_NOTIFY}
+"""
+
+_DELETE_DEAD_LETTERS = """
+DELETE FROM soniq_dead_letter_jobs WHERE id = ANY(%s::uuid[]) RETURNING id
+"""
+
+_JOB_STATES = f"""
+SELECT job.id, job.status, worker.status, worker.hostname || ':' || worker.pid,
+       job.status = 'cancelled' AND NOT {_KEY_FREE.format(row="job")}
+FROM soniq_jobs AS job LEFT JOIN soniq_workers AS worker ON worker.id = job.worker_id
+WHERE job.id = ANY(%s::uuid[])
+UNION ALL
+SELECT dead.id, 'dead_letter', NULL, NULL, NOT {_KEY_FREE.format(row="dead")}
+FROM soniq_dead_letter_jobs AS dead
+WHERE dead.id = ANY(%s::uuid[])
+"""
+
+
+class PostgresOperatorStatements:
+    def retry_jobs(self, job_ids: Sequence[str]) -> Statement:
+        return Statement(_RETRY_JOBS, (list(job_ids),))
+
+    def cancel_jobs(self, job_ids: Sequence[str]) -> Statement:
+        return Statement(_CANCEL_JOBS, (list(job_ids),))
+
+    def requeue_dead_letters(self, job_ids: Sequence[str]) -> list[Statement]:
+        return [Statement(_REQUEUE_DEAD_LETTERS, (list(job_ids),))]
+
+    def delete_dead_letters(self, job_ids: Sequence[str]) -> Statement:
+        return Statement(_DELETE_DEAD_LETTERS, (list(job_ids),))
+
+    def job_states(self, job_ids: Sequence[str]) -> Statement:
+        return Statement(_JOB_STATES, (list(job_ids), list(job_ids)))
