@@ -48,6 +48,11 @@ class Job(models.Model):
     class Meta:
         db_table = "soniq_jobs"
         ordering = ["-created_at"]
+        # Operator actions in the admin, each granted on its own.
+        permissions = [
+            ("retry_job", "Can retry jobs (run now, or requeue cancelled ones)"),
+            ("cancel_job", "Can cancel queued jobs"),
+        ]
         indexes = [
             # The claim: due queued jobs in priority order. Partial, so a million finished
             # rows cost nothing; one for workers on all queues, one for queue-scoped workers.
@@ -120,6 +125,8 @@ class DeadLetterJob(models.Model):
     class Meta:
         db_table = "soniq_dead_letter_jobs"
         ordering = ["-dead_lettered_at"]
+        verbose_name = "dead letter"
+        permissions = [("requeue_deadletterjob", "Can requeue dead letters")]
         indexes = [
             models.Index(fields=["dead_lettered_at"], name="soniq_dead_at_idx"),
             models.Index(fields=["task_name", "dead_lettered_at"], name="soniq_dead_task_idx"),
@@ -183,6 +190,10 @@ class Schedule(models.Model):
     class Meta:
         db_table = "soniq_schedules"
         ordering = ["name"]
+        permissions = [
+            ("pause_schedule", "Can pause and resume schedules"),
+            ("run_schedule", "Can run a schedule now"),
+        ]
         constraints = [
             models.CheckConstraint(
                 condition=(Q(cron__isnull=False) & Q(interval_seconds__isnull=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from soniq.backends.base import SchedulerBackend
+from soniq.backends.base import SchedulerBackend, ScheduleStore
 from soniq.core.errors import ConfigurationError, JobDefinitionError
 from soniq.core.periodic import Schedule, build_definition, next_slot
 from soniq.core.taskref import TaskRef
@@ -33,9 +33,12 @@ class SchedulerService:
     """Add, pause, resume, remove and read schedules. Keyed by the resolved task name (or
     ``name=``); adding a name again updates that schedule in place."""
 
-    def __init__(self, app: Soniq) -> None:
+    def __init__(self, app: Soniq, store: ScheduleStore | None = None) -> None:
         self.app = app
         self._backend: SchedulerBackend | None = None
+        # The admin reads and changes schedules on Django's connection (a store of its own);
+        # otherwise they live behind the app's scheduler backend, opened on first use.
+        self._store = store
 
     def backend(self) -> SchedulerBackend:
         if self._backend is None:
@@ -89,30 +92,41 @@ class SchedulerService:
         assert stored is not None
         return stored
 
+    def store(self) -> ScheduleStore:
+        return self._store if self._store is not None else self.backend()
+
     async def pause(self, name: str) -> None:
         await self._require(name)
-        await self.backend().set_schedule_status(name, "paused")
+        await self.store().set_schedule_status(name, "paused")
 
     async def resume(self, name: str) -> None:
         """Active again from now on: slots that fell while it was paused are not fired."""
         schedule = await self._require(name)
         upcoming = next_slot(schedule.definition, datetime.now(UTC))
-        await self.backend().set_schedule_status(name, "active", upcoming)
+        await self.store().set_schedule_status(name, "active", upcoming)
+
+    async def run_now(self, name: str) -> str:
+        """Enqueue one job of the schedule now (its args, queue and priority), outside its
+        timing: the next slot still fires as planned. Returns the job id."""
+        schedule = await self._require(name)
+        job = self.app.make_scheduled_job(schedule.definition, datetime.now(UTC))
+        [job_id] = await self.app.backend.insert_jobs([job])
+        return job_id
 
     async def remove(self, name: str) -> None:
         await self._require(name)
-        await self.backend().delete_schedule(name)
+        await self.store().delete_schedule(name)
 
     async def list(self, status: str | None = None) -> list[Schedule]:
         if status is not None and status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)} or None, got {status!r}")
-        return await self.backend().list_schedules(status)
+        return await self.store().list_schedules(status)
 
     async def get(self, name: str) -> Schedule | None:
-        return await self.backend().get_schedule(name)
+        return await self.store().get_schedule(name)
 
     async def _require(self, name: str) -> Schedule:
-        schedule = await self.backend().get_schedule(name)
+        schedule = await self.store().get_schedule(name)
         if schedule is None:
             raise LookupError(f"no schedule named {name!r}")
         return schedule

@@ -194,6 +194,22 @@ class WorkerBackend(Protocol):
     async def close(self) -> None: ...
 
 
+class ScheduleStore(Protocol):
+    """Schedules read and changed one at a time (what the admin needs)."""
+
+    async def get_schedule(self, name: str) -> Schedule | None: ...
+
+    async def list_schedules(self, status: str | None = None) -> list[Schedule]: ...
+
+    async def set_schedule_status(
+        self, name: str, status: str, next_fire_at: datetime | None = None
+    ) -> bool: ...
+
+    async def delete_schedule(self, name: str) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
 @runtime_checkable
 class SchedulerBackend(Protocol):
     """What the scheduler needs: schedules stored by name, and fire-exactly-once."""

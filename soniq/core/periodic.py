@@ -219,3 +219,11 @@ class Schedule:
     @property
     def paused(self) -> bool:
         return self.status == "paused"
+
+
+def upcoming_slots(definition: ScheduleDefinition, first: datetime, count: int) -> list[datetime]:
+    """``first`` (a schedule's stored next fire time) and the ``count - 1`` slots after it."""
+    slots = [_utc(first)]
+    while len(slots) < count:
+        slots.append(next_slot(definition, slots[-1]))
+    return slots[:count]

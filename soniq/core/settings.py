@@ -72,7 +72,13 @@ class SoniqSettings(BaseModel):
         "transaction mode.",
     )
 
-    @field_validator("jobs_modules", "queues", mode="before")
+    admin_masked_args: tuple[str, ...] = Field(
+        default=("password", "token", "secret", "api_key", "authorization"),
+        description="Argument names masked in the admin: any key (at any depth of args and "
+        "results) whose name contains one of these, case-insensitive.",
+    )
+
+    @field_validator("jobs_modules", "queues", "admin_masked_args", mode="before")
     @classmethod
     def _split_comma_separated(cls, value: Any, info: Any) -> Any:
         # Environment variables carry lists as "a,b,c". An empty SONIQ_QUEUES means "not

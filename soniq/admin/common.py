@@ -1,0 +1,217 @@
+"""What every soniq admin page shares: settings, the operator backend, read-only pages that
+stay fast on big tables, filters that cost no query, and how action outcomes are reported."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db import connections
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+from django.utils.functional import cached_property
+from django.utils.text import capfirst
+
+from soniq.core.operations import BATCH_SIZE, ActionResult
+from soniq.core.settings import SoniqSettings, build_settings
+from soniq.django_backend import DjangoBackend
+
+# Past this many rows a list page stops counting and says "more than".
+COUNT_LIMIT = 10_000
+# Refusal reasons listed one by one in a message; beyond, only the count per reason.
+REFUSALS_SHOWN = 5
+
+
+def soniq_settings() -> SoniqSettings:
+    return build_settings(django_values=getattr(django_settings, "SONIQ", None))
+
+
+def operator_backend() -> DjangoBackend:
+    """Actions run on Django's connection to soniq's alias: they join the request's
+    transaction, and ``ATOMIC_REQUESTS`` rolls them back with it."""
+    return DjangoBackend(soniq_settings().database)
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most :data:`COUNT_LIMIT` + 1 rows (a LIMIT inside the COUNT), so a page of a
+    million-row table never counts them all; pages past the limit are reached by filtering."""
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return len(queryset)
+        capped = queryset.order_by()[: COUNT_LIMIT + 1].count()
+        self.capped = capped > COUNT_LIMIT
+        return min(capped, COUNT_LIMIT)
+
+    capped = False
+
+
+class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """Read-only pages (rows change only through soniq's transitions), counted cheaply."""
+
+    paginator = CappedCountPaginator
+    show_full_result_count = False
+    list_per_page = 50
+    change_form_template = "admin/soniq/change_form.html"
+    change_list_template = "admin/soniq/change_list.html"
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return super().get_queryset(request).using(soniq_settings().database)
+
+    def masked_names(self) -> tuple[str, ...]:
+        return soniq_settings().admin_masked_args
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        # Django's bulk delete bypasses soniq's transitions.
+        actions.pop("delete_selected", None)
+        return actions
+
+    def require(self, request: HttpRequest, codename: str) -> None:
+        """Refuse a request (a forged POST included) from a user without the permission."""
+        if not request.user.has_perm(f"soniq.{codename}"):
+            raise PermissionDenied(f"soniq.{codename} is required")
+
+    def row_buttons(self, request: HttpRequest, obj: Any) -> list[dict[str, str]]:
+        """Buttons on an object's page: ``{"url", "label", "style"}`` the user may press."""
+        return []
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        context["soniq_buttons"] = self.row_buttons(request, obj) if obj is not None else []
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
+def choices_filter(
+    title: str, parameter: str, field: str, values: Callable[[], Iterable[str]]
+) -> type[admin.SimpleListFilter]:
+    """A list filter whose choices come from code (registered jobs, configured queues), not
+    from a ``SELECT DISTINCT`` over the whole table on every page load. A value typed in the
+    URL still filters, and shows up as a choice."""
+
+    class ChoicesFilter(admin.SimpleListFilter):
+        def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+            known = set(values())
+            current = self.value()
+            if current:
+                known.add(current)
+            return [(value, value) for value in sorted(known)]
+
+        def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+            value = self.value()
+            return queryset.filter(**{field: value}) if value else queryset
+
+    ChoicesFilter.title = title
+    ChoicesFilter.parameter_name = parameter
+    ChoicesFilter.__name__ = f"{capfirst(parameter)}Filter"
+    return ChoicesFilter
+
+
+def report(request: HttpRequest, result: ActionResult, done: str, noun: tuple[str, str]) -> None:
+    """One success message ("Retried 3 jobs.") and one warning grouping the refusals."""
+    singular, plural = noun
+    count = len(result.applied)
+    if count:
+        messages.success(request, f"{done} {count} {singular if count == 1 else plural}.")
+    if not result.refused:
+        if not count:
+            messages.info(request, f"No {plural} changed.")
+        return
+    reasons = Counter(result.refused.values())
+    lines = [
+        f"{reason} ({n} {singular if n == 1 else plural})"
+        for reason, n in reasons.most_common(REFUSALS_SHOWN)
+    ]
+    if len(reasons) > REFUSALS_SHOWN:
+        lines.append(f"and {len(reasons) - REFUSALS_SHOWN} other reasons")
+    left = len(result.refused)
+    messages.warning(
+        request,
+        f"{left} {singular if left == 1 else plural} left alone: " + "; ".join(lines) + ".",
+    )
+
+
+def ids_of(queryset: QuerySet[Any]) -> Iterable[list[str]]:
+    """The ids of ``queryset`` in batches, read with a server-side cursor where there is one,
+    so that acting on a million rows never holds them all in memory."""
+    batch: list[str] = []
+    for value in queryset.order_by().values_list("pk", flat=True).iterator(chunk_size=BATCH_SIZE):
+        batch.append(str(value))
+        if len(batch) == BATCH_SIZE:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def act_on(
+    queryset: QuerySet[Any], action: Callable[[Sequence[str]], ActionResult]
+) -> ActionResult:
+    result = ActionResult()
+    for batch in ids_of(queryset):
+        result = result.merge(action(batch))
+    return result
+
+
+def confirm(
+    modeladmin: admin.ModelAdmin,  # type: ignore[type-arg]
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    *,
+    action: str,
+    title: str,
+    question: str,
+    button: str,
+) -> TemplateResponse | None:
+    """``None`` once the user confirmed; otherwise the page that shows how many rows the
+    action will touch and posts the same selection back with ``post=yes``."""
+    if request.POST.get("post") == "yes":
+        return None
+    opts: Any = modeladmin.model._meta
+    count = queryset.count()
+    context = {
+        **modeladmin.admin_site.each_context(request),
+        "title": title,
+        "question": question.format(count=count),
+        "count": count,
+        "button": button,
+        "action": action,
+        "opts": opts,
+        "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+        "select_across": request.POST.get("select_across", "0"),
+        "action_index": request.POST.get("index", "0"),
+        "form_url": "",
+    }
+    return TemplateResponse(request, "admin/soniq/confirm_action.html", context)
+
+
+def vendor(alias: str) -> str:
+    return str(connections[alias].vendor)
+
+
+def model_label(model: type[Model]) -> str:
+    return str(model._meta.verbose_name_plural)

@@ -1,0 +1,214 @@
+"""Dead letters in the admin: read why a job stopped, requeue it (one, the selected ones, or
+every one the current filter matches, after a confirmation that shows the count), or delete."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.views.decorators.http import require_POST
+
+from soniq.admin import display
+from soniq.admin.common import (
+    SoniqModelAdmin,
+    act_on,
+    confirm,
+    operator_backend,
+    report,
+)
+from soniq.admin.jobs import JobDataMixin, QueueFilter, TaskFilter
+from soniq.models import DeadLetterJob
+
+DEAD_LETTERS = ("dead letter", "dead letters")
+
+
+@admin.register(DeadLetterJob)
+class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
+    list_display = (
+        "short_id",
+        "task_name",
+        "reason",
+        "queue",
+        "priority",
+        "attempts_display",
+        "scheduled_at",
+        "created_at",
+        "started_at",
+        "dead_lettered_at",
+        "worker_link",
+        "args_preview",
+        "last_error",
+    )
+    list_display_links = ("short_id", "task_name")
+    list_filter = (
+        "reason",
+        QueueFilter,
+        TaskFilter,
+        ("dead_lettered_at", admin.DateFieldListFilter),
+        ("created_at", admin.DateFieldListFilter),
+    )
+    search_fields = ("task_name",)
+    search_help_text = "A job id, or part of a task name."
+    actions = ("requeue", "delete_dead_letters")
+    change_list_template = "admin/soniq/deadletterjob/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("id", "task_name", "reason", "queue", "priority")}),
+        ("Timing", {"fields": ("scheduled_at", "created_at", "started_at", "dead_lettered_at")}),
+        ("Attempts", {"fields": ("attempts_display", "worker_link", "dedup_key")}),
+        ("Arguments", {"fields": ("args_pretty",)}),
+        ("Errors", {"fields": ("error_history",)}),
+    )
+    readonly_fields = ("attempts_display", "worker_link", "args_pretty", "error_history")
+
+    @admin.display(description="last error")
+    def last_error(self, obj: DeadLetterJob) -> str:
+        errors = obj.errors if isinstance(obj.errors, list) else []
+        if not errors or not isinstance(errors[-1], dict):
+            return "-"
+        last = display.mask(errors[-1], self.masked_names())
+        return display.preview(f"{last.get('error_type', '')}: {last.get('message', '')}")
+
+    # -- permissions ------------------------------------------------------------------------
+
+    def has_requeue_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("soniq.requeue_deadletterjob")
+
+    def has_remove_permission(self, request: HttpRequest) -> bool:
+        # Django's own delete permission, granted through soniq's transition only.
+        return request.user.has_perm("soniq.delete_deadletterjob")
+
+    # -- actions on a selection -------------------------------------------------------------
+
+    @admin.action(description="Requeue selected dead letters", permissions=["requeue"])
+    def requeue(self, request: HttpRequest, queryset: QuerySet[DeadLetterJob]) -> Any:
+        page = confirm(
+            self,
+            request,
+            queryset,
+            action="requeue",
+            title="Requeue dead letters",
+            question="Requeue {count} dead letter(s)? Each goes back to the queue with its "
+            "full number of attempts; its error history is kept.",
+            button="Yes, requeue them",
+        )
+        if page is not None:
+            return page
+        report(
+            request,
+            act_on(queryset, operator_backend().requeue_dead_letters_sync),
+            "Requeued",
+            DEAD_LETTERS,
+        )
+        return None
+
+    @admin.action(description="Delete selected dead letters", permissions=["remove"])
+    def delete_dead_letters(self, request: HttpRequest, queryset: QuerySet[DeadLetterJob]) -> Any:
+        page = confirm(
+            self,
+            request,
+            queryset,
+            action="delete_dead_letters",
+            title="Delete dead letters",
+            question="Delete {count} dead letter(s) for good? This cannot be undone.",
+            button="Yes, delete them",
+        )
+        if page is not None:
+            return page
+        report(
+            request,
+            act_on(queryset, operator_backend().delete_dead_letters_sync),
+            "Deleted",
+            DEAD_LETTERS,
+        )
+        return None
+
+    # -- every dead letter the filter matches, and one at a time ----------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path(
+                "requeue-matching/",
+                wrap(self.requeue_matching),
+                name="soniq_deadletterjob_requeue_matching",
+            ),
+            path(
+                "<path:object_id>/requeue/",
+                wrap(require_POST(self.requeue_one)),
+                name="soniq_deadletterjob_requeue",
+            ),
+            *super().get_urls(),
+        ]
+
+    def matching(self, request: HttpRequest) -> QuerySet[DeadLetterJob]:
+        """What the change list shows for the same query string (filters and search)."""
+        changelist = self.get_changelist_instance(request)
+        queryset: QuerySet[DeadLetterJob] = changelist.get_queryset(request)
+        return queryset
+
+    def requeue_matching(self, request: HttpRequest) -> HttpResponse:
+        self.require(request, "requeue_deadletterjob")
+        changelist_url = reverse("admin:soniq_deadletterjob_changelist")
+        query = request.GET.urlencode()
+        back = f"{changelist_url}?{query}" if query else changelist_url
+        try:
+            queryset = self.matching(request)
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(changelist_url)
+        if request.method == "POST":
+            report(
+                request,
+                act_on(queryset, operator_backend().requeue_dead_letters_sync),
+                "Requeued",
+                DEAD_LETTERS,
+            )
+            return HttpResponseRedirect(back)
+        count = queryset.count()
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Requeue every matching dead letter",
+            "opts": self.model._meta,
+            "count": count,
+            "question": f"Requeue all {count} dead letter(s) that match the current filter? "
+            "Each goes back to the queue with its full number of attempts.",
+            "button": "Yes, requeue them all",
+            "filters": _describe(request.GET.dict()),
+            "back": back,
+        }
+        return TemplateResponse(request, "admin/soniq/requeue_matching.html", context)
+
+    def requeue_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        self.require(request, "requeue_deadletterjob")
+        dead = get_object_or_404(self.get_queryset(request), pk=object_id)
+        result = operator_backend().requeue_dead_letters_sync([str(dead.pk)])
+        report(request, result, "Requeued", DEAD_LETTERS)
+        if result.applied:
+            return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[dead.pk]))
+        return HttpResponseRedirect(reverse("admin:soniq_deadletterjob_change", args=[dead.pk]))
+
+    def row_buttons(self, request: HttpRequest, obj: DeadLetterJob) -> list[dict[str, str]]:
+        if not self.has_requeue_permission(request):
+            return []
+        url = reverse("admin:soniq_deadletterjob_requeue", args=[obj.pk])
+        return [{"url": url, "label": "Requeue"}]
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        extra = dict(extra_context or {})
+        if self.has_requeue_permission(request):
+            query = urlencode({k: v for k, v in request.GET.items() if k not in ("p", "o", "all")})
+            url = reverse("admin:soniq_deadletterjob_requeue_matching")
+            extra["requeue_matching_url"] = f"{url}?{query}" if query else url
+        return super().changelist_view(request, extra)
+
+
+def _describe(query: dict[str, str]) -> list[tuple[str, str]]:
+    """The filters in force, for the confirmation page."""
+    labels = {"q": "search"}
+    return [(labels.get(key, key), value) for key, value in sorted(query.items())]

@@ -1,0 +1,91 @@
+"""How job data is shown in the admin: masked, escaped, pretty-printed, truncated.
+
+Job arguments and results are whatever applications put there, so nothing is trusted: every
+value goes through Django's escaping, and keys that look like credentials are masked at any
+depth before anything is rendered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+MASK = "********"
+PREVIEW_CHARS = 80
+
+
+def mask(value: Any, names: Iterable[str]) -> Any:
+    """``value`` with every dict entry whose key contains one of ``names`` (case-insensitive)
+    replaced by :data:`MASK`, in nested dicts and lists too."""
+    lowered = tuple(name.lower() for name in names if name)
+    return _mask(value, lowered)
+
+
+def _mask(value: Any, names: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: MASK if _sensitive(key, names) else _mask(item, names)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_mask(item, names) for item in value]
+    return value
+
+
+def _sensitive(key: object, names: tuple[str, ...]) -> bool:
+    text = str(key).lower()
+    return any(name in text for name in names)
+
+
+def pretty_json(value: Any) -> SafeString:
+    """A ``<pre>`` block of indented JSON (escaped)."""
+    text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return format_html('<pre class="soniq-json">{}</pre>', text)
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    """One line of compact JSON, cut to ``limit`` characters (list pages)."""
+    text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_history(errors: Any, names: Iterable[str]) -> SafeString:
+    """Every failed attempt, oldest first: type, message, when, where, and the traceback."""
+    if not errors:
+        return format_html("<p>{}</p>", "No failed attempt.")
+    entries = errors if isinstance(errors, list) else [errors]
+    items = format_html_join(
+        "\n",
+        '<li class="soniq-error"><strong>Attempt {}</strong> · <code>{}</code>: {}'
+        '<div class="soniq-error-meta">{}</div><pre class="soniq-traceback">{}</pre></li>',
+        (_error_fields(entry, names) for entry in entries),
+    )
+    return format_html('<ol class="soniq-errors">{}</ol>', items)
+
+
+def _error_fields(entry: Any, names: Iterable[str]) -> tuple[str, ...]:
+    if not isinstance(entry, dict):
+        return ("?", "", str(entry), "", "")
+    masked = mask(entry, names)
+    meta = " · ".join(
+        f"{label} {masked[key]}"
+        for key, label in (("failed_at", "at"), ("worker_id", "worker"))
+        if masked.get(key)
+    )
+    return (
+        str(masked.get("attempt", "?")),
+        str(masked.get("error_type", "")),
+        str(masked.get("message", "")),
+        meta,
+        str(masked.get("traceback", "")).rstrip(),
+    )
+
+
+def status_badge(status: str) -> SafeString:
+    return format_html(
+        '<span class="soniq-status soniq-status-{}">{}</span>', status, status.replace("_", " ")
+    )

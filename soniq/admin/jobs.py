@@ -1,0 +1,224 @@
+"""Jobs in the admin: find one, read its arguments, result and every failed attempt, and retry
+or cancel it through soniq's own transitions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.views.decorators.http import require_POST
+
+from soniq.admin import display, known
+from soniq.admin.common import (
+    SoniqModelAdmin,
+    act_on,
+    choices_filter,
+    operator_backend,
+    report,
+    soniq_settings,
+)
+from soniq.core.operations import ActionResult
+from soniq.models import Job
+
+JOBS = ("job", "jobs")
+
+QueueFilter = choices_filter("queue", "queue", "queue", known.queue_names)
+TaskFilter = choices_filter("task", "task", "task_name", known.task_names)
+
+
+def uuid_or_none(term: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(term.strip())
+    except ValueError:
+        return None
+
+
+class JobDataMixin:
+    """The columns and detail fields jobs and dead letters share."""
+
+    def masked_names(self) -> tuple[str, ...]:
+        return soniq_settings().admin_masked_args
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, obj: Any) -> str:
+        return str(obj.id)[:8]
+
+    @admin.display(description="attempts")
+    def attempts_display(self, obj: Any) -> str:
+        return f"{obj.attempts}/{obj.max_attempts}"
+
+    @admin.display(description="args")
+    def args_preview(self, obj: Any) -> str:
+        return display.preview(display.mask(obj.args, self.masked_names()))
+
+    @admin.display(description="arguments")
+    def args_pretty(self, obj: Any) -> SafeString:
+        return display.pretty_json(display.mask(obj.args, self.masked_names()))
+
+    @admin.display(description="error history")
+    def error_history(self, obj: Any) -> SafeString:
+        return display.error_history(obj.errors, self.masked_names())
+
+    @admin.display(description="worker")
+    def worker_link(self, obj: Any) -> SafeString | str:
+        if obj.worker_id is None:
+            return "-"
+        url = reverse("admin:soniq_worker_change", args=[obj.worker_id])
+        return format_html('<a href="{}">{}</a>', url, str(obj.worker_id)[:8])
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        """An id finds its job through the primary key; any other text searches task names."""
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        job_id = uuid_or_none(term)
+        if job_id is not None:
+            return queryset.filter(pk=job_id), False
+        return queryset.filter(task_name__icontains=term), False
+
+
+@admin.register(Job)
+class JobAdmin(JobDataMixin, SoniqModelAdmin):
+    list_display = (
+        "short_id",
+        "task_name",
+        "status_display",
+        "queue",
+        "priority",
+        "attempts_display",
+        "scheduled_at",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "worker_link",
+        "args_preview",
+    )
+    list_display_links = ("short_id", "task_name")
+    list_filter = (
+        "status",
+        QueueFilter,
+        TaskFilter,
+        ("created_at", admin.DateFieldListFilter),
+        ("finished_at", admin.DateFieldListFilter),
+    )
+    search_fields = ("task_name",)  # shows the box; get_search_results decides
+    search_help_text = "A job id, or part of a task name."
+    actions = ("retry_now", "cancel")
+    change_list_template = "admin/soniq/job/change_list.html"
+    fieldsets = (
+        (None, {"fields": ("id", "task_name", "status_display", "queue", "priority")}),
+        (
+            "Timing",
+            {"fields": ("scheduled_at", "created_at", "started_at", "finished_at")},
+        ),
+        (
+            "Attempts",
+            {"fields": ("attempts_display", "worker_losses", "worker_link", "dedup_key")},
+        ),
+        ("Arguments and result", {"fields": ("args_pretty", "result_pretty")}),
+        ("Errors", {"fields": ("error_history",)}),
+    )
+    readonly_fields = (
+        "status_display",
+        "attempts_display",
+        "worker_link",
+        "args_pretty",
+        "result_pretty",
+        "error_history",
+    )
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: Job) -> SafeString:
+        return display.status_badge(obj.status)
+
+    @admin.display(description="result")
+    def result_pretty(self, obj: Job) -> SafeString | str:
+        if obj.result is None:
+            return "-"
+        return display.pretty_json(display.mask(obj.result, self.masked_names()))
+
+    # -- permissions ------------------------------------------------------------------------
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("soniq.retry_job")
+
+    def has_cancel_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("soniq.cancel_job")
+
+    # -- actions ----------------------------------------------------------------------------
+
+    @admin.action(description="Retry now (queued, cancelled)", permissions=["retry"])
+    def retry_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        report(request, self._apply(queryset, "retry"), "Retried", JOBS)
+
+    @admin.action(description="Cancel (queued only)", permissions=["cancel"])
+    def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        report(request, self._apply(queryset, "cancel"), "Cancelled", JOBS)
+
+    def _apply(self, queryset: QuerySet[Job], kind: str) -> ActionResult:
+        backend = operator_backend()
+        action = backend.retry_jobs_sync if kind == "retry" else backend.cancel_jobs_sync
+        return act_on(queryset, action)
+
+    # -- one job's buttons ------------------------------------------------------------------
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("dashboard/", wrap(self.dashboard), name="soniq_dashboard"),
+            path(
+                "<path:object_id>/retry/",
+                wrap(require_POST(self.retry_one)),
+                name="soniq_job_retry",
+            ),
+            path(
+                "<path:object_id>/cancel/",
+                wrap(require_POST(self.cancel_one)),
+                name="soniq_job_cancel",
+            ),
+            *super().get_urls(),
+        ]
+
+    def dashboard(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied("soniq.view_job is required")
+        from soniq.admin.dashboard import dashboard_view
+
+        return dashboard_view(request, self.admin_site)
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        extra = {"dashboard_url": reverse("admin:soniq_dashboard"), **(extra_context or {})}
+        return super().changelist_view(request, extra)
+
+    def retry_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        self.require(request, "retry_job")
+        job = get_object_or_404(self.get_queryset(request), pk=object_id)
+        report(request, operator_backend().retry_jobs_sync([str(job.pk)]), "Retried", JOBS)
+        return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[job.pk]))
+
+    def cancel_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        self.require(request, "cancel_job")
+        job = get_object_or_404(self.get_queryset(request), pk=object_id)
+        report(request, operator_backend().cancel_jobs_sync([str(job.pk)]), "Cancelled", JOBS)
+        return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[job.pk]))
+
+    def row_buttons(self, request: HttpRequest, obj: Job) -> list[dict[str, str]]:
+        buttons = []
+        if obj.status in ("queued", "cancelled") and self.has_retry_permission(request):
+            label = "Run now" if obj.status == "queued" else "Requeue"
+            buttons.append({"url": reverse("admin:soniq_job_retry", args=[obj.pk]), "label": label})
+        if obj.status == "queued" and self.has_cancel_permission(request):
+            buttons.append(
+                {"url": reverse("admin:soniq_job_cancel", args=[obj.pk]), "label": "Cancel"}
+            )
+        return buttons
