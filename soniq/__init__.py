@@ -24,6 +24,7 @@ from soniq.core.errors import (
     SoniqWarning,
     TransactionWarning,
 )
+from soniq.core.operations import ActionResult
 from soniq.core.periodic import Schedule, ScheduleDefinition
 from soniq.core.records import JobInfo
 from soniq.core.registry import JobRegistry
@@ -34,6 +35,7 @@ from soniq.job_function import ConfiguredJob, JobFunction
 from soniq.schedules import cron, daily, every, monthly, weekly
 
 __all__ = [
+    "ActionResult",
     "ArgumentsNotSerializableError",
     "ArgumentsTooLargeError",
     "ConfigurationError",

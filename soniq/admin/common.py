@@ -9,6 +9,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
@@ -38,7 +39,7 @@ def operator_backend() -> DjangoBackend:
     return DjangoBackend(soniq_settings().database)
 
 
-class CappedCountPaginator(Paginator):
+class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
     """Counts at most :data:`COUNT_LIMIT` + 1 rows (a LIMIT inside the COUNT), so a page of a
     million-row table never counts them all; pages past the limit are reached by filtering."""
 
@@ -201,7 +202,7 @@ def confirm(
         "button": button,
         "action": action,
         "opts": opts,
-        "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+        "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
         "select_across": request.POST.get("select_across", "0"),
         "action_index": request.POST.get("index", "0"),
         "form_url": "",

@@ -19,6 +19,7 @@ from soniq.admin import display
 from soniq.admin.common import (
     SoniqModelAdmin,
     act_on,
+    choices_filter,
     confirm,
     operator_backend,
     report,
@@ -27,6 +28,10 @@ from soniq.admin.jobs import JobDataMixin, QueueFilter, TaskFilter
 from soniq.models import DeadLetterJob
 
 DEAD_LETTERS = ("dead letter", "dead letters")
+# The reasons soniq writes (the worker's "max_attempts", recovery's "worker_lost"): a fixed
+# list instead of Django's SELECT DISTINCT over the whole table on every page load.
+REASONS = ("max_attempts", "worker_lost")
+ReasonFilter = choices_filter("reason", "reason", "reason", lambda: REASONS)
 
 
 @admin.register(DeadLetterJob)
@@ -48,7 +53,7 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
     )
     list_display_links = ("short_id", "task_name")
     list_filter = (
-        "reason",
+        ReasonFilter,
         QueueFilter,
         TaskFilter,
         ("dead_lettered_at", admin.DateFieldListFilter),

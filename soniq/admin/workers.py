@@ -69,11 +69,11 @@ class WorkerAdmin(SoniqModelAdmin):
             .annotate(n=Count("id"))
             .values("n")
         )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(running=Subquery(running, output_field=IntegerField()))
+        queryset: QuerySet[Any] = super().get_queryset(request)
+        annotated: QuerySet[Any] = queryset.annotate(
+            running=Subquery(running, output_field=IntegerField())
         )
+        return annotated
 
     @admin.display(description="worker", ordering="hostname")
     def label(self, obj: Worker) -> str:

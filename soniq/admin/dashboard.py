@@ -1,0 +1,499 @@
+"""The operator dashboard in the admin: jobs per queue and status, dead letters, the oldest due
+job per queue, the workers, and charts of completed and failed jobs.
+
+:func:`collect` reads everything in a fixed, small number of aggregate queries (seven), each
+on an index or a small table; :func:`dashboard_view` renders it. The view does not check
+permissions: the admin site wraps it (``admin_view`` and the ``soniq.view_job`` permission).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+from uuid import UUID
+
+from django.conf import settings
+from django.db.models import BooleanField, Count, Min, Q, QuerySet
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import TruncMinute
+from django.template.response import TemplateResponse
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.safestring import SafeString
+
+from soniq.admin.charts import Series, bar_chart
+from soniq.core.settings import build_settings
+from soniq.core.status import JobStatus
+from soniq.models import FINISHED_STATUSES, DeadLetterJob, Job, Worker
+
+if TYPE_CHECKING:
+    from django.contrib.admin import AdminSite
+    from django.http import HttpRequest
+
+TEMPLATE = "admin/soniq/dashboard.html"
+TITLE = "Soniq dashboard"
+# Column order of the jobs table: the states a soniq_jobs row can hold.
+JOB_STATUSES: tuple[str, ...] = tuple(
+    status.value for status in JobStatus if status is not JobStatus.DEAD_LETTER
+)
+MINUTE_BUCKETS = 60
+HOUR_BUCKETS = 24
+# Workers listed by name (the counts cover them all).
+WORKER_LIST_LIMIT = 50
+REFRESH_MIN, REFRESH_MAX = 5, 3600
+LIVE_WORKER_STATUSES = ("running", "stopping")
+
+COMPLETED_COLOR = "#417690"
+FAILED_COLOR = "#ba2121"
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """Jobs completed and failed in ``[start, start + width)``."""
+
+    start: datetime
+    completed: int = 0
+    failed: int = 0
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A running or stopping worker. ``state``: ``online`` (running, heartbeat within the
+    timeout), ``stopping`` (likewise, shutting down) or ``stale`` (heartbeat too old: presumed
+    dead, not yet marked so)."""
+
+    id: UUID
+    hostname: str
+    pid: int
+    status: str
+    queues: list[str] | None
+    concurrency: int
+    started_at: datetime
+    last_heartbeat_at: datetime
+    heartbeat_age: timedelta
+    state: str
+
+    @property
+    def online(self) -> bool:
+        return self.state == "online"
+
+
+@dataclass(frozen=True)
+class DashboardData:
+    """What the dashboard shows, read at ``now``.
+
+    ``counts`` maps ``(queue, status)`` to the number of ``soniq_jobs`` rows (absent: zero);
+    ``oldest_due`` maps a queue to the ``scheduled_at`` of its oldest due queued job.
+    ``per_minute`` and ``per_hour`` end with the bucket holding ``now``.
+    """
+
+    alias: str
+    now: datetime
+    heartbeat_timeout: float
+    counts: dict[tuple[str, str], int]
+    dead_letters: dict[str, int]
+    oldest_due: dict[str, datetime]
+    workers_online: int
+    workers_stale: int
+    workers_stopping: int
+    workers: list[WorkerInfo]
+    per_minute: list[Bucket]
+    per_hour: list[Bucket]
+    statuses: tuple[str, ...] = field(default=JOB_STATUSES)
+
+    @property
+    def queues(self) -> list[str]:
+        """Every queue with a job, a dead letter or a due job, sorted."""
+        names = {queue for queue, _ in self.counts} | set(self.dead_letters) | set(self.oldest_due)
+        return sorted(names)
+
+    def count(self, queue: str, status: str) -> int:
+        return self.counts.get((queue, status), 0)
+
+    def queue_total(self, queue: str) -> int:
+        return sum(n for (name, _), n in self.counts.items() if name == queue)
+
+    @property
+    def status_totals(self) -> dict[str, int]:
+        totals = dict.fromkeys(self.statuses, 0)
+        for (_, status), n in self.counts.items():
+            totals[status] = totals.get(status, 0) + n
+        return totals
+
+    @property
+    def total_jobs(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def total_dead_letters(self) -> int:
+        return sum(self.dead_letters.values())
+
+    def oldest_due_age(self, queue: str) -> timedelta | None:
+        oldest = self.oldest_due.get(queue)
+        return None if oldest is None else max(self.now - oldest, timedelta(0))
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if timezone.is_naive(value) else value.astimezone(UTC)
+
+
+def _minute_floor(value: datetime) -> datetime:
+    return _utc(value).replace(second=0, microsecond=0)
+
+
+def _per_minute_counts(rows: Iterable[dict[str, Any]]) -> dict[datetime, int]:
+    return {_utc(row["minute"]): row["n"] for row in rows}
+
+
+def window(now: datetime) -> tuple[datetime, datetime, datetime]:
+    """``(hour_start, minute_start, end)`` of the charts at ``now`` (UTC): the per-hour chart
+    covers ``[hour_start, end)``, the per-minute one ``[minute_start, end)``, ``end`` being
+    the end of the minute holding ``now``."""
+    minute = _minute_floor(now)
+    hour = minute.replace(minute=0)
+    return (
+        hour - timedelta(hours=HOUR_BUCKETS - 1),
+        minute - timedelta(minutes=MINUTE_BUCKETS - 1),
+        minute + timedelta(minutes=1),
+    )
+
+
+def job_counts_query(alias: str) -> QuerySet[Any, Any]:
+    """``(queue, status, n)`` rows: one GROUP BY over ``soniq_jobs``."""
+    return (
+        Job.objects.using(alias)
+        .order_by()
+        .values("queue", "status")
+        .annotate(n=Count("id"))
+        .values_list("queue", "status", "n")
+    )
+
+
+def dead_letter_counts_query(alias: str) -> QuerySet[Any, Any]:
+    return (
+        DeadLetterJob.objects.using(alias)
+        .order_by()
+        .values("queue")
+        .annotate(n=Count("id"))
+        .values_list("queue", "n")
+    )
+
+
+def oldest_due_query(alias: str, now: datetime) -> QuerySet[Any, Any]:
+    """``(queue, MIN(scheduled_at))`` of due queued jobs. ``status = 'queued'`` lets the
+    database read the claim index (partial on queued rows) and never the finished rows."""
+    return (
+        Job.objects.using(alias)
+        .filter(status=JobStatus.QUEUED.value, scheduled_at__lte=now)
+        .order_by()
+        .values("queue")
+        .annotate(oldest=Min("scheduled_at"))
+        .values_list("queue", "oldest")
+    )
+
+
+def _finished_rows() -> RawSQL:
+    """``status IN ('done', 'cancelled')``, the condition of the partial index on
+    ``finished_at``, written with literals. SQLite uses a partial index only when the query
+    repeats its condition term for term, and a bound parameter in an ``IN`` list never
+    matches (PostgreSQL would infer it from ``status = 'done'`` alone). The values are
+    constants of ours, not input."""
+    values = ", ".join("'{}'".format(value.replace("'", "''")) for value in FINISHED_STATUSES)
+    return RawSQL(f'"{Job._meta.db_table}"."status" IN ({values})', [], BooleanField())
+
+
+def completed_per_minute_query(alias: str, start: datetime, end: datetime) -> QuerySet[Any, Any]:
+    """Done jobs per minute of ``finished_at`` in ``[start, end)``: a range of the finished
+    index (partial on finished rows, see :func:`_finished_rows`)."""
+    return (
+        Job.objects.using(alias)
+        .filter(_finished_rows())
+        .filter(status=JobStatus.DONE.value, finished_at__gte=start, finished_at__lt=end)
+        .order_by()
+        .annotate(minute=TruncMinute("finished_at", tzinfo=UTC))
+        .values("minute")
+        .annotate(n=Count("id"))
+        .values("minute", "n")
+    )
+
+
+def failed_per_minute_query(alias: str, start: datetime, end: datetime) -> QuerySet[Any, Any]:
+    """Dead letters per minute of ``dead_lettered_at`` in ``[start, end)`` (its index)."""
+    return (
+        DeadLetterJob.objects.using(alias)
+        .filter(dead_lettered_at__gte=start, dead_lettered_at__lt=end)
+        .order_by()
+        .annotate(minute=TruncMinute("dead_lettered_at", tzinfo=UTC))
+        .values("minute")
+        .annotate(n=Count("id"))
+        .values("minute", "n")
+    )
+
+
+def _buckets(
+    start: datetime,
+    width: timedelta,
+    count: int,
+    completed: dict[datetime, int],
+    failed: dict[datetime, int],
+) -> list[Bucket]:
+    """``count`` buckets from ``start``, summing the per-minute counts falling in each."""
+    done = [0] * count
+    dead = [0] * count
+    for totals, source in ((done, completed), (dead, failed)):
+        for minute, n in source.items():
+            index = int((minute - start) // width)
+            if 0 <= index < count:
+                totals[index] += n
+    return [Bucket(start + i * width, done[i], dead[i]) for i in range(count)]
+
+
+def _worker_state(status: str, fresh: bool) -> str:
+    if not fresh:
+        return "stale"
+    return "online" if status == "running" else status
+
+
+def collect(alias: str, now: datetime, heartbeat_timeout: float) -> DashboardData:
+    """Read the dashboard from database ``alias`` at ``now``, in seven queries.
+
+    - jobs per ``(queue, status)``: one ``GROUP BY`` over ``soniq_jobs``;
+    - dead letters per queue: one ``GROUP BY`` over ``soniq_dead_letter_jobs``;
+    - the oldest due job per queue: ``MIN(scheduled_at)`` of queued jobs with ``scheduled_at
+      <= now``, grouped by queue (the partial claim index; finished rows are not read);
+    - workers: counts of those online (``running``, last heartbeat within
+      ``heartbeat_timeout`` seconds), ``stopping`` and stale (``running`` or ``stopping``
+      with an older heartbeat: dead, not yet noticed), plus up to ``WORKER_LIST_LIMIT`` of
+      them, freshest heartbeat first;
+    - per-minute counts over the last 24 hours (one query for completed, one for failed),
+      added up in Python into the 60 minute buckets and the 24 hour buckets (UTC).
+
+    *Completed* is jobs with status ``done``, by ``finished_at``. *Failed* is jobs moved to
+    the dead letters, by ``dead_lettered_at``: a failed attempt that will be retried is not
+    counted (the job is still queued; its errors are in ``soniq_jobs.errors``), nor is a
+    cancelled job. Both read only the time range drawn, through an index.
+    """
+    now = _utc(now)
+    hour_start, minute_start, end = window(now)
+
+    counts = {(queue, status): n for queue, status, n in job_counts_query(alias)}
+    dead_letters = dict(dead_letter_counts_query(alias))
+    oldest_due = {queue: _utc(oldest) for queue, oldest in oldest_due_query(alias, now)}
+
+    cutoff = now - timedelta(seconds=heartbeat_timeout)
+    live = Worker.objects.using(alias).filter(status__in=LIVE_WORKER_STATUSES).order_by()
+    fresh = Q(last_heartbeat_at__gte=cutoff)
+    worker_counts = live.aggregate(
+        online=Count("id", filter=Q(status="running") & fresh),
+        stopping=Count("id", filter=Q(status="stopping") & fresh),
+        stale=Count("id", filter=~fresh),
+    )
+    workers = [
+        WorkerInfo(
+            id=worker.id,
+            hostname=worker.hostname,
+            pid=worker.pid,
+            status=worker.status,
+            queues=worker.queues,
+            concurrency=worker.concurrency,
+            started_at=_utc(worker.started_at),
+            last_heartbeat_at=_utc(worker.last_heartbeat_at),
+            heartbeat_age=max(now - _utc(worker.last_heartbeat_at), timedelta(0)),
+            state=_worker_state(worker.status, worker.last_heartbeat_at >= cutoff),
+        )
+        for worker in live.order_by("-last_heartbeat_at", "hostname", "pid")[:WORKER_LIST_LIMIT]
+    ]
+
+    completed = _per_minute_counts(completed_per_minute_query(alias, hour_start, end))
+    failed = _per_minute_counts(failed_per_minute_query(alias, hour_start, end))
+
+    return DashboardData(
+        alias=alias,
+        now=now,
+        heartbeat_timeout=heartbeat_timeout,
+        counts=counts,
+        dead_letters=dead_letters,
+        oldest_due=oldest_due,
+        workers_online=worker_counts["online"],
+        workers_stale=worker_counts["stale"],
+        workers_stopping=worker_counts["stopping"],
+        workers=workers,
+        per_minute=_buckets(minute_start, timedelta(minutes=1), MINUTE_BUCKETS, completed, failed),
+        per_hour=_buckets(hour_start, timedelta(hours=1), HOUR_BUCKETS, completed, failed),
+    )
+
+
+# -- presentation -----------------------------------------------------------------------------
+
+
+def format_age(age: timedelta | None) -> str:
+    """``"45 s"``, ``"3 min 12 s"``, ``"2 h 5 min"``, ``"3 d 4 h"``; ``"-"`` for ``None``."""
+    if age is None:
+        return "-"
+    seconds = max(int(age.total_seconds()), 0)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {seconds} s"
+    return f"{seconds} s"
+
+
+def _local(value: datetime) -> datetime:
+    return timezone.localtime(value) if settings.USE_TZ else value
+
+
+def _zone_name(value: datetime) -> str:
+    return _local(value).tzname() or "UTC"
+
+
+def minute_chart(data: DashboardData) -> SafeString:
+    buckets = data.per_minute
+    zone = _zone_name(data.now)
+    starts = [_local(bucket.start) for bucket in buckets]
+    return bar_chart(
+        f"Jobs per minute, last hour ({zone})",
+        [f"{start:%H:%M} {zone}" for start in starts],
+        _series(buckets),
+        tick_labels=[f"{start:%H:%M}" if start.minute % 10 == 0 else "" for start in starts],
+        chart_id="chart-minute",
+        description=_description(buckets, "minute", f"{starts[0]:%H:%M}", f"{starts[-1]:%H:%M}"),
+    )
+
+
+def hour_chart(data: DashboardData) -> SafeString:
+    buckets = data.per_hour
+    zone = _zone_name(data.now)
+    starts = [_local(bucket.start) for bucket in buckets]
+    return bar_chart(
+        f"Jobs per hour, last day ({zone})",
+        [f"{start:%Y-%m-%d %H:%M} {zone}" for start in starts],
+        _series(buckets),
+        tick_labels=[f"{start:%H:%M}" if start.hour % 3 == 0 else "" for start in starts],
+        chart_id="chart-hour",
+        description=_description(buckets, "hour", f"{starts[0]:%H:%M}", f"{starts[-1]:%H:%M}"),
+    )
+
+
+def _series(buckets: list[Bucket]) -> list[Series]:
+    return [
+        Series("Completed", [b.completed for b in buckets], COMPLETED_COLOR, "completed"),
+        Series("Failed", [b.failed for b in buckets], FAILED_COLOR, "failed"),
+    ]
+
+
+def _description(buckets: list[Bucket], unit: str, first: str, last: str) -> str:
+    completed = sum(b.completed for b in buckets)
+    failed = sum(b.failed for b in buckets)
+    return (
+        f"Stacked bars, one per {unit} from {first} to {last}: {completed:,} jobs completed "
+        f"and {failed:,} failed (moved to the dead letters) in total."
+    )
+
+
+def _admin_url(name: str, admin_site: AdminSite) -> str:
+    """The URL of an admin page, or ``""`` while that page is not registered."""
+    try:
+        return reverse(f"{admin_site.name}:{name}", current_app=admin_site.name)
+    except NoReverseMatch:
+        return ""
+
+
+def _app_url(admin_site: AdminSite) -> str:
+    try:
+        return reverse(
+            f"{admin_site.name}:app_list",
+            kwargs={"app_label": "soniq"},
+            current_app=admin_site.name,
+        )
+    except NoReverseMatch:
+        return ""
+
+
+def refresh_seconds(raw: str | None) -> int | None:
+    """``?refresh=N``: seconds between reloads, ``REFRESH_MIN`` to ``REFRESH_MAX``; anything
+    else means no automatic reload."""
+    if raw is None or not re.fullmatch(r"[0-9]{1,6}", raw.strip()):
+        return None
+    seconds = int(raw)
+    return seconds if REFRESH_MIN <= seconds <= REFRESH_MAX else None
+
+
+def table_context(data: DashboardData, admin_site: AdminSite) -> dict[str, Any]:
+    """The rows of the dashboard's tables, links precomputed (``""``: no link)."""
+    jobs_url = _admin_url("soniq_job_changelist", admin_site)
+    dead_url = _admin_url("soniq_deadletterjob_changelist", admin_site)
+
+    def job_link(**query: str) -> str:
+        return f"{jobs_url}?{urlencode(query)}" if jobs_url and query else jobs_url
+
+    def dead_link(**query: str) -> str:
+        return f"{dead_url}?{urlencode(query)}" if dead_url and query else dead_url
+
+    queue_rows = []
+    for queue in data.queues:
+        queue_rows.append(
+            {
+                "queue": queue,
+                "href": job_link(queue=queue),
+                "cells": [
+                    {
+                        "count": data.count(queue, status),
+                        "href": job_link(queue=queue, status=status),
+                    }
+                    for status in data.statuses
+                ],
+                "total": data.queue_total(queue),
+                "dead_letters": data.dead_letters.get(queue, 0),
+                "dead_href": dead_link(queue=queue),
+                "oldest_due_at": data.oldest_due.get(queue),
+                "oldest_due_age": format_age(data.oldest_due_age(queue)),
+                "due_href": job_link(queue=queue, status=JobStatus.QUEUED.value),
+            }
+        )
+    totals = data.status_totals
+    return {
+        "queue_rows": queue_rows,
+        "status_columns": [
+            {"status": status, "total": totals.get(status, 0), "href": job_link(status=status)}
+            for status in data.statuses
+        ],
+        "jobs_url": jobs_url,
+        "dead_letters_url": dead_url,
+        "workers_url": _admin_url("soniq_worker_changelist", admin_site),
+        "worker_rows": [
+            {"worker": worker, "heartbeat_age": format_age(worker.heartbeat_age)}
+            for worker in data.workers
+        ],
+        "workers_listed_all": (
+            len(data.workers) == data.workers_online + data.workers_stale + data.workers_stopping
+        ),
+    }
+
+
+def dashboard_view(request: HttpRequest, admin_site: AdminSite) -> TemplateResponse:
+    """The dashboard page. The caller checks permissions (``admin_site.admin_view`` and
+    ``soniq.view_job``); the database is ``SONIQ["DATABASE"]``."""
+    soniq_settings = build_settings(django_values=getattr(settings, "SONIQ", None))
+    data = collect(soniq_settings.database, timezone.now(), soniq_settings.heartbeat_timeout)
+    request.current_app = admin_site.name
+    context: dict[str, Any] = {
+        **admin_site.each_context(request),
+        "title": TITLE,
+        "data": data,
+        "refresh": refresh_seconds(request.GET.get("refresh")),
+        "chart_minute": minute_chart(data),
+        "chart_hour": hour_chart(data),
+        "app_url": _app_url(admin_site),
+        "app_label": "soniq",
+        **table_context(data, admin_site),
+    }
+    return TemplateResponse(request, TEMPLATE, context)
