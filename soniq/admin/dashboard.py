@@ -433,6 +433,10 @@ def table_context(data: DashboardData, admin_site: AdminSite) -> dict[str, Any]:
     dead_url = _admin_url("soniq_deadletterjob_changelist", admin_site)
 
     def job_link(**query: str) -> str:
+        # The job list's status filter is Django's field filter, whose parameter is
+        # status__exact: with it the sidebar shows the chosen status.
+        if "status" in query:
+            query["status__exact"] = query.pop("status")
         return f"{jobs_url}?{urlencode(query)}" if jobs_url and query else jobs_url
 
     def dead_link(**query: str) -> str:
