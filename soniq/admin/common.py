@@ -205,7 +205,8 @@ def confirm(
         "selected": request.POST.getlist(ACTION_CHECKBOX_NAME),
         "select_across": request.POST.get("select_across", "0"),
         "action_index": request.POST.get("index", "0"),
-        "form_url": "",
+        # The action was posted to the change list, filters in the query string: back there.
+        "back": request.get_full_path(),
     }
     return TemplateResponse(request, "admin/soniq/confirm_action.html", context)
 

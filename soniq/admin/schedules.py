@@ -238,5 +238,3 @@ class ScheduleAdmin(SoniqModelAdmin):
                 }
             )
         return buttons
-
-

@@ -94,7 +94,9 @@ class WorkerAdmin(SoniqModelAdmin):
         if not count:
             return 0
         url = reverse("admin:soniq_job_changelist")
-        return format_html('<a href="{}?worker_id={}&status__exact=processing">{}</a>', url, obj.id, count)
+        return format_html(
+            '<a href="{}?worker_id={}&status__exact=processing">{}</a>', url, obj.id, count
+        )
 
     @admin.display(description="queues")
     def queues_display(self, obj: Worker) -> str:
