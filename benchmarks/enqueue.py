@@ -120,11 +120,20 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--million", action="store_true", help="also EXPLAIN the claim at 1M rows")
+    parser.add_argument(
+        "--drop-index",
+        action="append",
+        default=[],
+        help="drop this index after migrating (to measure what an index costs each enqueue)",
+    )
     options = parser.parse_args()
     url = _scratch.database_url(options.url, "soniq_bench")
     _scratch.recreate(options.url, "soniq_bench")
     try:
         _scratch.setup_django(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            for index in options.drop_index:
+                conn.execute(f'DROP INDEX "{index}"')
         asyncio.run(_psycopg_runs(url, options.jobs))
         _truncate(url)
         _django_runs(url, options.jobs)

@@ -23,10 +23,16 @@ move time instead of sleeping. It should return aware datetimes (naive ones are 
 
 In-process wake-up: ``on_insert`` is a list of callables taking a queue name. After each insert
 that stored at least one job, each callback is called once per distinct queue of the stored jobs
-(not for a deduplicated enqueue that returned an existing id), like PostgreSQL's NOTIFY. They run
-synchronously in the inserting thread, after the lock is released; an exception in one is logged
-and does not fail the insert. A callback that wakes an asyncio worker from another thread must
-hop onto its loop (``loop.call_soon_threadsafe(event.set)``).
+(not for a deduplicated enqueue that returned an existing id), like PostgreSQL's NOTIFY; and
+likewise after each batch of an operator action that put jobs back in the queue (a retry, a
+requeued dead letter). They run synchronously in the calling thread, after the lock is
+released; an exception in one is logged and fails neither the insert nor the action. A callback
+that wakes an asyncio worker from another thread must hop onto its loop
+(``loop.call_soon_threadsafe(event.set)``).
+
+Operator actions (retry, cancel, requeue and delete by id) follow the SQL statements of
+``soniq/backends/postgres/operator_statements.py``: one lock hold per batch of ids (a
+transaction there), and every id left alone explained from its state after the batch.
 
 ``close()`` keeps the data: a worker run by ``Soniq.run_worker`` closes its backend when it
 returns, and with this backend that is the application's own instance. ``clear()`` empties it.
@@ -40,13 +46,16 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from soniq.backends.base import WorkerSessionProtocol
+from soniq.backends.operator_plans import Explain, batches
+from soniq.core import operations
 from soniq.core.errors import ConfigurationError, InvalidConnectionError
+from soniq.core.operations import ActionResult, JobState
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
 from soniq.core.status import JobStatus
 
@@ -215,6 +224,8 @@ class MemoryBackend:
         return _as_utc(self.clock())
 
     def _set_status(self, job: _Job, status: JobStatus) -> None:
+        """The status, with the claim set and the dedup key's holder kept in step (callers
+        check that the key is free before making a job live again)."""
         job.status = status
         if status is JobStatus.QUEUED:
             self._queued.add(job.id)
@@ -222,6 +233,8 @@ class MemoryBackend:
             self._queued.discard(job.id)
         if status not in JobStatus.active():
             self._release_key(job)
+        elif job.dedup_key is not None:
+            self._holders[(job.task_name, job.dedup_key)] = job.id
 
     def _release_key(self, job: _Job) -> None:
         if job.dedup_key is not None:
@@ -243,6 +256,12 @@ class MemoryBackend:
             del self._holders[(task_name, dedup_key)]
             return None
         return holder
+
+    def _key_taken(self, job: _Job) -> bool:
+        """Another queued or processing job holds ``job``'s dedup key."""
+        if job.dedup_key is None:
+            return False
+        return self._live_holder(job.task_name, job.dedup_key) not in (None, job.id)
 
     def _fenced(self, worker_id: str, job_id: str, attempt: int) -> _Job | None:
         """The job, if it is still ``processing`` for this worker and this attempt."""
@@ -292,16 +311,21 @@ class MemoryBackend:
                 ids.append(self._store(new, now))
                 woken[new.queue] = None
             callbacks = list(self.on_insert) if woken else []
-        for queue in woken:
+        self._announce(woken, callbacks)
+        return ids
+
+    async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
+        return self.insert_jobs_sync(jobs, connection=connection)
+
+    @staticmethod
+    def _announce(queues: Iterable[str], callbacks: Sequence[InsertCallback]) -> None:
+        """Call the ``on_insert`` callbacks (copied under the lock) once per queue."""
+        for queue in queues:
             for callback in callbacks:
                 try:
                     callback(queue)
                 except Exception:
                     logger.exception("on_insert callback %r failed", callback)
-        return ids
-
-    async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
-        return self.insert_jobs_sync(jobs, connection=connection)
 
     def _check_new_ids(self, jobs: Sequence[NewJob]) -> None:
         """Refuse the whole batch before storing any of it if an id is taken (the primary key)."""
@@ -330,9 +354,7 @@ class MemoryBackend:
             dedup_key=new.dedup_key,
         )
         self._jobs[job.id] = job
-        self._queued.add(job.id)
-        if new.dedup_key is not None:
-            self._holders[(new.task_name, new.dedup_key)] = job.id
+        self._set_status(job, JobStatus.QUEUED)
         return job.id
 
     def get_job_sync(self, job_id: str) -> JobInfo | None:
@@ -621,3 +643,131 @@ class MemoryBackend:
             for worker_id in gone:
                 del self._workers[worker_id]
         return len(finished)
+
+    # -- OperatorBackend --------------------------------------------------------------------
+
+    def _make_due(self, job_id: str, now: datetime) -> _Job | None:
+        """Retry's first step: a queued job becomes due now, a cancelled one goes back to the
+        queue unless another live job holds its dedup key."""
+        job = self._jobs.get(job_id)
+        if job is None or job.status not in (JobStatus.QUEUED, JobStatus.CANCELLED):
+            return None
+        if job.status is JobStatus.CANCELLED and self._key_taken(job):
+            return None
+        self._set_status(job, JobStatus.QUEUED)
+        job.scheduled_at = now
+        job.finished_at = None
+        return job
+
+    def _cancel(self, job_id: str, now: datetime) -> _Job | None:
+        job = self._jobs.get(job_id)
+        if job is None or job.status is not JobStatus.QUEUED:
+            return None
+        self._set_status(job, JobStatus.CANCELLED)
+        job.finished_at = now
+        return job
+
+    def _requeue(self, job_id: str, now: datetime) -> _Job | None:
+        """A dead letter back in the jobs, the same id: its error history kept, its attempts
+        and worker losses reset, due now. Left alone while a live job holds its dedup key."""
+        dead = self._dead.get(job_id)
+        if dead is None or self._key_taken(dead.job):
+            return None
+        del self._dead[job_id]
+        job = dataclasses.replace(
+            dead.job,
+            attempts=0,
+            scheduled_at=now,
+            started_at=None,
+            finished_at=None,
+            worker_id=None,
+            result_json=None,
+            errors=list(dead.job.errors),
+            worker_losses=0,
+        )
+        self._jobs[job.id] = job
+        self._set_status(job, JobStatus.QUEUED)
+        return job
+
+    def _forget(self, job_id: str, now: datetime) -> _Job | None:
+        dead = self._dead.pop(job_id, None)
+        return None if dead is None else dead.job
+
+    def _state(self, job_id: str) -> JobState | None:
+        """What ``job_states`` reads to explain a refusal."""
+        job = self._jobs.get(job_id)
+        if job is not None:
+            worker = self._workers.get(job.worker_id) if job.worker_id is not None else None
+            return JobState(
+                job.id,
+                job.status.value,
+                None if worker is None else worker.status,
+                None if worker is None else f"{worker.info.hostname}:{worker.info.pid}",
+                job.status is JobStatus.CANCELLED and self._key_taken(job),
+            )
+        dead = self._dead.get(job_id)
+        if dead is None:
+            return None
+        return JobState(job_id, JobStatus.DEAD_LETTER.value, None, None, self._key_taken(dead.job))
+
+    def _act(
+        self,
+        job_ids: Sequence[str],
+        steps: Sequence[Callable[[str, datetime], _Job | None]],
+        explain: Explain,
+        wakes: bool,
+    ) -> ActionResult:
+        """Each step over the ids the earlier ones left (as the SQL plans run one statement
+        after another), one lock hold per batch; then the ids left alone, explained. Within a
+        step, ids go in sorted order: of two jobs with the same dedup key, the smaller id is
+        the one made live, as in SQL."""
+        result = ActionResult()
+        for batch in batches([_canonical(job_id) for job_id in job_ids]):
+            with self._lock:
+                now = self._now()
+                applied: dict[str, str] = {}  # id -> queue
+                for step in steps:
+                    for job_id in sorted(set(batch) - applied.keys()):
+                        job = step(job_id, now)
+                        if job is not None:
+                            applied[job.id] = job.queue
+                refused = {
+                    job_id: explain(self._state(job_id))
+                    for job_id in batch
+                    if job_id not in applied
+                }
+                queues = frozenset(applied.values()) if wakes else frozenset()
+                callbacks = list(self.on_insert) if queues else []
+            self._announce(sorted(queues), callbacks)
+            result = result.merge(ActionResult(tuple(applied), refused, queues))
+        return result
+
+    def retry_jobs_sync(self, job_ids: Sequence[str]) -> ActionResult:
+        """Run now: queued jobs become due, cancelled jobs and dead letters go back to the
+        queue; running and done jobs are refused."""
+        return self._act(
+            job_ids, (self._make_due, self._requeue), operations.why_not_retried, wakes=True
+        )
+
+    async def retry_jobs(self, job_ids: Sequence[str]) -> ActionResult:
+        return self.retry_jobs_sync(job_ids)
+
+    def cancel_jobs_sync(self, job_ids: Sequence[str]) -> ActionResult:
+        """Queued jobs become cancelled."""
+        return self._act(job_ids, (self._cancel,), operations.why_not_cancelled, wakes=False)
+
+    async def cancel_jobs(self, job_ids: Sequence[str]) -> ActionResult:
+        return self.cancel_jobs_sync(job_ids)
+
+    def requeue_dead_letters_sync(self, job_ids: Sequence[str]) -> ActionResult:
+        """Dead letters back to the queue (see ``_requeue``)."""
+        return self._act(job_ids, (self._requeue,), operations.why_not_requeued, wakes=True)
+
+    async def requeue_dead_letters(self, job_ids: Sequence[str]) -> ActionResult:
+        return self.requeue_dead_letters_sync(job_ids)
+
+    def delete_dead_letters_sync(self, job_ids: Sequence[str]) -> ActionResult:
+        return self._act(job_ids, (self._forget,), operations.why_not_deleted, wakes=False)
+
+    async def delete_dead_letters(self, job_ids: Sequence[str]) -> ActionResult:
+        return self.delete_dead_letters_sync(job_ids)

@@ -85,8 +85,10 @@ def retry_jobs(dialect: Dialect, job_ids: Sequence[str]) -> Plan[ActionResult]:
 Action = Callable[[Dialect, Sequence[str]], Plan[ActionResult]]
 
 
-def batches(job_ids: Sequence[str], size: int = operations.BATCH_SIZE) -> list[list[str]]:
-    """Ids in transaction-sized groups, duplicates dropped (order kept)."""
+def batches(job_ids: Sequence[str], size: int | None = None) -> list[list[str]]:
+    """Ids in transaction-sized groups (``operations.BATCH_SIZE`` unless ``size``, read at
+    each call), duplicates dropped (order kept)."""
+    size = operations.BATCH_SIZE if size is None else size
     unique = list(dict.fromkeys(job_ids))
     return [unique[start : start + size] for start in range(0, len(unique), size)]
 

@@ -45,6 +45,12 @@ class ActionResult:
 
 
 NOT_FOUND = "no such job (it was pruned, deleted or never existed)"
+
+
+def _state(status: str) -> str:
+    return "a dead letter" if status == "dead_letter" else status
+
+
 KEY_TAKEN = "another queued or running job holds its dedup key"
 
 
@@ -62,7 +68,7 @@ def why_not_retried(state: JobState | None) -> str:
         return "it already finished successfully"
     if state.key_taken:
         return KEY_TAKEN
-    return f"it is {state.status.replace('_', ' ')} and changed while the action ran"
+    return f"it is {_state(state.status)} and changed while the action ran"
 
 
 def why_not_cancelled(state: JobState | None) -> str:
@@ -73,7 +79,7 @@ def why_not_cancelled(state: JobState | None) -> str:
             f"it is already running (on worker {state.worker_label or '(gone)'}); "
             "only queued jobs can be cancelled"
         )
-    return f"it is {state.status.replace('_', ' ')}; only queued jobs can be cancelled"
+    return f"it is {_state(state.status)}; only queued jobs can be cancelled"
 
 
 def why_not_requeued(state: JobState | None) -> str:

@@ -22,6 +22,20 @@ _KEY_FREE = """(
     )
 )"""
 
+# Of several rows of the batch with the same key (a unique job cancelled, enqueued and cancelled
+# again; or dead-lettered twice), only the smallest id goes back: made live together, they would
+# break that index too, and fail the whole batch. The others are then explained (key taken).
+_FIRST_OF_KEY = """NOT EXISTS (
+    SELECT 1 FROM {table} AS twin
+    WHERE twin.id = ANY(%s::uuid[]) AND twin.id < {row}.id{also}
+      AND twin.task_name = {row}.task_name AND twin.dedup_key = {row}.dedup_key
+)"""
+
+_FIRST_CANCELLED = _FIRST_OF_KEY.format(
+    table="soniq_jobs", row="job", also=" AND twin.status = 'cancelled'"
+)
+_FIRST_DEAD = _FIRST_OF_KEY.format(table="soniq_dead_letter_jobs", row="dead", also="")
+
 _NOTIFY = f"SELECT id, queue, pg_notify('{NOTIFY_CHANNEL}', queue)::text FROM changed"
 
 # Queued jobs become due now; cancelled ones go back to the queue.
@@ -30,7 +44,10 @@ WITH changed AS (
     UPDATE soniq_jobs AS job
     SET status = 'queued', scheduled_at = now(), finished_at = NULL
     WHERE job.id = ANY(%s::uuid[])
-      AND (job.status = 'queued' OR (job.status = 'cancelled' AND {_KEY_FREE.format(row="job")}))
+      AND (job.status = 'queued' OR (
+          job.status = 'cancelled' AND {_KEY_FREE.format(row="job")}
+          AND {_FIRST_CANCELLED}
+      ))
     RETURNING job.id, job.queue
 )
 {_NOTIFY}
@@ -49,6 +66,7 @@ _REQUEUE_DEAD_LETTERS = f"""
 WITH moved AS (
     DELETE FROM soniq_dead_letter_jobs AS dead
     WHERE dead.id = ANY(%s::uuid[]) AND {_KEY_FREE.format(row="dead")}
+      AND {_FIRST_DEAD}
     RETURNING dead.*
 ),
 changed AS (
@@ -81,13 +99,13 @@ WHERE dead.id = ANY(%s::uuid[])
 
 class PostgresOperatorStatements:
     def retry_jobs(self, job_ids: Sequence[str]) -> Statement:
-        return Statement(_RETRY_JOBS, (list(job_ids),))
+        return Statement(_RETRY_JOBS, (list(job_ids), list(job_ids)))
 
     def cancel_jobs(self, job_ids: Sequence[str]) -> Statement:
         return Statement(_CANCEL_JOBS, (list(job_ids),))
 
     def requeue_dead_letters(self, job_ids: Sequence[str]) -> list[Statement]:
-        return [Statement(_REQUEUE_DEAD_LETTERS, (list(job_ids),))]
+        return [Statement(_REQUEUE_DEAD_LETTERS, (list(job_ids), list(job_ids)))]
 
     def delete_dead_letters(self, job_ids: Sequence[str]) -> Statement:
         return Statement(_DELETE_DEAD_LETTERS, (list(job_ids),))

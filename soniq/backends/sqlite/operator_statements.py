@@ -24,11 +24,27 @@ _KEY_FREE = """(
     )
 )"""
 
+# Of several rows of the batch with the same key, only the smallest id goes back (see the
+# PostgreSQL module).
+_FIRST_OF_KEY = """NOT EXISTS (
+    SELECT 1 FROM {table} AS twin
+    WHERE twin.id IN {ids} AND twin.id < {row}.id{also}
+      AND twin.task_name = {row}.task_name AND twin.dedup_key = {row}.dedup_key
+)"""
+
+_FIRST_CANCELLED = _FIRST_OF_KEY.format(
+    table="soniq_jobs", ids=_IDS, row="job", also=" AND twin.status = 'cancelled'"
+)
+_FIRST_DEAD = _FIRST_OF_KEY.format(table="soniq_dead_letter_jobs", ids=_IDS, row="dead", also="")
+
 _RETRY_JOBS = f"""
 UPDATE soniq_jobs AS job
 SET status = 'queued', scheduled_at = %s, finished_at = NULL
 WHERE job.id IN {_IDS}
-  AND (job.status = 'queued' OR (job.status = 'cancelled' AND {_KEY_FREE.format(row="job")}))
+  AND (job.status = 'queued' OR (
+      job.status = 'cancelled' AND {_KEY_FREE.format(row="job")}
+      AND {_FIRST_CANCELLED}
+  ))
 RETURNING id, queue
 """
 
@@ -46,6 +62,7 @@ SELECT id, task_name, args, queue, priority, 'queued', 0, max_attempts, %s, crea
        dedup_key, 0
 FROM soniq_dead_letter_jobs AS dead
 WHERE dead.id IN {_IDS} AND {_KEY_FREE.format(row="dead")}
+  AND {_FIRST_DEAD}
 RETURNING id, queue
 """
 _FORGET_COPIED = f"""
@@ -79,7 +96,8 @@ class SQLiteOperatorStatements:
         return format_time(self.clock())
 
     def retry_jobs(self, job_ids: Sequence[str]) -> Statement:
-        return Statement(_RETRY_JOBS, (self._now(), _ids(job_ids)))
+        ids = _ids(job_ids)
+        return Statement(_RETRY_JOBS, (self._now(), ids, ids))
 
     def cancel_jobs(self, job_ids: Sequence[str]) -> Statement:
         return Statement(_CANCEL_JOBS, (self._now(), _ids(job_ids)))
@@ -87,7 +105,7 @@ class SQLiteOperatorStatements:
     def requeue_dead_letters(self, job_ids: Sequence[str]) -> list[Statement]:
         ids = _ids(job_ids)
         return [
-            Statement(_COPY_DEAD_LETTERS, (self._now(), ids)),
+            Statement(_COPY_DEAD_LETTERS, (self._now(), ids, ids)),
             Statement(_FORGET_COPIED, (ids, ids)),
         ]
 
