@@ -10,11 +10,12 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
@@ -60,6 +61,9 @@ class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     paginator = CappedCountPaginator
     show_full_result_count = False
+    # Facet counts ("Show counts", ?_facets) run one uncapped COUNT per filter choice over the
+    # whole table: never offered.
+    show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
     change_form_template = "admin/soniq/change_form.html"
     change_list_template = "admin/soniq/change_list.html"
@@ -89,6 +93,14 @@ class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         """Refuse a request (a forged POST included) from a user without the permission."""
         if not request.user.has_perm(f"soniq.{codename}"):
             raise PermissionDenied(f"soniq.{codename} is required")
+
+    def object_or_404(self, request: HttpRequest, object_id: str) -> Any:
+        """The row a per-object URL names; a malformed id is a 404 too, as in Django's own
+        views (``get_object`` swallows the ValidationError a bad UUID or integer raises)."""
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404(f"no {self.model._meta.verbose_name} with id {object_id!r}")
+        return obj
 
     def row_buttons(self, request: HttpRequest, obj: Any) -> list[dict[str, str]]:
         """Buttons on an object's page: ``{"url", "label", "style"}`` the user may press."""

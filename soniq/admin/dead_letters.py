@@ -10,7 +10,6 @@ from django.contrib import admin
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.views.decorators.http import require_POST
@@ -191,7 +190,7 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
 
     def requeue_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self.require(request, "requeue_deadletterjob")
-        dead = get_object_or_404(self.get_queryset(request), pk=object_id)
+        dead = self.object_or_404(request, object_id)
         result = operator_backend().requeue_dead_letters_sync([str(dead.pk)])
         report(request, result, "Requeued", DEAD_LETTERS)
         if result.applied:

@@ -10,7 +10,6 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -202,13 +201,13 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
 
     def retry_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self.require(request, "retry_job")
-        job = get_object_or_404(self.get_queryset(request), pk=object_id)
+        job = self.object_or_404(request, object_id)
         report(request, operator_backend().retry_jobs_sync([str(job.pk)]), "Retried", JOBS)
         return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[job.pk]))
 
     def cancel_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self.require(request, "cancel_job")
-        job = get_object_or_404(self.get_queryset(request), pk=object_id)
+        job = self.object_or_404(request, object_id)
         report(request, operator_backend().cancel_jobs_sync([str(job.pk)]), "Cancelled", JOBS)
         return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[job.pk]))
 

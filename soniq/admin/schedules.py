@@ -13,7 +13,6 @@ from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
@@ -210,7 +209,7 @@ class ScheduleAdmin(SoniqModelAdmin):
             return HttpResponseRedirect(reverse("admin:soniq_schedule_changelist"))
         codename, done = self.VERBS[verb]
         self.require(request, codename)
-        schedule = get_object_or_404(self.get_queryset(request), pk=object_id)
+        schedule = self.object_or_404(request, object_id)
         calls: dict[str, Callable[[SchedulerService, str], Coroutine[Any, Any, Any]]] = {
             "pause": lambda s, name: s.pause(name),
             "resume": lambda s, name: s.resume(name),
