@@ -39,16 +39,14 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
         "short_id",
         "task_name",
         "reason",
+        "last_error",
         "queue",
         "priority",
         "attempts_display",
-        "scheduled_at",
-        "created_at",
-        "started_at",
-        "dead_lettered_at",
+        "dead_lettered",
+        "created",
         "worker_link",
         "args_preview",
-        "last_error",
     )
     list_display_links = ("short_id", "task_name")
     list_filter = (
@@ -77,7 +75,9 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
         if not errors or not isinstance(errors[-1], dict):
             return "-"
         last = display.mask(errors[-1], self.masked_names())
-        return display.preview(f"{last.get('error_type', '')}: {last.get('message', '')}")
+        return display.truncate(f"{last.get('error_type', '')}: {last.get('message', '')}")
+
+    dead_lettered = display.time_column("dead_lettered_at", "dead lettered")
 
     # -- permissions ------------------------------------------------------------------------
 

@@ -8,9 +8,12 @@ depth before anything is rendered.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime
 from typing import Any
 
+from django.contrib import admin
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -50,7 +53,38 @@ def pretty_json(value: Any) -> SafeString:
 def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
     """One line of compact JSON, cut to ``limit`` characters (list pages)."""
     text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
+    return truncate(text, limit)
+
+
+def truncate(text: str, limit: int = PREVIEW_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def compact_time(value: datetime | None, now: datetime | None = None) -> SafeString | str:
+    """A time short enough for a list column ("15:32:07" today, "Nov 21 09:14" this year),
+    the full time in its tooltip. In the current time zone, as Django shows times."""
+    if value is None:
+        return "-"
+    local = timezone.localtime(value)
+    today = timezone.localtime(now or timezone.now())
+    if local.date() == today.date():
+        text = local.strftime("%H:%M:%S")
+    elif local.year == today.year:
+        text = local.strftime("%b %d %H:%M")
+    else:
+        text = local.strftime("%Y-%m-%d %H:%M")
+    full = local.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(), full, text)
+
+
+def time_column(field: str, label: str) -> Callable[[Any, Any], SafeString | str]:
+    """A list column showing ``field`` with :func:`compact_time`, sortable by the field."""
+
+    @admin.display(description=label, ordering=field)
+    def column(model_admin: Any, obj: Any) -> SafeString | str:
+        return compact_time(getattr(obj, field))
+
+    return column
 
 
 def error_history(errors: Any, names: Iterable[str]) -> SafeString:

@@ -50,6 +50,10 @@ class JobDataMixin:
     def short_id(self, obj: Any) -> str:
         return str(obj.id)[:8]
 
+    scheduled = display.time_column("scheduled_at", "scheduled")
+    created = display.time_column("created_at", "created")
+    started = display.time_column("started_at", "started")
+
     @admin.display(description="attempts")
     def attempts_display(self, obj: Any) -> str:
         return f"{obj.attempts}/{obj.max_attempts}"
@@ -95,11 +99,11 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         "queue",
         "priority",
         "attempts_display",
-        "scheduled_at",
-        "created_at",
-        "started_at",
-        "finished_at",
         "worker_link",
+        "created",
+        "scheduled",
+        "started",
+        "finished",
         "args_preview",
     )
     list_display_links = ("short_id", "task_name")
@@ -135,6 +139,8 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         "result_pretty",
         "error_history",
     )
+
+    finished = display.time_column("finished_at", "finished")
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Job) -> SafeString:

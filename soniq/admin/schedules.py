@@ -44,21 +44,29 @@ def definition_of(schedule: Schedule) -> ScheduleDefinition:
     )
 
 
-def service() -> SchedulerService:
+def service(*, builds_jobs: bool) -> SchedulerService:
     """``app.scheduler``'s logic on Django's connection. Run-now builds the job with the app
-    that registered it (its retries and timeout), found as the worker finds it."""
-    from soniq import _discovery
+    that registered it (its retries and timeout), found as the worker finds it; pausing and
+    resuming need no app, and work even where none can be chosen."""
+    from soniq import Soniq, _discovery
     from soniq.admin.known import task_names
+    from soniq.core.errors import ConfigurationError
 
-    task_names()  # imports the jobs modules once
     settings = soniq_settings()
-    app = _discovery.choose_app(settings.app)
-    return SchedulerService(app, DjangoScheduleStore(settings.database))
+    store = DjangoScheduleStore(settings.database)
+    if not builds_jobs:
+        return SchedulerService(Soniq(database=settings.database), store)
+    task_names()  # imports the jobs modules once
+    try:
+        app = _discovery.choose_app(settings.app)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"cannot build the schedule's job: {exc}") from exc
+    return SchedulerService(app, store)
 
 
-def run(call: Callable[[SchedulerService], Coroutine[Any, Any, Any]]) -> Any:
+def run(call: Callable[[SchedulerService], Coroutine[Any, Any, Any]], *, builds_jobs: bool) -> Any:
     async def body() -> Any:
-        return await call(service())
+        return await call(service(builds_jobs=builds_jobs))
 
     return async_to_sync(body)()
 
@@ -148,7 +156,13 @@ class ScheduleAdmin(SoniqModelAdmin):
 
     @admin.action(description="Run selected schedules now", permissions=["run"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[Schedule]) -> None:
-        self._each(request, queryset, "Enqueued a job for", lambda s, name: s.run_now(name))
+        self._each(
+            request,
+            queryset,
+            "Enqueued a job for",
+            lambda s, name: s.run_now(name),
+            builds_jobs=True,
+        )
 
     def _each(
         self,
@@ -156,6 +170,8 @@ class ScheduleAdmin(SoniqModelAdmin):
         queryset: QuerySet[Schedule],
         done: str,
         call: Callable[[SchedulerService, str], Coroutine[Any, Any, Any]],
+        *,
+        builds_jobs: bool = False,
     ) -> None:
         names = list(queryset.values_list("name", flat=True))
 
@@ -169,7 +185,7 @@ class ScheduleAdmin(SoniqModelAdmin):
             return failures
 
         try:
-            failures = run(body)
+            failures = run(body, builds_jobs=builds_jobs)
         except SoniqError as exc:
             messages.error(request, f"Nothing done: {exc}")
             return
@@ -216,7 +232,7 @@ class ScheduleAdmin(SoniqModelAdmin):
             "run": lambda s, name: s.run_now(name),
         }
         queryset = self.get_queryset(request).filter(pk=schedule.pk)
-        self._each(request, queryset, done, calls[verb])
+        self._each(request, queryset, done, calls[verb], builds_jobs=verb == "run")
         return HttpResponseRedirect(reverse("admin:soniq_schedule_change", args=[schedule.pk]))
 
     def row_buttons(self, request: HttpRequest, obj: Schedule) -> list[dict[str, str]]:

@@ -95,7 +95,7 @@ class WorkerAdmin(SoniqModelAdmin):
             return 0
         url = reverse("admin:soniq_job_changelist")
         return format_html(
-            '<a href="{}?worker_id={}&status__exact=processing">{}</a>', url, obj.id, count
+            '<a href="{}?worker_id={}&amp;status__exact=processing">{}</a>', url, obj.id, count
         )
 
     @admin.display(description="queues")

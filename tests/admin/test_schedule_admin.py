@@ -247,6 +247,17 @@ def test_run_now_without_one_app_to_build_the_job_says_so(pg_rows: Rows, superus
     assert second.app.registry.names()
 
 
+def test_pause_and_resume_need_no_app(pg_rows: Rows, superuser: Client) -> None:
+    schedule = pg_rows.schedule()
+    second = register_jobs(Soniq())  # two apps with jobs: none could be chosen to build jobs
+    with override_settings(SONIQ={"DATABASE": "default"}):
+        superuser.post(SCHEDULES, action_post("pause", schedule.pk))
+        assert Schedule.objects.get(pk=schedule.pk).status == "paused"
+        superuser.post(SCHEDULES, action_post("resume", schedule.pk))
+        assert Schedule.objects.get(pk=schedule.pk).status == "active"
+    assert second.app.registry.names()
+
+
 # -- on SQLite: a clear message, not a server error -------------------------------------------
 
 
