@@ -6,17 +6,18 @@ psycopg backend runs); only the executor is Django's cursor.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from soniq._warnings import warn_at_caller
 from soniq.backends import plans
 from soniq.backends.base import Dialect, Row, Statement
-from soniq.backends.operator_plans import Action, SQLOperatorMixin
+from soniq.backends.operator_plans import KEY_RACE_ROUNDS, Action, SQLOperatorMixin
 from soniq.backends.postgres.executors import (
     async_executor,
     is_async_connection,
@@ -167,12 +168,20 @@ class DjangoBackend(SQLOperatorMixin):
     def _operate_sync(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
         wrapper = self.connection
         dialect = dialect_for(wrapper)
-        with transaction.atomic(using=self.alias):
-            result = plans.run_sync(action(dialect, job_ids), django_executor(wrapper))
-            if result.queues and dialect.name != "postgresql":
-                queues = result.queues
-                transaction.on_commit(lambda: wakeup.notify(queues), using=self.alias)
-        return result
+        for round_ in range(KEY_RACE_ROUNDS):
+            try:
+                # A savepoint inside the caller's transaction: a lost race undoes the batch only.
+                with transaction.atomic(using=self.alias):
+                    result = plans.run_sync(action(dialect, job_ids), django_executor(wrapper))
+                    if result.queues and dialect.name != "postgresql":
+                        transaction.on_commit(
+                            functools.partial(wakeup.notify, result.queues), using=self.alias
+                        )
+                return result
+            except IntegrityError:
+                if round_ == KEY_RACE_ROUNDS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _operate(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
         result: ActionResult = await sync_to_async(self._operate_sync)(action, job_ids)

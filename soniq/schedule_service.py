@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from soniq.backends.base import SchedulerBackend, ScheduleStore
+from soniq.backends.base import SchedulerBackend, ScheduleStore, StorageBackend
 from soniq.core.errors import ConfigurationError, JobDefinitionError
 from soniq.core.periodic import Schedule, build_definition, next_slot
 from soniq.core.taskref import TaskRef
@@ -33,12 +33,20 @@ class SchedulerService:
     """Add, pause, resume, remove and read schedules. Keyed by the resolved task name (or
     ``name=``); adding a name again updates that schedule in place."""
 
-    def __init__(self, app: Soniq, store: ScheduleStore | None = None) -> None:
+    def __init__(
+        self,
+        app: Soniq,
+        store: ScheduleStore | None = None,
+        jobs: StorageBackend | None = None,
+    ) -> None:
         self.app = app
         self._backend: SchedulerBackend | None = None
-        # The admin reads and changes schedules on Django's connection (a store of its own);
-        # otherwise they live behind the app's scheduler backend, opened on first use.
+        # The admin reads and changes schedules, and enqueues run-now jobs, on Django's
+        # connection (a store and a job backend of its own, inside the request's transaction);
+        # otherwise schedules live behind the app's scheduler backend, opened on first use,
+        # and jobs go where the app enqueues them.
         self._store = store
+        self._jobs = jobs
 
     def backend(self) -> SchedulerBackend:
         if self._backend is None:
@@ -100,8 +108,11 @@ class SchedulerService:
         await self.store().set_schedule_status(name, "paused")
 
     async def resume(self, name: str) -> None:
-        """Active again from now on: slots that fell while it was paused are not fired."""
+        """Active again from now on: slots that fell while it was paused are not fired. An
+        active schedule is left as it is (its due slot must not be skipped)."""
         schedule = await self._require(name)
+        if not schedule.paused:
+            return
         upcoming = next_slot(schedule.definition, datetime.now(UTC))
         await self.store().set_schedule_status(name, "active", upcoming)
 
@@ -110,7 +121,8 @@ class SchedulerService:
         timing: the next slot still fires as planned. Returns the job id."""
         schedule = await self._require(name)
         job = self.app.make_scheduled_job(schedule.definition, datetime.now(UTC))
-        [job_id] = await self.app.backend.insert_jobs([job])
+        backend = self._jobs if self._jobs is not None else self.app.backend
+        [job_id] = await backend.insert_jobs([job])
         return job_id
 
     async def remove(self, name: str) -> None:

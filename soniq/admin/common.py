@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Model, QuerySet
+from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
 from django.utils.functional import cached_property
@@ -24,6 +25,8 @@ from soniq.core.operations import BATCH_SIZE, ActionResult
 from soniq.core.settings import SoniqSettings, build_settings
 from soniq.django_backend import DjangoBackend
 
+# Columns holding what applications put in a job: never filtered on from a URL (masking).
+HIDDEN_FIELDS = frozenset({"args", "result", "errors", "dedup_key"})
 # Past this many rows a list page stops counting and says "more than".
 COUNT_LIMIT = 10_000
 # Refusal reasons listed one by one in a message; beyond, only the count per reason.
@@ -75,6 +78,7 @@ class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Also hides Django's bulk "delete selected", which would bypass soniq's transitions.
         return False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
@@ -83,11 +87,12 @@ class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def masked_names(self) -> tuple[str, ...]:
         return soniq_settings().admin_masked_args
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
-        # Django's bulk delete bypasses soniq's transitions.
-        actions.pop("delete_selected", None)
-        return actions
+    def lookup_allowed(self, lookup: str, value: str, request: Any = None) -> bool:
+        """Refuse URL filters on job data: ``?args__password__startswith=h`` would let anyone
+        who can see the list read a masked value one character at a time."""
+        if lookup.split(LOOKUP_SEP, 1)[0] in HIDDEN_FIELDS:
+            return False
+        return bool(super().lookup_allowed(lookup, value, request))
 
     def require(self, request: HttpRequest, codename: str) -> None:
         """Refuse a request (a forged POST included) from a user without the permission."""
@@ -184,10 +189,7 @@ def ids_of(queryset: QuerySet[Any]) -> Iterable[list[str]]:
 def act_on(
     queryset: QuerySet[Any], action: Callable[[Sequence[str]], ActionResult]
 ) -> ActionResult:
-    result = ActionResult()
-    for batch in ids_of(queryset):
-        result = result.merge(action(batch))
-    return result
+    return ActionResult.combine(action(batch) for batch in ids_of(queryset))
 
 
 def confirm(

@@ -57,17 +57,24 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
         ("created_at", admin.DateFieldListFilter),
     )
     search_fields = ("task_name",)
-    search_help_text = "A job id, or part of a task name."
+    search_help_text = "A job id (or its first 8+ characters), or part of a task name."
+    sortable_by = ("short_id", "dead_lettered")
     actions = ("requeue", "delete_dead_letters")
     change_list_template = "admin/soniq/deadletterjob/change_list.html"
     fieldsets = (
         (None, {"fields": ("id", "task_name", "reason", "queue", "priority")}),
         ("Timing", {"fields": ("scheduled_at", "created_at", "started_at", "dead_lettered_at")}),
-        ("Attempts", {"fields": ("attempts_display", "worker_link", "dedup_key")}),
+        ("Attempts", {"fields": ("attempts_display", "worker_link", "dedup_key_display")}),
         ("Arguments", {"fields": ("args_pretty",)}),
         ("Errors", {"fields": ("error_history",)}),
     )
-    readonly_fields = ("attempts_display", "worker_link", "args_pretty", "error_history")
+    readonly_fields = (
+        "attempts_display",
+        "worker_link",
+        "args_pretty",
+        "error_history",
+        "dedup_key_display",
+    )
 
     @admin.display(description="last error")
     def last_error(self, obj: DeadLetterJob) -> str:
@@ -75,7 +82,8 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
         if not errors or not isinstance(errors[-1], dict):
             return "-"
         last = display.mask(errors[-1], self.masked_names())
-        return display.truncate(f"{last.get('error_type', '')}: {last.get('message', '')}")
+        text = f"{last.get('error_type', '')}: {last.get('message', '')}"
+        return display.truncate(display.redact(text, self.secrets(obj)))
 
     dead_lettered = display.time_column("dead_lettered_at", "dead lettered")
 

@@ -44,6 +44,38 @@ def _sensitive(key: object, names: tuple[str, ...]) -> bool:
     return any(name in text for name in names)
 
 
+# Shorter masked values are not looked for in free text: "1" or "eu" would mask half a page.
+MIN_SECRET_CHARS = 4
+
+
+def secrets_in(value: Any, names: Iterable[str]) -> set[str]:
+    """The values :func:`mask` hides in ``value`` (every scalar under a masked key, as text),
+    so that they can be hidden in free text too: messages, tracebacks."""
+    lowered = tuple(name.lower() for name in names if name)
+    found: set[str] = set()
+    _collect(value, lowered, found, hidden=False)
+    return {secret for secret in found if len(secret) >= MIN_SECRET_CHARS}
+
+
+def _collect(value: Any, names: tuple[str, ...], found: set[str], *, hidden: bool) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _collect(item, names, found, hidden=hidden or _sensitive(key, names))
+    elif isinstance(value, list):
+        for item in value:
+            _collect(item, names, found, hidden=hidden)
+    elif hidden and value is not None and not isinstance(value, bool):
+        found.add(str(value))
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of a secret replaced by :data:`MASK` (longest first, so
+    a secret containing another is hidden whole)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    return text
+
+
 def pretty_json(value: Any) -> SafeString:
     """A ``<pre>`` block of indented JSON (escaped)."""
     text = json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
@@ -87,8 +119,9 @@ def time_column(field: str, label: str) -> Callable[[Any, Any], SafeString | str
     return column
 
 
-def error_history(errors: Any, names: Iterable[str]) -> SafeString:
-    """Every failed attempt, oldest first: type, message, when, where, and the traceback."""
+def error_history(errors: Any, names: Iterable[str], secrets: Iterable[str] = ()) -> SafeString:
+    """Every failed attempt, oldest first: type, message, when, where, and the traceback.
+    Masked keys are masked; the job's masked values (``secrets``) are hidden in the text."""
     if not errors:
         return format_html("<p>{}</p>", "No failed attempt.")
     entries = errors if isinstance(errors, list) else [errors]
@@ -96,7 +129,10 @@ def error_history(errors: Any, names: Iterable[str]) -> SafeString:
         "\n",
         '<li class="soniq-error"><strong>Attempt {}</strong> · <code>{}</code>: {}'
         '<div class="soniq-error-meta">{}</div><pre class="soniq-traceback">{}</pre></li>',
-        (_error_fields(entry, names) for entry in entries),
+        (
+            tuple(redact(field, secrets) for field in _error_fields(entry, names))
+            for entry in entries
+        ),
     )
     return format_html('<ol class="soniq-errors">{}</ol>', items)
 

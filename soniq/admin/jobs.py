@@ -3,6 +3,7 @@ or cancel it through soniq's own transitions."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -25,12 +26,31 @@ from soniq.admin.common import (
     soniq_settings,
 )
 from soniq.core.operations import ActionResult
-from soniq.models import Job
+from soniq.models import FINISHED_STATUSES, Job
 
 JOBS = ("job", "jobs")
 
 QueueFilter = choices_filter("queue", "queue", "queue", known.queue_names)
+
+
+class FinishedFilter(admin.DateFieldListFilter):
+    """Finished today / this week ...: only finished jobs have a finish time, and saying so
+    lets PostgreSQL read the range from the partial index on finished jobs."""
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        filtered = super().queryset(request, queryset)
+        if filtered is None:
+            return queryset
+        if any(key.endswith(("__gte", "__lt")) for key in self.used_parameters):
+            filtered = filtered.filter(status__in=FINISHED_STATUSES)
+        return filtered
+
+
 TaskFilter = choices_filter("task", "task", "task_name", known.task_names)
+
+
+# The start of a job id: the 8 characters the lists show, or more.
+ID_PREFIX = re.compile(r"[0-9a-f]{8,31}")
 
 
 def uuid_or_none(term: str) -> uuid.UUID | None:
@@ -66,9 +86,26 @@ class JobDataMixin:
     def args_pretty(self, obj: Any) -> SafeString:
         return display.pretty_json(display.mask(obj.args, self.masked_names()))
 
+    def secrets(self, obj: Any) -> set[str]:
+        """The job's masked values, hidden wherever free text could repeat them."""
+        names = self.masked_names()
+        return display.secrets_in(obj.args, names) | display.secrets_in(
+            getattr(obj, "result", None), names
+        )
+
     @admin.display(description="error history")
     def error_history(self, obj: Any) -> SafeString:
-        return display.error_history(obj.errors, self.masked_names())
+        return display.error_history(obj.errors, self.masked_names(), self.secrets(obj))
+
+    @admin.display(description="dedup key")
+    def dedup_key_display(self, obj: Any) -> str:
+        if obj.dedup_key is None:
+            return "-"
+        # For unique=True the key is a hash of the arguments: with a masked value among them,
+        # a weak secret could be guessed from it offline.
+        if self.secrets(obj):
+            return "set (hidden: the arguments hold masked values)"
+        return str(obj.dedup_key)
 
     @admin.display(description="worker")
     def worker_link(self, obj: Any) -> SafeString | str:
@@ -80,13 +117,20 @@ class JobDataMixin:
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
     ) -> tuple[QuerySet[Any], bool]:
-        """An id finds its job through the primary key; any other text searches task names."""
+        """An id, or the start of one as the lists show it, finds jobs through the primary
+        key (a range of it); any other text searches task names."""
         term = search_term.strip()
         if not term:
             return queryset, False
         job_id = uuid_or_none(term)
         if job_id is not None:
             return queryset.filter(pk=job_id), False
+        prefix = term.replace("-", "").lower()
+        if ID_PREFIX.fullmatch(prefix):
+            # UUIDs sort as their hex digits on both databases: a prefix is a key range.
+            low = uuid.UUID(prefix.ljust(32, "0"))
+            high = uuid.UUID(prefix.ljust(32, "f"))
+            return queryset.filter(pk__gte=low, pk__lte=high), False
         return queryset.filter(task_name__icontains=term), False
 
 
@@ -112,10 +156,12 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         QueueFilter,
         TaskFilter,
         ("created_at", admin.DateFieldListFilter),
-        ("finished_at", admin.DateFieldListFilter),
+        ("finished_at", FinishedFilter),
     )
     search_fields = ("task_name",)  # shows the box; get_search_results decides
-    search_help_text = "A job id, or part of a task name."
+    search_help_text = "A job id (or its first 8+ characters), or part of a task name."
+    # Only orders an index serves: sorting a million rows by another column takes seconds.
+    sortable_by = ("short_id", "created")
     actions = ("retry_now", "cancel")
     change_list_template = "admin/soniq/job/change_list.html"
     fieldsets = (
@@ -126,7 +172,7 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         ),
         (
             "Attempts",
-            {"fields": ("attempts_display", "worker_losses", "worker_link", "dedup_key")},
+            {"fields": ("attempts_display", "worker_losses", "worker_link", "dedup_key_display")},
         ),
         ("Arguments and result", {"fields": ("args_pretty", "result_pretty")}),
         ("Errors", {"fields": ("error_history",)}),
@@ -138,6 +184,7 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         "args_pretty",
         "result_pretty",
         "error_history",
+        "dedup_key_display",
     )
 
     finished = display.time_column("finished_at", "finished")
@@ -145,6 +192,14 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Job) -> SafeString:
         return display.status_badge(obj.status)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        queryset = super().get_queryset(request)
+        match = getattr(request, "resolver_match", None)
+        if match is not None and match.url_name == "soniq_job_changelist":
+            # The list shows neither: leave a big result or traceback history in the table.
+            queryset = queryset.defer("result", "errors")
+        return queryset
 
     @admin.display(description="result")
     def result_pretty(self, obj: Job) -> SafeString | str:

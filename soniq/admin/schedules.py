@@ -22,6 +22,7 @@ from soniq.admin import display
 from soniq.admin.common import SoniqModelAdmin, soniq_settings
 from soniq.core.errors import SoniqError
 from soniq.core.periodic import ScheduleDefinition, upcoming_slots
+from soniq.django_backend import DjangoBackend
 from soniq.django_schedules import DjangoScheduleStore
 from soniq.models import Schedule
 from soniq.schedule_service import SchedulerService
@@ -54,14 +55,15 @@ def service(*, builds_jobs: bool) -> SchedulerService:
 
     settings = soniq_settings()
     store = DjangoScheduleStore(settings.database)
+    jobs = DjangoBackend(settings.database)
     if not builds_jobs:
-        return SchedulerService(Soniq(database=settings.database), store)
+        return SchedulerService(Soniq(database=settings.database), store, jobs)
     task_names()  # imports the jobs modules once
     try:
         app = _discovery.choose_app(settings.app)
     except ConfigurationError as exc:
         raise ConfigurationError(f"cannot build the schedule's job: {exc}") from exc
-    return SchedulerService(app, store)
+    return SchedulerService(app, store, jobs)
 
 
 def run(call: Callable[[SchedulerService], Coroutine[Any, Any, Any]], *, builds_jobs: bool) -> Any:

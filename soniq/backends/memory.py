@@ -721,7 +721,7 @@ class MemoryBackend:
         after another), one lock hold per batch; then the ids left alone, explained. Within a
         step, ids go in sorted order: of two jobs with the same dedup key, the smaller id is
         the one made live, as in SQL."""
-        result = ActionResult()
+        results: list[ActionResult] = []
         for batch in batches([_canonical(job_id) for job_id in job_ids]):
             with self._lock:
                 now = self._now()
@@ -739,8 +739,8 @@ class MemoryBackend:
                 queues = frozenset(applied.values()) if wakes else frozenset()
                 callbacks = list(self.on_insert) if queues else []
             self._announce(sorted(queues), callbacks)
-            result = result.merge(ActionResult(tuple(applied), refused, queues))
-        return result
+            results.append(ActionResult(tuple(applied), refused, queues))
+        return ActionResult.combine(results)
 
     def retry_jobs_sync(self, job_ids: Sequence[str]) -> ActionResult:
         """Run now: queued jobs become due, cancelled jobs and dead letters go back to the

@@ -24,7 +24,8 @@ def _changed(rows: list[Row]) -> tuple[tuple[str, ...], frozenset[str]]:
 def _explain(
     dialect: Dialect, job_ids: Sequence[str], applied: Sequence[str], explain: Explain
 ) -> Plan[dict[str, str]]:
-    skipped = [job_id for job_id in job_ids if job_id not in set(applied)]
+    done = set(applied)
+    skipped = [job_id for job_id in job_ids if job_id not in done]
     if not skipped:
         return {}
     rows = yield dialect.operator.job_states(skipped)
@@ -73,7 +74,8 @@ def retry_jobs(dialect: Dialect, job_ids: Sequence[str]) -> Plan[ActionResult]:
     A running job is refused (there is no safe way to run it twice at once)."""
     rows = yield dialect.operator.retry_jobs(job_ids)
     applied, queues = _changed(rows)
-    rest = [job_id for job_id in job_ids if job_id not in set(applied)]
+    done = set(applied)
+    rest = [job_id for job_id in job_ids if job_id not in done]
     result = ActionResult(applied, {}, queues)
     if rest:
         result = result.merge(
@@ -83,6 +85,11 @@ def retry_jobs(dialect: Dialect, job_ids: Sequence[str]) -> Plan[ActionResult]:
 
 
 Action = Callable[[Dialect, Sequence[str]], Plan[ActionResult]]
+
+# A job that makes a dedup key live again is checked against the statement's snapshot; an
+# enqueue committing the same key meanwhile breaks the unique index. The batch then rolls back
+# whole (nothing lost, nothing moved) and runs again, now seeing that job and refusing the id.
+KEY_RACE_ROUNDS = 3
 
 
 def batches(job_ids: Sequence[str], size: int | None = None) -> list[list[str]]:
@@ -104,16 +111,10 @@ class SQLOperatorMixin:
         raise NotImplementedError
 
     async def _batched(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
-        result = ActionResult()
-        for batch in batches(job_ids):
-            result = result.merge(await self._operate(action, batch))
-        return result
+        return ActionResult.combine([await self._operate(action, b) for b in batches(job_ids)])
 
     def _batched_sync(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
-        result = ActionResult()
-        for batch in batches(job_ids):
-            result = result.merge(self._operate_sync(action, batch))
-        return result
+        return ActionResult.combine([self._operate_sync(action, b) for b in batches(job_ids)])
 
     async def retry_jobs(self, job_ids: Sequence[str]) -> ActionResult:
         return await self._batched(retry_jobs, job_ids)

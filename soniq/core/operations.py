@@ -7,6 +7,7 @@ the sentence that tells an operator why a job was left alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -34,11 +35,20 @@ class ActionResult:
     queues: frozenset[str] = frozenset()
 
     def merge(self, other: ActionResult) -> ActionResult:
-        return ActionResult(
-            self.applied + other.applied,
-            {**self.refused, **other.refused},
-            self.queues | other.queues,
-        )
+        return ActionResult.combine([self, other])
+
+    @staticmethod
+    def combine(results: Iterable[ActionResult]) -> ActionResult:
+        """One result for many batches, built in one pass (merging pairwise would copy the
+        growing tuple once per batch)."""
+        applied: list[str] = []
+        refused: dict[str, str] = {}
+        queues: set[str] = set()
+        for result in results:
+            applied.extend(result.applied)
+            refused.update(result.refused)
+            queues.update(result.queues)
+        return ActionResult(tuple(applied), refused, frozenset(queues))
 
     def __bool__(self) -> bool:
         return bool(self.applied)

@@ -3,7 +3,29 @@
 from django.db import migrations, models
 
 
+class AddIndexConcurrentlyOnPostgres(migrations.AddIndex):
+    """``CREATE INDEX CONCURRENTLY`` on PostgreSQL, so that building the index on a big jobs
+    table does not block enqueues, claims and completions; a plain index elsewhere."""
+
+    def database_forwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "postgresql":
+            return super().database_forwards(app_label, schema_editor, from_state, to_state)
+        model = to_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            schema_editor.add_index(model, self.index, concurrently=True)
+
+    def database_backwards(self, app_label, schema_editor, from_state, to_state):
+        if schema_editor.connection.vendor != "postgresql":
+            return super().database_backwards(app_label, schema_editor, from_state, to_state)
+        model = from_state.apps.get_model(app_label, self.model_name)
+        if self.allow_migrate_model(schema_editor.connection.alias, model):
+            schema_editor.remove_index(model, self.index, concurrently=True)
+
+
 class Migration(migrations.Migration):
+    # CREATE INDEX CONCURRENTLY cannot run inside a transaction.
+    atomic = False
+
     dependencies = [
         ("soniq", "0004_schedule_fires"),
     ]
@@ -37,7 +59,7 @@ class Migration(migrations.Migration):
                 ],
             },
         ),
-        migrations.AddIndex(
+        AddIndexConcurrentlyOnPostgres(
             model_name="job",
             index=models.Index(fields=["-created_at"], name="soniq_jobs_created_idx"),
         ),

@@ -145,3 +145,28 @@ async def test_a_broken_schedule_does_not_block_the_others(app: Soniq) -> None:
     assert [name for name, _, _ in fired] == ["sched.report"]
     broken = await app.scheduler.get("broken")
     assert broken is not None and broken.next_fire_at == due  # still due, retried next tick
+
+
+@pytest.mark.asyncio
+async def test_run_now_enqueues_one_job_and_keeps_the_timing(app: Soniq) -> None:
+    added = await app.scheduler.add("sched.report", cron="0 9 * * *", args={"region": "US"})
+    job_id = await app.scheduler.run_now("sched.report")
+    job = await app.get_job(job_id)
+    assert job is not None and job.args == {"region": "US"}
+    [(_, args)] = _jobs()
+    assert args == {"region": "US"}
+    stored = await app.scheduler.get("sched.report")
+    assert stored is not None and stored.next_fire_at == added.next_fire_at
+    assert stored.last_fired_at is None
+    with pytest.raises(LookupError, match="no schedule"):
+        await app.scheduler.run_now("missing")
+
+
+@pytest.mark.asyncio
+async def test_resume_leaves_an_active_schedules_due_slot(app: Soniq) -> None:
+    await app.scheduler.add("sched.report", every=60)
+    due = datetime.now(UTC) - timedelta(seconds=30)
+    _set_next_fire("sched.report", due)
+    await app.scheduler.resume("sched.report")
+    stored = await app.scheduler.get("sched.report")
+    assert stored is not None and stored.next_fire_at == due

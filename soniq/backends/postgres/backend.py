@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
-from soniq.backends.operator_plans import Action, SQLOperatorMixin
+from soniq.backends.operator_plans import KEY_RACE_ROUNDS, Action, SQLOperatorMixin
 from soniq.backends.postgres.executors import (
     async_executor,
     is_async_connection,
@@ -154,12 +154,29 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
             return plans.run_sync(plans.get_job(self.dialect, job_id), sync_executor(connection))
 
     async def _operate(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
-        async with self._checked(), self.acquire() as connection, connection.transaction():
-            return await plans.run_async(action(self.dialect, job_ids), async_executor(connection))
+        for round_ in range(KEY_RACE_ROUNDS):
+            try:
+                async with (
+                    self._checked(),
+                    self.acquire() as connection,
+                    connection.transaction(),
+                ):
+                    plan = action(self.dialect, job_ids)
+                    return await plans.run_async(plan, async_executor(connection))
+            except psycopg.errors.UniqueViolation:
+                if round_ == KEY_RACE_ROUNDS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def _operate_sync(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
-        with self.acquire_sync() as connection, connection.transaction():
-            return plans.run_sync(action(self.dialect, job_ids), sync_executor(connection))
+        for round_ in range(KEY_RACE_ROUNDS):
+            try:
+                with self.acquire_sync() as connection, connection.transaction():
+                    return plans.run_sync(action(self.dialect, job_ids), sync_executor(connection))
+            except psycopg.errors.UniqueViolation:
+                if round_ == KEY_RACE_ROUNDS - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     async def close(self) -> None:
         if self._pool is not None:
