@@ -163,7 +163,7 @@ def test_requeue_selected_dead_letters_after_the_confirmation(page: Page, operat
     log_in(page, "operator", then="/admin/soniq/deadletterjob/")
     page.locator(f'#result_list input.action-select[value="{chosen.pk}"]').check()
     page.locator('select[name="action"]').select_option("requeue")
-    page.get_by_role("button", name="Go").click()
+    page.locator("div.actions button[name=index]").click()  # "Go"; "Run" in Django 6
 
     expect(page.locator("#soniq-confirm-question")).to_contain_text("Requeue 1 dead letter(s)?")
     assert DeadLetterJob.objects.count() == 2  # nothing done before the confirmation
@@ -224,14 +224,14 @@ def test_pause_resume_and_run_a_schedule(page: Page, operator: User) -> None:
     for schedule in (report, feed):
         page.locator(f'#result_list input.action-select[value="{schedule.pk}"]').check()
     page.locator('select[name="action"]').select_option("pause")
-    page.get_by_role("button", name="Go").click()
+    page.locator("div.actions button[name=index]").click()  # "Go"; "Run" in Django 6
     assert success_message(page) == "Paused 2 schedules."
     expect(page.locator("#result_list td.field-status_display")).to_have_text(["paused", "paused"])
     assert set(Schedule.objects.values_list("status", flat=True)) == {"paused"}
 
     page.locator("#action-toggle").check()
     page.locator('select[name="action"]').select_option("resume")
-    page.get_by_role("button", name="Go").click()
+    page.locator("div.actions button[name=index]").click()  # "Go"; "Run" in Django 6
     assert success_message(page) == "Resumed 2 schedules."
     assert set(Schedule.objects.values_list("status", flat=True)) == {"active"}
 
