@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings as django_settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -25,6 +27,8 @@ from soniq.core.operations import BATCH_SIZE, ActionResult
 from soniq.core.settings import SoniqSettings, build_settings
 from soniq.django_backend import DjangoBackend
 
+# What the models' __str__ reads: enough for the admin log's object names.
+REPR_FIELDS = frozenset({"id", "task_name", "status", "reason", "name", "cron", "interval_seconds"})
 # Columns holding what applications put in a job: never filtered on from a URL (masking).
 HIDDEN_FIELDS = frozenset({"args", "result", "errors", "dedup_key"})
 # Past this many rows a list page stops counting and says "more than".
@@ -186,10 +190,49 @@ def ids_of(queryset: QuerySet[Any]) -> Iterable[list[str]]:
         yield batch
 
 
+@dataclass(frozen=True)
+class Audit:
+    """How an action is recorded in Django's admin log (each object's History page): the
+    verb, and the model the changed rows belong to afterwards (a requeued dead letter is a
+    job again). ``deleted``: the rows are gone afterwards; they are read before."""
+
+    message: str
+    model: type[Model]
+    deleted: bool = False
+
+
 def act_on(
-    queryset: QuerySet[Any], action: Callable[[Sequence[str]], ActionResult]
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    action: Callable[[Sequence[str]], ActionResult],
+    audit: Audit,
 ) -> ActionResult:
-    return ActionResult.combine(action(batch) for batch in ids_of(queryset))
+    """Run ``action`` on every row of ``queryset``, batch by batch, and log what it changed
+    under the requesting user."""
+    results = []
+    for batch in ids_of(queryset):
+        before = _rows(queryset.model, queryset.db, batch) if audit.deleted else {}
+        result = action(batch)
+        results.append(result)
+        if audit.deleted:
+            changed = [before[job_id] for job_id in result.applied if job_id in before]
+        else:
+            changed = list(_rows(audit.model, queryset.db, result.applied).values())
+        if changed:
+            flag = DELETION if audit.deleted else CHANGE
+            user_id = request.user.pk
+            assert user_id is not None  # the admin serves staff users only
+            LogEntry.objects.log_actions(user_id, changed, flag, audit.message)
+    return ActionResult.combine(results)
+
+
+def _rows(model: type[Model], alias: str, ids: Sequence[str]) -> dict[str, Any]:
+    """The rows with these ids, reading only what their ``__str__`` needs."""
+    if not ids:
+        return {}
+    fields = [f.name for f in model._meta.concrete_fields if f.name in REPR_FIELDS]
+    found = model._default_manager.using(alias).filter(pk__in=ids).only(*fields)
+    return {str(row.pk): row for row in found}
 
 
 def confirm(

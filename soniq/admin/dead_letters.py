@@ -16,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from soniq.admin import display
 from soniq.admin.common import (
+    Audit,
     SoniqModelAdmin,
     act_on,
     choices_filter,
@@ -24,7 +25,8 @@ from soniq.admin.common import (
     report,
 )
 from soniq.admin.jobs import JobDataMixin, QueueFilter, TaskFilter
-from soniq.models import DeadLetterJob
+from soniq.core.operations import ActionResult
+from soniq.models import DeadLetterJob, Job
 
 DEAD_LETTERS = ("dead letter", "dead letters")
 # The reasons soniq writes (the worker's "max_attempts", recovery's "worker_lost"): a fixed
@@ -114,7 +116,7 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
             return page
         report(
             request,
-            act_on(queryset, operator_backend().requeue_dead_letters_sync),
+            self._requeue(request, queryset),
             "Requeued",
             DEAD_LETTERS,
         )
@@ -135,7 +137,12 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
             return page
         report(
             request,
-            act_on(queryset, operator_backend().delete_dead_letters_sync),
+            act_on(
+                request,
+                queryset,
+                operator_backend().delete_dead_letters_sync,
+                Audit("Deleted the dead letter", DeadLetterJob, deleted=True),
+            ),
             "Deleted",
             DEAD_LETTERS,
         )
@@ -177,7 +184,7 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
         if request.method == "POST":
             report(
                 request,
-                act_on(queryset, operator_backend().requeue_dead_letters_sync),
+                self._requeue(request, queryset),
                 "Requeued",
                 DEAD_LETTERS,
             )
@@ -199,11 +206,16 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
     def requeue_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self.require(request, "requeue_deadletterjob")
         dead = self.object_or_404(request, object_id)
-        result = operator_backend().requeue_dead_letters_sync([str(dead.pk)])
+        result = self._requeue(request, self.get_queryset(request).filter(pk=dead.pk))
         report(request, result, "Requeued", DEAD_LETTERS)
         if result.applied:
             return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[dead.pk]))
         return HttpResponseRedirect(reverse("admin:soniq_deadletterjob_change", args=[dead.pk]))
+
+    def _requeue(self, request: HttpRequest, queryset: QuerySet[DeadLetterJob]) -> ActionResult:
+        # Logged on the job: the row is a job again, and its page is where the history shows.
+        audit = Audit("Requeued from the dead letters", Job)
+        return act_on(request, queryset, operator_backend().requeue_dead_letters_sync, audit)
 
     def row_buttons(self, request: HttpRequest, obj: DeadLetterJob) -> list[dict[str, str]]:
         if not self.has_requeue_permission(request):

@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 
 from soniq.admin import display, known
 from soniq.admin.common import (
+    Audit,
     SoniqModelAdmin,
     act_on,
     choices_filter,
@@ -219,16 +220,17 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
 
     @admin.action(description="Retry now (queued, cancelled)", permissions=["retry"])
     def retry_now(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        report(request, self._apply(queryset, "retry"), "Retried", JOBS)
+        report(request, self._apply(request, queryset, "retry"), "Retried", JOBS)
 
     @admin.action(description="Cancel (queued only)", permissions=["cancel"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        report(request, self._apply(queryset, "cancel"), "Cancelled", JOBS)
+        report(request, self._apply(request, queryset, "cancel"), "Cancelled", JOBS)
 
-    def _apply(self, queryset: QuerySet[Job], kind: str) -> ActionResult:
+    def _apply(self, request: HttpRequest, queryset: QuerySet[Job], kind: str) -> ActionResult:
         backend = operator_backend()
-        action = backend.retry_jobs_sync if kind == "retry" else backend.cancel_jobs_sync
-        return act_on(queryset, action)
+        if kind == "retry":
+            return act_on(request, queryset, backend.retry_jobs_sync, Audit("Retried", Job))
+        return act_on(request, queryset, backend.cancel_jobs_sync, Audit("Cancelled", Job))
 
     # -- one job's buttons ------------------------------------------------------------------
 
@@ -263,13 +265,15 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
     def retry_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self.require(request, "retry_job")
         job = self.object_or_404(request, object_id)
-        report(request, operator_backend().retry_jobs_sync([str(job.pk)]), "Retried", JOBS)
+        one = self.get_queryset(request).filter(pk=job.pk)
+        report(request, self._apply(request, one, "retry"), "Retried", JOBS)
         return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[job.pk]))
 
     def cancel_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self.require(request, "cancel_job")
         job = self.object_or_404(request, object_id)
-        report(request, operator_backend().cancel_jobs_sync([str(job.pk)]), "Cancelled", JOBS)
+        one = self.get_queryset(request).filter(pk=job.pk)
+        report(request, self._apply(request, one, "cancel"), "Cancelled", JOBS)
         return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[job.pk]))
 
     def row_buttons(self, request: HttpRequest, obj: Job) -> list[dict[str, str]]:

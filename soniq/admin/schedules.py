@@ -11,6 +11,7 @@ from typing import Any
 
 from asgiref.sync import async_to_sync
 from django.contrib import admin, messages
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
@@ -177,26 +178,42 @@ class ScheduleAdmin(SoniqModelAdmin):
     ) -> None:
         names = list(queryset.values_list("name", flat=True))
 
-        async def body(scheduler: SchedulerService) -> list[str]:
+        async def body(scheduler: SchedulerService) -> tuple[dict[str, Any], list[str]]:
+            succeeded: dict[str, Any] = {}  # name -> what the call returned (run-now: job id)
             failures = []
             for name in names:
                 try:
-                    await call(scheduler, name)
+                    succeeded[name] = await call(scheduler, name)
                 except (SoniqError, LookupError) as exc:
                     failures.append(f"{name}: {exc}")
-            return failures
+            return succeeded, failures
 
         try:
-            failures = run(body, builds_jobs=builds_jobs)
+            succeeded, failures = run(body, builds_jobs=builds_jobs)
         except SoniqError as exc:
             messages.error(request, f"Nothing done: {exc}")
             return
-        changed = len(names) - len(failures)
-        if changed:
-            plural = "schedule" if changed == 1 else "schedules"
-            messages.success(request, f"{done} {changed} {plural}.")
+        if succeeded:
+            plural = "schedule" if len(succeeded) == 1 else "schedules"
+            messages.success(request, f"{done} {len(succeeded)} {plural}.")
+            self._log(request, queryset, done, succeeded)
         for failure in failures:
             messages.error(request, failure)
+
+    def _log(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Schedule],
+        done: str,
+        succeeded: dict[str, Any],
+    ) -> None:
+        """One admin-log entry per schedule changed, on its History page."""
+        user_id = request.user.pk
+        assert user_id is not None  # the admin serves staff users only
+        for schedule in queryset.filter(name__in=list(succeeded)):
+            job_id = succeeded[schedule.name]
+            message = f"Ran now: enqueued job {job_id}" if job_id else done
+            LogEntry.objects.log_actions(user_id, [schedule], CHANGE, message)
 
     # -- one schedule's buttons -------------------------------------------------------------
 
