@@ -99,9 +99,12 @@ class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         return bool(super().lookup_allowed(lookup, value, request))
 
     def require(self, request: HttpRequest, codename: str) -> None:
-        """Refuse a request (a forged POST included) from a user without the permission."""
+        """Refuse a request (a forged POST included) from a user without the permission, or
+        who may not even see these rows."""
         if not request.user.has_perm(f"soniq.{codename}"):
             raise PermissionDenied(f"soniq.{codename} is required")
+        if not self.has_view_permission(request):
+            raise PermissionDenied(f"viewing {self.model._meta.verbose_name_plural} is required")
 
     def object_or_404(self, request: HttpRequest, object_id: str) -> Any:
         """The row a per-object URL names; a malformed id is a 404 too, as in Django's own

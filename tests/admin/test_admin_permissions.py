@@ -244,6 +244,15 @@ def test_per_object_urls_refuse_users_who_are_not_staff(case: Any) -> None:
     assert not gate.done(rows, obj)
 
 
+@pytest.mark.parametrize("case", WITH_BUTTON, indirect=True)
+def test_per_object_urls_need_the_view_permission_too(case: Any, client_with: Any) -> None:
+    gate, rows = case
+    obj = gate.make(rows)
+    blind = client_with(*CUSTOM_PERMISSIONS)  # may act, may not see
+    assert blind.post(reverse(gate.url_name, args=[obj.pk])).status_code == 403
+    assert not gate.done(rows, obj)
+
+
 # -- requeue every matching dead letter -------------------------------------------------------
 
 
