@@ -416,7 +416,9 @@ class MemoryBackend:
         names = set(task_names)
         scope = None if queues is None else set(queues)
         with self._lock:
-            if limit <= 0:
+            registered = self._workers.get(owner)
+            if limit <= 0 or (registered is not None and registered.status in ("dead", "stopped")):
+                # Marked dead or stopped: nothing until it re-registers under a new id.
                 return []
             now = self._now()
             due = [

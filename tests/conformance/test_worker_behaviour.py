@@ -315,10 +315,28 @@ async def test_a_stale_workers_job_is_recovered(app: Soniq, worker_backend: Work
     assert (lost["attempt"], lost["worker_id"]) == (1, silent.id)
     assert await worker_backend.heartbeat(silent.id) == "dead"
 
-    # The silent worker's late outcome is refused; the job runs again for a live worker.
+    # The silent worker's late outcome is refused, and it cannot take the job back under its
+    # old id (its stale run's completion would then pass the fence); a live worker can.
     assert await worker_backend.complete_jobs(silent.id, [(job_id, 1, '"late"')]) == 0
+    assert await worker_backend.claim_jobs(silent.id, ["conf.stale"], None, 5) == []
     assert (await stored(app, job_id)).status is JobStatus.QUEUED
     assert await once(app) is True
     info = await stored(app, job_id)
     assert (info.status, info.attempts, info.result) == (JobStatus.DONE, 1, None)
     assert len(info.errors) == 1
+
+
+async def test_a_stopped_worker_claims_nothing(app: Soniq, worker_backend: WorkerBackend) -> None:
+    @app.job(name="conf.after_stop")
+    async def after_stop() -> None:
+        return None
+
+    job_id = await app.enqueue(after_stop)
+    stopped = worker_info(("conf.after_stop",))
+    await worker_backend.register_worker(stopped, None)
+    await worker_backend.deregister_worker(stopped.id)
+    assert await worker_backend.claim_jobs(stopped.id, ["conf.after_stop"], None, 5) == []
+    fresh = worker_info(("conf.after_stop",))
+    await worker_backend.register_worker(fresh, None)
+    [claimed] = await worker_backend.claim_jobs(fresh.id, ["conf.after_stop"], None, 5)
+    assert claimed.id == job_id

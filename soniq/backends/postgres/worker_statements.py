@@ -24,10 +24,17 @@ _NOW = "COALESCE(%s::timestamptz, now())"
 # rows another worker is taking (SKIP LOCKED). Two variants instead of "queue filter or NULL"
 # so that each gets a plan on its own partial index (soniq_jobs_claim_idx for every queue,
 # soniq_jobs_claim_queue_idx for a scoped worker).
+# A worker whose row was marked dead or stopped claims nothing: until its next heartbeat gives
+# it a new id, a job recovered from it could otherwise be claimed again under the old id, and
+# the stale run's completion would pass the fence. (A one-time filter: a primary-key lookup.)
 _CLAIM = f"""
 WITH candidates AS (
     SELECT id FROM soniq_jobs
     WHERE status = 'queued' AND scheduled_at <= {_NOW} AND task_name = ANY(%s::text[]){{queues}}
+      AND NOT EXISTS (
+          SELECT 1 FROM soniq_workers
+          WHERE soniq_workers.id = %s::uuid AND soniq_workers.status IN ('dead', 'stopped')
+      )
     ORDER BY priority, scheduled_at
     LIMIT %s
     FOR UPDATE SKIP LOCKED
@@ -55,7 +62,7 @@ def claim_jobs(
     """Take up to ``limit`` due jobs for ``worker_id``."""
     scope = [] if queues is None else [list(queues)]
     sql = _CLAIM_ANY_QUEUE if queues is None else _CLAIM_SCOPED
-    return Statement(sql, (now, list(task_names), *scope, limit, now, worker_id))
+    return Statement(sql, (now, list(task_names), *scope, worker_id, limit, now, worker_id))
 
 
 _FENCE = "status = 'processing' AND worker_id = %s::uuid"

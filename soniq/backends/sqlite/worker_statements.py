@@ -24,6 +24,10 @@ WHERE id IN (
     WHERE status = 'queued' AND scheduled_at <= ?
       AND task_name IN (SELECT value FROM json_each(?))
       AND (? IS NULL OR queue IN (SELECT value FROM json_each(?)))
+      -- A worker marked dead or stopped claims nothing until it re-registers (new id).
+      AND NOT EXISTS (
+          SELECT 1 FROM soniq_workers WHERE id = ? AND status IN ('dead', 'stopped')
+      )
     ORDER BY priority, scheduled_at
     LIMIT ?
 )
@@ -136,7 +140,16 @@ def claim_jobs(
     queue_list = None if queues is None else json.dumps(list(queues))
     return Statement(
         CLAIM,
-        (now, _hex(worker_id), now, json.dumps(list(task_names)), queue_list, queue_list, limit),
+        (
+            now,
+            _hex(worker_id),
+            now,
+            json.dumps(list(task_names)),
+            queue_list,
+            queue_list,
+            _hex(worker_id),
+            limit,
+        ),
     )
 
 
