@@ -9,8 +9,9 @@ import pytest
 from django.db import transaction
 
 from soniq.core.status import JobStatus
-from soniq.models import DeadLetterJob, Job, Worker
+from soniq.models import DeadLetterJob, Job
 from tests.jobs import JobSet
+from tests.rows import Rows
 
 pytestmark = pytest.mark.django_db(databases=["default", "sqlite"])
 
@@ -18,43 +19,15 @@ LATER = datetime.now(UTC) + timedelta(hours=1)
 
 
 def _dead_letter(alias: str, **fields: object) -> str:
-    now = datetime.now(UTC)
-    values: dict[str, object] = {
-        "id": uuid.uuid4(),
-        "task_name": "tests.send_email",
-        "args": {"to": "a@example.com", "subject": "hi"},
-        "queue": "default",
-        "priority": 100,
-        "attempts": 4,
-        "max_attempts": 4,
-        "scheduled_at": now,
-        "created_at": now,
-        "dead_lettered_at": now,
-        "errors": [{"attempt": 4, "error_type": "ValueError", "message": "boom"}],
-        "reason": "max_attempts",
-    }
-    values.update(fields)
-    return str(DeadLetterJob.objects.using(alias).create(**values).id)
-
-
-def _worker(alias: str, status: str) -> uuid.UUID:
-    now = datetime.now(UTC)
-    worker = Worker.objects.using(alias).create(
-        id=uuid.uuid4(),
-        hostname="host-a",
-        pid=4242,
-        concurrency=1,
-        status=status,
-        started_at=now,
-        last_heartbeat_at=now,
-    )
-    return worker.id
+    return str(Rows(alias).dead_letter(**fields).id)
 
 
 def _processing(alias: str, jobs: JobSet, worker_status: str) -> str:
+    rows = Rows(alias)
+    worker = rows.worker(status=worker_status, hostname="host-a", pid=4242)
     job_id = jobs.send_email.enqueue(to="x@example.com", subject="s")
     Job.objects.using(alias).filter(id=job_id).update(
-        status="processing", attempts=1, worker_id=_worker(alias, worker_status)
+        status="processing", attempts=1, worker_id=worker.id
     )
     return job_id
 
