@@ -11,10 +11,15 @@ from django.db import models
 from django.db.models import Q
 
 from soniq.core.options import MAX_PRIORITY, MIN_PRIORITY
-from soniq.core.status import JobStatus
+from soniq.core.status import JobStatus, Suspicion
 
 LIVE_STATUSES = [JobStatus.QUEUED.value, JobStatus.PROCESSING.value]
 FINISHED_STATUSES = [JobStatus.DONE.value, JobStatus.CANCELLED.value]
+SUSPICION_CHOICES = [
+    (Suspicion.NONE.value, "none"),
+    (Suspicion.UNCONFIRMED_START.value, "start unconfirmed (its worker died)"),
+    (Suspicion.LOST_WHILE_RUNNING.value, "running when its worker died: runs alone"),
+]
 ROW_STATUS_CHOICES = [
     (status.value, status.name.replace("_", " ").capitalize())
     for status in JobStatus
@@ -35,14 +40,25 @@ class Job(models.Model):
     max_attempts = models.IntegerField(default=4, help_text="retries + 1")
     scheduled_at = models.DateTimeField(help_text="Not run before this time.")
     created_at = models.DateTimeField()
-    started_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the worker holding the job claimed it."
+    )
+    started_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it started running; empty while only claimed."
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
     worker_id = models.UUIDField(null=True, blank=True, help_text="Worker holding the job.")
     result = models.JSONField(null=True, blank=True)
     errors = models.JSONField(default=list, help_text="One entry per failed attempt.")
     dedup_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     worker_losses = models.IntegerField(
-        default=0, help_text="Times the worker holding this job died."
+        default=0, help_text="Times the worker running this job died."
+    )
+    # A database default: soniq's own INSERT statements leave the column out.
+    suspicion = models.SmallIntegerField(
+        db_default=Suspicion.NONE.value,
+        choices=SUSPICION_CHOICES,
+        help_text="Care its next start gets after its worker died.",
     )
 
     class Meta:

@@ -89,7 +89,7 @@ class _Inline:
 
     def complete(self, job: ClaimedJob, result: str | None) -> None:
         if self.vendor == "postgresql":
-            self.run(postgres.complete_jobs(self.worker_id, [(job.id, job.attempt, result)]))
+            self.run(postgres.record_progress(self.worker_id, done=[(job.id, job.attempt, result)]))
         else:
             self.run(
                 sqlite.complete_job(self.worker_id, job.id, job.attempt, result, self._now(None))

@@ -152,8 +152,20 @@ class WorkerBackend(Protocol):
     ) -> list[ClaimedJob]: ...
 
     async def complete_jobs(
-        self, worker_id: str, done: Sequence[tuple[str, int, str | None]]
-    ) -> int: ...
+        self,
+        worker_id: str,
+        done: Sequence[tuple[str, int, str | None]],
+        started: Sequence[tuple[str, int]] = (),
+    ) -> int:
+        """Mark ``done`` (``(id, attempt, result_json)``) finished and record the start of
+        ``started`` (``(id, attempt)``, disjoint from ``done``), in one write; returns how
+        many of ``done`` passed the fence."""
+        ...
+
+    async def start_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        """Record that claimed jobs started (``started_at``; their suspicion is cleared);
+        returns how many passed the fence and were not started yet."""
+        ...
 
     async def retry_job(
         self, worker_id: str, job_id: str, attempt: int, delay: float, error: dict[str, Any]

@@ -57,7 +57,8 @@ from soniq.core import operations
 from soniq.core.errors import ConfigurationError, InvalidConnectionError
 from soniq.core.operations import ActionResult, JobState
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
-from soniq.core.status import JobStatus
+from soniq.core.retry import lost_job_fate
+from soniq.core.status import JobStatus, Suspicion
 
 logger = logging.getLogger("soniq.backends.memory")
 
@@ -121,12 +122,14 @@ class _Job:
     scheduled_at: datetime
     created_at: datetime
     dedup_key: str | None
+    claimed_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
     worker_id: str | None = None
     result_json: str | None = None
     errors: list[str] = field(default_factory=list)  # one JSON text per entry
     worker_losses: int = 0
+    suspicion: Suspicion = Suspicion.NONE
 
     def info(self) -> JobInfo:
         return JobInfo(
@@ -160,6 +163,7 @@ class _Job:
             scheduled_at=self.scheduled_at,
             created_at=self.created_at,
             claimed_by=worker_id,
+            suspicion=self.suspicion,
         )
 
 
@@ -279,6 +283,7 @@ class MemoryBackend:
         """Back to the queue without charging the attempt (release, strays, recovery)."""
         self._set_status(job, JobStatus.QUEUED)
         job.worker_id = None
+        job.claimed_at = None
         job.started_at = None
         job.attempts = max(job.attempts - 1, 0)
 
@@ -434,28 +439,51 @@ class MemoryBackend:
             for job in chosen:
                 self._set_status(job, JobStatus.PROCESSING)
                 job.attempts += 1
-                job.started_at = now
+                job.claimed_at = now
+                job.started_at = None
                 job.finished_at = None
                 job.worker_id = owner
             return [job.claimed(owner) for job in chosen]
 
     async def complete_jobs(
-        self, worker_id: str, done: Sequence[tuple[str, int, str | None]]
+        self,
+        worker_id: str,
+        done: Sequence[tuple[str, int, str | None]],
+        started: Sequence[tuple[str, int]] = (),
     ) -> int:
         """Mark jobs done: ``done`` holds ``(id, attempt, result_json)``; returns how many
-        passed the fence."""
+        passed the fence. ``started`` jobs get their start recorded (see ``start_jobs``)."""
         for _, _, result in done:
             _loads(result)  # an invalid result fails the whole batch, as the UPDATE would
         applied = 0
         with self._lock:
             now = self._now()
+            self._start(worker_id, started, now)
             for job_id, attempt, result in done:
                 job = self._fenced(worker_id, job_id, attempt)
                 if job is None:
                     continue
                 self._set_status(job, JobStatus.DONE)
+                job.started_at = job.started_at or now
+                job.suspicion = Suspicion.NONE
                 job.finished_at = now
                 job.result_json = result
+                applied += 1
+        return applied
+
+    async def start_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        """Record that claimed jobs started; returns how many passed the fence and had not
+        started yet."""
+        with self._lock:
+            return self._start(worker_id, jobs, self._now())
+
+    def _start(self, worker_id: str, jobs: Sequence[tuple[str, int]], now: datetime) -> int:
+        applied = 0
+        for job_id, attempt in jobs:
+            job = self._fenced(worker_id, job_id, attempt)
+            if job is not None and job.started_at is None:
+                job.started_at = now
+                job.suspicion = Suspicion.NONE
                 applied += 1
         return applied
 
@@ -512,8 +540,8 @@ class MemoryBackend:
                     job.status is JobStatus.PROCESSING
                     and job.worker_id == owner
                     and job.id not in keep
-                    and job.started_at is not None
-                    and job.started_at < cutoff
+                    and job.claimed_at is not None
+                    and job.claimed_at < cutoff
                 ):
                     self._requeue_uncharged(job)
                     released += 1
@@ -572,12 +600,13 @@ class MemoryBackend:
         self, *, heartbeat_timeout: float, lock_grace: float, max_losses: int
     ) -> RecoveryReport:
         """Mark workers silent for over ``heartbeat_timeout`` seconds dead, and put back the
-        jobs of every worker that is not running: requeued uncharged with ``worker_losses``
-        counted and a ``soniq.WorkerLost`` error appended, or dead-lettered (reason
-        ``worker_lost``) once a job has lost ``max_losses`` workers. ``lock_grace`` is unused:
-        there are no liveness locks here."""
+        jobs of every worker that is not running. A job only claimed goes back uncharged
+        (suspicion UNCONFIRMED_START). A running one is charged its attempt and a lost worker,
+        with a ``soniq.WorkerLost`` error, and runs alone next time (LOST_WHILE_RUNNING); or
+        is dead-lettered as :func:`~soniq.core.retry.lost_job_fate` says. ``lock_grace`` is
+        unused: there are no liveness locks here."""
         del lock_grace
-        requeued = dead_lettered = 0
+        requeued = dead_lettered = released = 0
         with self._lock:
             now = self._now()
             cutoff = _shifted(now, -heartbeat_timeout)
@@ -598,6 +627,12 @@ class MemoryBackend:
                 if job.status is JobStatus.PROCESSING and job.worker_id not in running
             ]
             for job in lost:
+                if job.started_at is None:
+                    # Only claimed (see the PostgreSQL statement): back uncharged, in place.
+                    self._requeue_uncharged(job)
+                    job.suspicion = max(job.suspicion, Suspicion.UNCONFIRMED_START)
+                    released += 1
+                    continue
                 error = json.dumps(
                     {
                         "attempt": job.attempts,
@@ -608,16 +643,22 @@ class MemoryBackend:
                         "failed_at": now.isoformat(),
                     }
                 )
-                if job.worker_losses + 1 >= max_losses:
-                    self._dead_letter(job, now, error, "worker_lost")
+                reason = lost_job_fate(
+                    job.attempts, job.max_attempts, job.worker_losses, max_losses
+                )
+                if reason is not None:
+                    self._dead_letter(job, now, error, reason)
                     dead_lettered += 1
                 else:
-                    self._requeue_uncharged(job)
+                    self._set_status(job, JobStatus.QUEUED)
+                    job.worker_id = None
+                    job.claimed_at = None
+                    job.started_at = None
                     job.worker_losses += 1
-                    job.scheduled_at = now
+                    job.suspicion = Suspicion.LOST_WHILE_RUNNING
                     job.errors.append(error)
                     requeued += 1
-        return RecoveryReport(dead, requeued, dead_lettered)
+        return RecoveryReport(dead, requeued, dead_lettered, released)
 
     async def prune(self, *, retention: float, batch: int = PRUNE_BATCH) -> int:
         """Delete done and cancelled jobs finished more than ``retention`` seconds ago (and
@@ -686,6 +727,8 @@ class MemoryBackend:
             result_json=None,
             errors=list(dead.job.errors),
             worker_losses=0,
+            suspicion=Suspicion.NONE,
+            claimed_at=None,
         )
         self._jobs[job.id] = job
         self._set_status(job, JobStatus.QUEUED)

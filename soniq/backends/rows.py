@@ -13,7 +13,7 @@ from typing import Any
 
 from soniq.core import codec
 from soniq.core.records import ClaimedJob, JobInfo
-from soniq.core.status import JobStatus
+from soniq.core.status import JobStatus, Suspicion
 
 # The column order of every statement that selects a job (see Dialect.select_job).
 JOB_COLUMNS = (
@@ -89,7 +89,7 @@ def decode_job_info(row: tuple[Any, ...]) -> JobInfo:
 
 def decode_claimed(row: tuple[Any, ...], worker_id: str) -> ClaimedJob:
     """A row of a claim statement (id, task_name, args, queue, priority, attempts,
-    max_attempts, scheduled_at, created_at), on either database."""
+    max_attempts, scheduled_at, created_at, suspicion), on either database."""
     return ClaimedJob(
         id=to_uuid_text(row[0]) or "",
         task_name=row[1],
@@ -101,4 +101,5 @@ def decode_claimed(row: tuple[Any, ...], worker_id: str) -> ClaimedJob:
         scheduled_at=to_utc(row[7]),
         created_at=to_utc(row[8]),
         claimed_by=worker_id,
+        suspicion=Suspicion(int(row[9] or 0)),
     )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from soniq.core.status import JobStatus
+from soniq.core.status import JobStatus, Suspicion
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +74,12 @@ class ClaimedJob:
     scheduled_at: datetime | None
     created_at: datetime | None
     claimed_by: str = ""
+    suspicion: Suspicion = Suspicion.NONE
+
+    @property
+    def runs_alone(self) -> bool:
+        """Running when a worker died: it runs with no other job of its worker beside it."""
+        return self.suspicion is Suspicion.LOST_WHILE_RUNNING
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +97,10 @@ class WorkerInfo:
 
 @dataclass(frozen=True, slots=True)
 class RecoveryReport:
-    """What one stale-worker recovery pass did."""
+    """What one stale-worker recovery pass did: ``requeued`` jobs were running when their
+    worker died (charged), ``released`` ones were only claimed (uncharged)."""
 
     dead_workers: tuple[str, ...] = ()
     requeued: int = 0
     dead_lettered: int = 0
+    released: int = 0

@@ -34,3 +34,18 @@ def retry_delay_seconds(
     if spec.retry_max_delay is not None:
         delay = min(delay, spec.retry_max_delay)
     return max(0.0, delay)
+
+
+def lost_job_fate(attempt: int, max_attempts: int, losses: int, max_losses: int) -> str | None:
+    """What becomes of a job that was running when its worker died: the dead-letter reason,
+    or ``None`` to run it again. ``losses`` counts the workers it lost before this one.
+
+    The lost run counts as a failed attempt: ``max_attempts`` if it was the last one. Before
+    that, a job that has now lost ``max_losses`` workers is quarantined (``worker_lost``): a
+    job that kills its worker must not take the fleet down forever.
+    """
+    if losses + 1 >= max_losses:
+        return "worker_lost"
+    if attempt >= max_attempts:
+        return "max_attempts"
+    return None

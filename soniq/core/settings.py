@@ -50,6 +50,18 @@ class SoniqSettings(BaseModel):
     result_retention: float = Field(
         default=86400.0, ge=0, description="Seconds finished jobs are kept before pruning."
     )
+    prefetch: int = Field(
+        default=50,
+        ge=0,
+        le=10_000,
+        description="Most jobs a worker claims ahead of its free slots (it claims ahead only "
+        "what its recent pace will start within 50 ms).",
+    )
+    loop_stall_warning: float = Field(
+        default=1.0,
+        ge=0,
+        description="Warn when the worker's event loop is blocked this many seconds (0: never).",
+    )
     max_worker_losses: int = Field(
         default=3, ge=1, description="Dead-letter a job (worker_lost) after this many dead workers."
     )

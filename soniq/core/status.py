@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 
 class JobStatus(StrEnum):
@@ -23,3 +23,18 @@ class JobStatus(StrEnum):
     def active(cls) -> tuple[JobStatus, ...]:
         """States in which a job still counts for deduplication."""
         return (cls.QUEUED, cls.PROCESSING)
+
+
+class Suspicion(IntEnum):
+    """Why a job back in the queue after its worker died gets extra care on its next start.
+
+    Stored in ``soniq_jobs.suspicion``. A worker writes the start of such a job to the
+    database before running it, and runs a job lost while running with no other job beside it,
+    so that a job that kills its worker is the only one charged when it does so again.
+    """
+
+    NONE = 0
+    #: Held by a worker that died before the job was recorded as started: it may have run.
+    UNCONFIRMED_START = 1
+    #: Running when its worker died: it may be what killed the worker.
+    LOST_WHILE_RUNNING = 2

@@ -9,7 +9,7 @@ import functools
 import logging
 import traceback
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -130,12 +130,20 @@ class JobRunner:
         threads: Executor,
         hooks: dict[str, list[Callable[..., Any]]],
         sync_call_wrapper: SyncCallWrapper | None = None,
+        on_thread_freed: Callable[[], None] = lambda: None,
     ) -> None:
         self.worker_id = worker_id
         self.default_timeout = default_timeout
         self.threads = threads
         self.hooks = hooks
         self.sync_call_wrapper = sync_call_wrapper
+        # Called on the loop when a thread that ran past its job's timeout finally returns.
+        self.on_thread_freed = on_thread_freed
+        self._overran: set[Future[Any]] = set()
+
+    def overrunning(self) -> int:
+        """Threads still running a sync job whose timeout expired: each holds a slot."""
+        return len(self._overran)
 
     def context(self, job: ClaimedJob) -> JobContext:
         return job_context(job, job.claimed_by or self.worker_id())
@@ -195,7 +203,8 @@ class JobRunner:
                 return _Raised(exc)
 
         context = contextvars.copy_context()
-        result = loop.run_in_executor(self.threads, context.run, in_thread)
+        inner = self.threads.submit(context.run, in_thread)
+        result = asyncio.wrap_future(inner, loop=loop)
         # If the call never starts (the pool was shut down), stop waiting for it to start.
         result.add_done_callback(lambda _: _resolve(started))
         try:
@@ -203,8 +212,19 @@ class JobRunner:
         except asyncio.CancelledError:
             result.cancel()  # not started yet: it never will be
             raise
-        async with deadline.armed():
-            value = await result
+        try:
+            async with deadline.armed():
+                value = await result
+        except BaseException:
+            if not inner.done():
+                # A thread cannot be interrupted: it keeps its slot until the call returns.
+                self._overran.add(inner)
+                inner.add_done_callback(lambda _: loop.call_soon_threadsafe(self._freed, inner))
+            raise
         if isinstance(value, _Raised):
             raise value.exception
         return value
+
+    def _freed(self, inner: Future[Any]) -> None:
+        self._overran.discard(inner)
+        self.on_thread_freed()

@@ -1,5 +1,12 @@
 """A worker's presence: registration, heartbeat, LISTEN wake-ups, and the recovery of others.
 
+It also keeps the worker's *lease*: other workers may declare this one dead, and recover its
+jobs, once its heartbeat is older than ``HEARTBEAT_TIMEOUT`` (or, while its liveness lock is
+not held, older than 2 x ``HEARTBEAT_INTERVAL``). So the worker starts a claimed job only while
+its last confirmed heartbeat is younger than that, less a margin: a worker that was paused,
+cut off, or whose loop was blocked asks for a heartbeat first, and learns it was presumed dead
+before it could start a job that is no longer its own.
+
 Three small loops, each surviving database errors:
 - the session loop keeps the worker's own connection (liveness lock, and LISTEN when enabled)
   open, and re-opens it when it drops;
@@ -11,8 +18,10 @@ Three small loops, each surviving database errors:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from soniq.backends.base import WorkerBackend, WorkerSessionProtocol
@@ -34,6 +43,7 @@ class Liveness:
         listen: bool,
         in_flight: Callable[[], list[str]],
         on_presumed_dead: Callable[[], str],
+        on_confirmed: Callable[[], None] = lambda: None,
     ) -> None:
         self.backend = backend
         self.info = info
@@ -45,15 +55,38 @@ class Liveness:
         self.listen = listen and self.use_session
         self.in_flight = in_flight
         self.on_presumed_dead = on_presumed_dead
+        # Called after each heartbeat that confirmed this worker is still running.
+        self.on_confirmed = on_confirmed
+        self.confirmed_at = time.monotonic()
+        self._beat_now = asyncio.Event()
         self.session: WorkerSessionProtocol | None = None
         self.lock_key: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
+    def lease(self) -> float:
+        """Seconds after a confirmed heartbeat during which no other worker can find this one
+        dead, less a quarter for safety (the recovering worker's statement and ours race)."""
+        holds_lock = self.session is not None and not self.session.broken
+        if self.use_session and not holds_lock:
+            grace = 2 * self.settings.heartbeat_interval
+        else:
+            grace = self.settings.heartbeat_timeout
+        return 0.75 * grace
+
+    def may_start(self) -> bool:
+        """Whether a claimed job may start now: the lease has not run out."""
+        return time.monotonic() - self.confirmed_at < self.lease()
+
+    def beat_soon(self) -> None:
+        """Heartbeat now rather than at the next interval (the lease ran out)."""
+        self._beat_now.set()
+
     async def start(self) -> None:
         if self.use_session:
             await self._open_session()
         try:
+            self.confirmed_at = time.monotonic()
             await self.backend.register_worker(self.info, self.lock_key)
         except BaseException:
             if self.session is not None:
@@ -62,7 +95,7 @@ class Liveness:
             raise
         if self.use_session:
             self._spawn(self._session_loop(), "session")
-        self._spawn(self._every(self.settings.heartbeat_interval, self._beat), "heartbeat")
+        self._spawn(self._heartbeat_loop(), "heartbeat")
         self._spawn(self._every(self.settings.cleanup_interval, self._prune), "cleanup")
 
     def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
@@ -155,12 +188,31 @@ class Liveness:
                 logger.exception("soniq background task %s failed", action.__name__)
             await asyncio.sleep(interval)
 
+    async def _heartbeat_loop(self) -> None:
+        while not self._stopped:
+            self._beat_now.clear()
+            try:
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("soniq background task _beat failed")
+            # Sooner when the worker asks (its lease ran out while it had a job to start).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat_now.wait(), self.settings.heartbeat_interval)
+
     async def _beat(self) -> None:
+        # The time the heartbeat was sent, not answered: the database's last_heartbeat_at is
+        # later than that, so the lease measured from here never outlasts the real one.
+        sent = time.monotonic()
         status = await self.backend.heartbeat(self.info.id)
         if status != "running":
             # Another worker gave up on us (we were cut off too long) and requeued our jobs.
             self.info = dataclasses.replace(self.info, id=self.on_presumed_dead())
+            sent = time.monotonic()
             await self.backend.register_worker(self.info, self.lock_key)
+        self.confirmed_at = sent
+        self.on_confirmed()
         strays = await self.backend.release_strays(
             self.info.id,
             self.in_flight(),
@@ -174,14 +226,16 @@ class Liveness:
             lock_grace=2 * self.settings.heartbeat_interval,
             max_losses=self.settings.max_worker_losses,
         )
-        if report.requeued or report.dead_lettered or report.dead_workers:
+        if report.requeued or report.dead_lettered or report.released or report.dead_workers:
             logger.warning(
-                "recovered jobs of dead or stopped workers %s: %d requeued, %d dead-lettered",
+                "recovered jobs of dead or stopped workers %s: %d running job(s) requeued, "
+                "%d dead-lettered, %d claimed but not started put back",
                 ", ".join(report.dead_workers) or "(none registered)",
                 report.requeued,
                 report.dead_lettered,
+                report.released,
             )
-            if report.requeued:
+            if report.requeued or report.released:
                 self.wake.set()
 
     async def _prune(self) -> None:

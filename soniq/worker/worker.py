@@ -23,16 +23,14 @@ from soniq.core.registry import JobRegistry
 from soniq.core.retry import retry_delay_seconds
 from soniq.core.settings import SoniqSettings, build_settings
 from soniq.core.spec import JobSpec
-from soniq.worker.completions import CompletionWriter
 from soniq.worker.execution import JobRunner, Outcome, SyncCallWrapper
 from soniq.worker.hooks import Hooks, check_hooks
 from soniq.worker.liveness import Liveness
+from soniq.worker.pace import Pace
+from soniq.worker.progress import ProgressWriter
+from soniq.worker.watchdog import LoopWatchdog
 
 logger = logging.getLogger("soniq.worker")
-
-# Jobs claimed ahead of free slots, at least: big enough that the claim round trip is paid
-# once per batch, small enough that a crash strands few claims (recovery requeues them).
-PREFETCH_MIN = 50
 
 
 class Worker:
@@ -62,14 +60,18 @@ class Worker:
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._running: dict[asyncio.Task[None], ClaimedJob] = {}
-        # Claimed ahead while every slot is busy, so the next claim overlaps running jobs.
+        # Claimed ahead of a free slot (see soniq.worker.pace): started without a query.
         self._ready: deque[ClaimedJob] = deque()
+        # The job running alone (it was running when a worker died), if any.
+        self._alone: asyncio.Task[None] | None = None
+        self._pace = Pace()
+        self._liveness: Liveness | None = None
         self._processed = 0
         self._signals_received = 0
         # What the database may say this worker holds, besides _running and _ready: the job
         # of run_once, and finished jobs whose completion is not written yet.
         self._current: ClaimedJob | None = None
-        self._writer: CompletionWriter | None = None
+        self._writer: ProgressWriter | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -94,7 +96,7 @@ class Worker:
             return False
         ran = 0
         current: ClaimedJob | None = None
-        async with self._presence(scoped, 1, listen=False):
+        async with self._presence(scoped, 1, listen=False), self._watchdog():
             threads = ThreadPoolExecutor(1, thread_name_prefix="soniq-job")
             runner = self._runner(threads)
             try:
@@ -104,6 +106,12 @@ class Worker:
                         break
                     [current] = jobs
                     self._current = current
+                    # One job at a time: its start is written before it runs.
+                    if not await self.backend.start_jobs(
+                        current.claimed_by, [(current.id, current.attempt)]
+                    ):
+                        current = self._current = None
+                        continue
                     outcome = await self._run_interruptibly(runner, current)
                     if outcome is None:
                         break  # a second signal: the finally block puts the job back
@@ -126,7 +134,9 @@ class Worker:
         self._processed = 0
         self._running.clear()
         self._ready.clear()
+        self._alone = None
         self._current = None
+        self._writer = None
 
     def stop(self) -> None:
         """Ask a running worker to finish gracefully (what SIGTERM does)."""
@@ -136,16 +146,22 @@ class Worker:
     # -- continuous mode --------------------------------------------------------------------
 
     async def _run_continuously(self, concurrency: int, queues: tuple[str, ...] | None) -> bool:
-        writer = CompletionWriter(
-            self.backend.complete_jobs, retry_delay=self.settings.error_retry_delay
+        writer = ProgressWriter(
+            self.backend.complete_jobs,
+            retry_delay=self.settings.error_retry_delay,
+            on_refused=self._drop_claims_of,
         )
         self._writer = writer
-        async with self._presence(queues, concurrency, listen=self.settings.listen_notify):
+        async with (
+            self._presence(queues, concurrency, listen=self.settings.listen_notify),
+            self._watchdog(),
+        ):
             writer.start()
             logger.info(
-                "worker %s started: concurrency %d, queues %s, %d job type(s)",
+                "worker %s started: concurrency %d, prefetch up to %d, queues %s, %d job type(s)",
                 self.id,
                 concurrency,
+                self.settings.prefetch,
                 ",".join(queues) if queues else "all",
                 len(self.registry),
             )
@@ -153,7 +169,7 @@ class Worker:
             # timeout, and those cannot be interrupted.
             threads = ThreadPoolExecutor(concurrency, thread_name_prefix="soniq-job")
             try:
-                runner = self._runner(threads)
+                runner = self._runner(threads, concurrency)
                 try:
                     await self._fetch_loop(runner, writer, concurrency, queues)
                 finally:
@@ -164,6 +180,28 @@ class Worker:
                 await writer.close(grace=self.settings.shutdown_timeout + 5)
         logger.info("worker %s stopped after %d job(s)", self.id, self._processed)
         return self._processed > 0
+
+    @contextlib.asynccontextmanager
+    async def _watchdog(self) -> AsyncIterator[None]:
+        """Warns while an async job blocks the event loop (and with it every other job and the
+        heartbeat), naming the async jobs that were running."""
+        watchdog = LoopWatchdog(self.settings.loop_stall_warning, self._running_async)
+        watchdog.start()
+        try:
+            yield
+        finally:
+            watchdog.stop()
+
+    def _running_async(self) -> list[str]:
+        # Called from the watchdog's thread while the loop is stuck: a snapshot, no await.
+        jobs = list(self._running.values())
+        if self._current is not None:
+            jobs.append(self._current)
+        return [
+            f"{job.task_name} ({job.id})"
+            for job in jobs
+            if (spec := self.registry.get(job.task_name)) is not None and spec.is_async
+        ]
 
     @contextlib.asynccontextmanager
     async def _presence(
@@ -183,11 +221,14 @@ class Worker:
                 listen=listen,
                 in_flight=self._in_flight_ids,
                 on_presumed_dead=self._take_new_identity,
+                on_confirmed=self._slot_freed.set,
             )
             await liveness.start()
+            self._liveness = liveness
             try:
                 yield
             finally:
+                self._liveness = None
                 await liveness.stop()
         finally:
             stop_hearing()
@@ -209,21 +250,23 @@ class Worker:
     async def _fetch_loop(
         self,
         runner: JobRunner,
-        writer: CompletionWriter,
+        writer: ProgressWriter,
         concurrency: int,
         queues: tuple[str, ...] | None,
     ) -> None:
         names = self.registry.names()
-        # Up to one extra batch is claimed ahead of the free slots (see _ready).
-        capacity = concurrency + max(concurrency, PREFETCH_MIN)
         while not self._stopping.is_set():
-            wanted = capacity - len(self._running) - len(self._ready)
-            # Claim again only when the local batch runs low: one round trip per batch, not
-            # one per freed slot.
-            if wanted <= 0 or len(self._ready) >= concurrency:
-                self._slot_freed.clear()
+            self._slot_freed.clear()
+            self._start_ready(runner, writer, concurrency)
+            free = concurrency - self._busy(runner)
+            ahead = self._pace.ahead(self.settings.prefetch)
+            # Claim only with a free slot (a worker whose slots are all busy holds nothing more
+            # than what it will start soon), and only when the jobs claimed ahead run low: one
+            # round trip per batch, not one per freed slot.
+            if free <= 0 or len(self._ready) > ahead // 2 or not self._may_start():
                 await self._until(self._slot_freed, at_most=None)
                 continue
+            wanted = free + ahead - len(self._ready)
             # Cleared before the claim: a notification arriving during it wakes the next wait.
             self._wake.clear()
             try:
@@ -238,27 +281,78 @@ class Worker:
             self._start_ready(runner, writer, concurrency)
             if not jobs:
                 await self._until(self._wake, at_most=self.settings.poll_interval)
-            elif len(self._running) >= concurrency:
-                # Every slot is busy and a batch is waiting: claim again when one frees.
-                self._slot_freed.clear()
-                await self._until(self._slot_freed, at_most=None)
 
-    def _start_ready(self, runner: JobRunner, writer: CompletionWriter, concurrency: int) -> None:
-        while self._ready and len(self._running) < concurrency and not self._stopping.is_set():
-            job = self._ready.popleft()
+    def _busy(self, runner: JobRunner) -> int:
+        """Slots taken: running jobs, and threads still running a sync job past its timeout."""
+        return len(self._running) + runner.overrunning()
+
+    def _may_start(self) -> bool:
+        if self._liveness is None or self._liveness.may_start():
+            return True
+        # The lease ran out (the worker was paused, cut off, or its loop blocked): heartbeat
+        # first, so that a worker presumed dead meanwhile does not start what it lost.
+        self._liveness.beat_soon()
+        return False
+
+    def _start_ready(self, runner: JobRunner, writer: ProgressWriter, concurrency: int) -> None:
+        while self._ready and not self._stopping.is_set() and self._alone is None:
+            if self._busy(runner) >= concurrency or not self._may_start():
+                return
+            job = self._ready[0]
+            if job.runs_alone and self._running:
+                # It may be what killed a worker: it waits until nothing else runs here, so
+                # that if it kills this one too, no other job is charged for it.
+                return
+            self._ready.popleft()
             task = asyncio.create_task(self._work(runner, writer, job, concurrency))
             self._running[task] = job
+            if job.runs_alone:
+                self._alone = task
+                logger.info(
+                    "job %s (%s) was running when a worker died; running it alone",
+                    job.id,
+                    job.task_name,
+                )
 
     async def _work(
-        self, runner: JobRunner, writer: CompletionWriter, job: ClaimedJob, concurrency: int
+        self, runner: JobRunner, writer: ProgressWriter, job: ClaimedJob, concurrency: int
     ) -> None:
         try:
+            if job.suspicion:
+                # Its start is written before it runs, so that if it kills this worker,
+                # recovery knows it was running.
+                if not await self._write_start(job):
+                    return
+            else:
+                writer.add_started(job.claimed_by, job.id, job.attempt)
             outcome = await runner.run(self._spec(job), job)
+            self._pace.finished()
             await self._record(job, outcome, writer=writer)
         finally:
-            self._running.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            task = asyncio.current_task()
+            self._running.pop(task, None)  # type: ignore[arg-type]
+            if self._alone is task:
+                self._alone = None
             self._start_ready(runner, writer, concurrency)
             self._slot_freed.set()
+
+    async def _write_start(self, job: ClaimedJob) -> bool:
+        """Record that ``job`` starts; False if this worker no longer holds it."""
+        while True:
+            try:
+                started = await self.backend.start_jobs(job.claimed_by, [(job.id, job.attempt)])
+                break
+            except Exception:
+                logger.exception(
+                    "could not record the start of job %s; retrying in %gs",
+                    job.id,
+                    self.settings.error_retry_delay,
+                )
+                await asyncio.sleep(self.settings.error_retry_delay)
+        if not started:
+            logger.warning("job %s was taken back from this worker before it started", job.id)
+            self._drop_claims_of(job.claimed_by)
+        return bool(started)
 
     async def _drain(self) -> None:
         """Give running jobs ``shutdown_timeout`` to finish; cancel and requeue the rest."""
@@ -324,12 +418,14 @@ class Worker:
     # -- recording outcomes -----------------------------------------------------------------
 
     async def _record(
-        self, job: ClaimedJob, outcome: Outcome, *, writer: CompletionWriter | None
+        self, job: ClaimedJob, outcome: Outcome, *, writer: ProgressWriter | None
     ) -> None:
         self._processed += 1
-        if outcome.succeeded and writer is not None:
-            writer.add(job.claimed_by, job.id, job.attempt, outcome.result_json)
-            return
+        if writer is not None:
+            if outcome.succeeded:
+                writer.add(job.claimed_by, job.id, job.attempt, outcome.result_json)
+                return
+            writer.forget_started(job.id)
         while True:
             try:
                 applied = await self._write_outcome(job, outcome)
@@ -337,6 +433,7 @@ class Worker:
                     logger.warning(
                         "job %s was taken back from this worker; its outcome is dropped", job.id
                     )
+                    self._drop_claims_of(job.claimed_by)
                 return
             except Exception:
                 # Never drop an outcome because the database blinked.
@@ -376,11 +473,29 @@ class Worker:
 
     def _take_new_identity(self) -> str:
         """After being presumed dead, carry on under a new id: the old id's jobs were
-        recovered, so no write of this process may be mistaken for their new owner's."""
+        recovered, so no write of this process may be mistaken for their new owner's. The
+        jobs claimed under the old id and not started yet are dropped first: they are back in
+        the queue, maybe already running elsewhere."""
         old = self.id
+        self._drop_claims_of(old)
         self.id = str(uuid.uuid4())
         logger.error("worker %s was presumed dead; continuing as %s", old, self.id)
         return self.id
+
+    def _drop_claims_of(self, owner: str) -> None:
+        """Forget the jobs claimed under ``owner`` that have not started: the database refused
+        a write made under that id, so they were taken back (recovered) and must not run here."""
+        kept = [job for job in self._ready if job.claimed_by != owner]
+        dropped = len(self._ready) - len(kept)
+        if dropped:
+            self._ready = deque(kept)
+            logger.warning(
+                "dropped %d claimed job(s) not started: worker %s no longer holds them",
+                dropped,
+                owner,
+            )
+        if self._liveness is not None:
+            self._liveness.beat_soon()
 
     def _spec(self, job: ClaimedJob) -> JobSpec:
         spec = self.registry.get(job.task_name)
@@ -388,14 +503,23 @@ class Worker:
         assert spec is not None, job.task_name
         return spec
 
-    def _runner(self, threads: ThreadPoolExecutor) -> JobRunner:
-        return JobRunner(
+    def _runner(self, threads: ThreadPoolExecutor, concurrency: int = 1) -> JobRunner:
+        runner = JobRunner(
             worker_id=lambda: self.id,
             default_timeout=self.settings.job_timeout,
             threads=threads,
             hooks=self.hooks,
             sync_call_wrapper=self.sync_call_wrapper,
         )
+        if self._writer is not None:
+            writer = self._writer
+
+            def thread_freed() -> None:
+                self._start_ready(runner, writer, concurrency)
+                self._slot_freed.set()
+
+            runner.on_thread_freed = thread_freed
+        return runner
 
     def _queues(self, queues: Sequence[str] | None) -> tuple[str, ...] | None:
         chosen = queues if queues is not None else self.settings.queues

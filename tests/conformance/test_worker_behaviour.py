@@ -12,6 +12,7 @@ import pytest
 
 from soniq import JobContext, JobInfo, JobStatus, Soniq
 from soniq.backends.base import WorkerBackend
+from soniq.core.status import Suspicion
 from soniq.worker import Worker
 from tests.conformance.conftest import (
     CONFORMANCE,
@@ -275,25 +276,40 @@ async def test_an_idle_worker_is_woken_in_process(app: Soniq, workers: MakeWorke
     assert await _picked_up_while_idle(app, workers) < WAKE_DEADLINE
 
 
-async def test_a_stale_workers_job_is_recovered(app: Soniq, worker_backend: WorkerBackend) -> None:
+async def test_a_stale_worker_s_jobs_are_recovered_by_what_it_did_with_them(
+    app: Soniq, worker_backend: WorkerBackend
+) -> None:
+    """A dead worker's running job is charged (attempt, lost worker, error) and runs alone
+    next time; a job it had only claimed goes back uncharged, its start to be written first.
+    Both keep their place in the queue."""
+
     @app.job(name="conf.stale")
     async def stale(n: int) -> None:
         return None
 
-    job_id = await app.enqueue(stale, n=1)
+    ran_id = await app.enqueue(stale, n=1)
+    held_id = await app.enqueue(stale, n=2)
+    scheduled = {job_id: (await stored(app, job_id)).scheduled_at for job_id in (ran_id, held_id)}
     silent = worker_info(("conf.stale",))
     await worker_backend.register_worker(silent, None)
-    [claimed] = await worker_backend.claim_jobs(silent.id, ["conf.stale"], None, 5)
-    assert (claimed.id, claimed.attempt, claimed.claimed_by) == (job_id, 1, silent.id)
-    info = await stored(app, job_id)
-    assert (info.status, info.worker_id, info.attempts) == (JobStatus.PROCESSING, silent.id, 1)
+    claimed = await worker_backend.claim_jobs(silent.id, ["conf.stale"], None, 5)
+    assert {(job.id, job.attempt, job.claimed_by) for job in claimed} == {
+        (ran_id, 1, silent.id),
+        (held_id, 1, silent.id),
+    }
+    held = await stored(app, held_id)
+    assert (held.status, held.worker_id, held.attempts) == (JobStatus.PROCESSING, silent.id, 1)
+    assert held.started_at is None, "claimed, not started"
+    assert await worker_backend.start_jobs(silent.id, [(ran_id, 1)]) == 1
+    assert await worker_backend.start_jobs(silent.id, [(ran_id, 1)]) == 0, "started once"
+    assert (await stored(app, ran_id)).started_at is not None
 
     # A generous timeout recovers nothing: the worker is alive.
     report = await worker_backend.recover_stale_workers(
         heartbeat_timeout=3600, lock_grace=3600, max_losses=3
     )
-    assert (report.dead_workers, report.requeued, report.dead_lettered) == ((), 0, 0)
-    assert (await stored(app, job_id)).status is JobStatus.PROCESSING
+    assert (report.dead_workers, report.requeued, report.released) == ((), 0, 0)
+    assert (await stored(app, ran_id)).status is JobStatus.PROCESSING
 
     # heartbeat_timeout=0: any heartbeat in the past is too old, so the worker is silent.
     async def found_dead() -> Any:
@@ -304,26 +320,68 @@ async def test_a_stale_workers_job_is_recovered(app: Soniq, worker_backend: Work
 
     report = await eventually(found_dead)
     assert report.dead_workers == (silent.id,)
-    assert (report.requeued, report.dead_lettered) == (1, 0)
+    assert (report.requeued, report.released, report.dead_lettered) == (1, 1, 0)
 
-    info = await stored(app, job_id)
-    assert info.status is JobStatus.QUEUED
-    assert info.worker_id is None and info.started_at is None
-    assert info.attempts == 0, "a lost worker does not charge the attempt"
-    [lost] = info.errors
+    ran = await stored(app, ran_id)
+    assert (ran.status, ran.worker_id, ran.started_at) == (JobStatus.QUEUED, None, None)
+    assert ran.attempts == 1, "the lost run counts as an attempt"
+    [lost] = ran.errors
     assert lost["error_type"] == "soniq.WorkerLost"
     assert (lost["attempt"], lost["worker_id"]) == (1, silent.id)
+    held = await stored(app, held_id)
+    assert (held.status, held.worker_id, held.attempts, held.errors) == (
+        JobStatus.QUEUED,
+        None,
+        0,
+        [],
+    ), "a job only claimed is not charged"
+    for job_id in (ran_id, held_id):
+        assert (await stored(app, job_id)).scheduled_at == scheduled[job_id], "keeps its place"
     assert await worker_backend.heartbeat(silent.id) == "dead"
 
     # The silent worker's late outcome is refused, and it cannot take the job back under its
     # old id (its stale run's completion would then pass the fence); a live worker can.
-    assert await worker_backend.complete_jobs(silent.id, [(job_id, 1, '"late"')]) == 0
+    assert await worker_backend.complete_jobs(silent.id, [(ran_id, 1, '"late"')]) == 0
     assert await worker_backend.claim_jobs(silent.id, ["conf.stale"], None, 5) == []
-    assert (await stored(app, job_id)).status is JobStatus.QUEUED
-    assert await once(app) is True
+    live = worker_info(("conf.stale",))
+    await worker_backend.register_worker(live, None)
+    again = {
+        job.id: job for job in await worker_backend.claim_jobs(live.id, ["conf.stale"], None, 5)
+    }
+    assert (again[ran_id].attempt, again[ran_id].suspicion) == (2, Suspicion.LOST_WHILE_RUNNING)
+    assert again[ran_id].runs_alone
+    assert (again[held_id].attempt, again[held_id].suspicion) == (1, Suspicion.UNCONFIRMED_START)
+    assert not again[held_id].runs_alone
+    # Writing the start clears the suspicion; the job then completes as usual.
+    assert await worker_backend.start_jobs(live.id, [(ran_id, 2), (held_id, 1)]) == 2
+    assert await worker_backend.complete_jobs(live.id, [(ran_id, 2, None), (held_id, 1, None)]) == 2
+    assert (await stored(app, ran_id)).status is JobStatus.DONE
+
+
+async def test_a_job_lost_on_its_last_attempt_is_dead_lettered(
+    app: Soniq, worker_backend: WorkerBackend
+) -> None:
+    @app.job(name="conf.last_try", retries=0)
+    async def last_try() -> None:
+        return None
+
+    job_id = await app.enqueue(last_try)
+    silent = worker_info(("conf.last_try",))
+    await worker_backend.register_worker(silent, None)
+    await worker_backend.claim_jobs(silent.id, ["conf.last_try"], None, 1)
+    await worker_backend.start_jobs(silent.id, [(job_id, 1)])
+    await worker_backend.deregister_worker(silent.id)  # its jobs are recovered at once
+    report = await worker_backend.recover_stale_workers(
+        heartbeat_timeout=3600, lock_grace=3600, max_losses=3
+    )
+    assert (report.requeued, report.dead_lettered) == (0, 1)
     info = await stored(app, job_id)
-    assert (info.status, info.attempts, info.result) == (JobStatus.DONE, 1, None)
-    assert len(info.errors) == 1
+    assert (info.status, info.dead_letter_reason, info.attempts) == (
+        JobStatus.DEAD_LETTER,
+        "max_attempts",
+        1,
+    )
+    assert info.errors[-1]["error_type"] == "soniq.WorkerLost"
 
 
 async def test_a_stopped_worker_claims_nothing(app: Soniq, worker_backend: WorkerBackend) -> None:

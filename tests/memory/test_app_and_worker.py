@@ -321,6 +321,7 @@ async def test_a_running_worker_recovers_the_job_of_a_silent_one(
     await jobs.backend.register_worker(info, None)
     [claimed] = await jobs.backend.claim_jobs(ghost, ["mem.add"], None, 1)
     assert claimed.id == job_id
+    assert await jobs.backend.start_jobs(ghost, [(job_id, 1)]) == 1  # it was running
     clock.advance(31)  # past HEARTBEAT_TIMEOUT (30 s) without a heartbeat from the ghost
 
     worker = jobs.worker()
@@ -328,7 +329,7 @@ async def test_a_running_worker_recovers_the_job_of_a_silent_one(
         await eventually(lambda: status(jobs.backend, job_id) is JobStatus.DONE)
     done = await jobs.app.get_job(job_id)
     assert done is not None
-    assert (done.result, done.attempts, done.worker_id) == (42, 1, worker.id)
+    assert (done.result, done.attempts, done.worker_id) == (42, 2, worker.id), "lost run counted"
     [lost] = done.errors
     assert (lost["error_type"], lost["worker_id"], lost["attempt"]) == (
         "soniq.WorkerLost",

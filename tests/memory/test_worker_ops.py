@@ -28,6 +28,13 @@ def row(backend: MemoryBackend, job_id: str) -> JobInfo:
     return info
 
 
+async def claim_and_start(backend: MemoryBackend, worker: str, limit: int = 1) -> list[str]:
+    """Claim like a worker and record the start of every job claimed (now running)."""
+    claimed = await backend.claim_jobs(worker, [TASK], None, limit)
+    await backend.start_jobs(worker, [(job.id, job.attempt) for job in claimed])
+    return [job.id for job in claimed]
+
+
 async def recover(backend: MemoryBackend, **overrides: Any) -> Any:
     options = {"heartbeat_timeout": 60, "lock_grace": 1, "max_losses": 3, **overrides}
     return await backend.recover_stale_workers(**options)
@@ -83,8 +90,12 @@ async def test_claim_sets_the_attempt_the_worker_and_the_start(
         JobStatus.PROCESSING,
         1,
         worker,
-        clock.now,
-    )
+        None,
+    ), "claimed, not started"
+    clock.advance(1)
+    assert await backend.start_jobs(worker, [(str(job.id), 1)]) == 1
+    assert row(backend, str(job.id)).started_at == clock.now
+    assert await backend.start_jobs(worker, [(str(job.id), 1)]) == 0, "once"
     assert await backend.claim_jobs(worker, [TASK], None, 0) == []
 
 
@@ -180,7 +191,7 @@ async def test_retry_requeues_after_the_delay_with_the_error_appended(
 ) -> None:
     [job_id] = backend.insert_jobs_sync([new_job()])
     a = await register(backend)
-    await backend.claim_jobs(a, [TASK], None, 1)
+    await claim_and_start(backend, a)
     started = clock.now
     assert await backend.retry_job(a, job_id, 1, 3600, error(1, a, "first")) is True
     info = row(backend, job_id)
@@ -230,12 +241,13 @@ async def test_dead_lettering_moves_the_job_with_every_error(backend: MemoryBack
 
 
 @pytest.mark.asyncio
-async def test_a_silent_workers_job_is_requeued_uncharged_and_fenced_from_it(
+async def test_a_silent_workers_running_job_is_charged_and_fenced_from_it(
     backend: MemoryBackend, clock: FakeClock
 ) -> None:
     [job_id] = backend.insert_jobs_sync([new_job()])
+    enqueued_at = clock.now
     dead, alive = await register(backend), await register(backend)
-    await backend.claim_jobs(dead, [TASK], None, 1)
+    await claim_and_start(backend, dead)
     clock.advance(30)
     assert await backend.heartbeat(alive) == "running"
     report = await recover(backend)
@@ -248,11 +260,11 @@ async def test_a_silent_workers_job_is_requeued_uncharged_and_fenced_from_it(
     info = row(backend, job_id)
     assert (info.status, info.attempts, info.worker_id, info.started_at) == (
         JobStatus.QUEUED,
-        0,
+        1,
         None,
         None,
-    )
-    assert info.scheduled_at == clock.now
+    ), "the lost run counts as an attempt"
+    assert info.scheduled_at == enqueued_at, "keeps its place in the queue"
     [lost] = info.errors
     assert lost == {
         "attempt": 1,
@@ -270,14 +282,14 @@ async def test_a_silent_workers_job_is_requeued_uncharged_and_fenced_from_it(
     assert row(backend, job_id).status is JobStatus.QUEUED
     assert await backend.heartbeat(dead) == "dead"
 
-    # Its successor gets the same attempt number: only the worker id tells them apart.
+    # Its successor runs the next attempt, alone (it may be what killed the worker).
     [taken] = await backend.claim_jobs(alive, [TASK], None, 1)
-    assert taken.attempt == 1
+    assert (taken.attempt, taken.runs_alone) == (2, True)
     assert await backend.complete_jobs(dead, [(job_id, 1, '"late"')]) == 0
     assert await backend.retry_job(dead, job_id, 1, 0, error(1, dead)) is False
     assert await backend.release_jobs(dead, [(job_id, 1)]) == 0
     assert row(backend, job_id).worker_id == alive
-    assert await backend.complete_jobs(alive, [(job_id, 1, '"right"')]) == 1
+    assert await backend.complete_jobs(alive, [(job_id, 2, '"right"')]) == 1
     assert row(backend, job_id).result == "right"
 
     # Deregistering cannot bring a dead worker back to "stopped", and nothing is left to do.
@@ -294,7 +306,7 @@ async def test_a_job_that_lost_max_losses_workers_is_dead_lettered(
     [job_id] = backend.insert_jobs_sync([new_job()])
     for loss in range(1, 3):
         worker = await register(backend)
-        await backend.claim_jobs(worker, [TASK], None, 1)
+        await claim_and_start(backend, worker)
         clock.advance(61)
         report = await recover(backend, max_losses=3)
         assert (report.dead_workers, report.requeued, report.dead_lettered) == ((worker,), 1, 0)
@@ -303,19 +315,21 @@ async def test_a_job_that_lost_max_losses_workers_is_dead_lettered(
     unlucky = worker = await register(backend)
     lucky_id = backend.insert_jobs_sync([new_job(args={"n": 2})])[0]
     assert len(await backend.claim_jobs(worker, [TASK], None, 2)) == 2
+    assert await backend.start_jobs(worker, [(job_id, 3)]) == 1  # the other one never started
     clock.advance(61)
     report = await recover(backend, max_losses=3)
-    assert (report.dead_workers, report.requeued, report.dead_lettered) == ((unlucky,), 1, 1)
+    assert (report.dead_workers, report.requeued, report.dead_lettered) == ((unlucky,), 0, 1)
+    assert report.released == 1
     info = row(backend, job_id)
     assert (info.status, info.dead_letter_reason, info.attempts) == (
         JobStatus.DEAD_LETTER,
         "worker_lost",
-        1,
+        3,
     )
     assert [e["error_type"] for e in info.errors] == ["soniq.WorkerLost"] * 3
     assert info.finished_at == clock.now
-    requeued = row(backend, lucky_id)
-    assert (requeued.status, requeued.attempts) == (JobStatus.QUEUED, 0)
+    released = row(backend, lucky_id)
+    assert (released.status, released.attempts, released.errors) == (JobStatus.QUEUED, 0, [])
 
 
 @pytest.mark.asyncio
@@ -324,7 +338,7 @@ async def test_max_losses_of_one_dead_letters_at_the_first_loss(
 ) -> None:
     [job_id] = backend.insert_jobs_sync([new_job(dedup_key="k")])
     worker = await register(backend)
-    await backend.claim_jobs(worker, [TASK], None, 1)
+    await claim_and_start(backend, worker)
     clock.advance(61)
     report = await recover(backend, max_losses=1)
     assert (report.requeued, report.dead_lettered) == (0, 1)
@@ -348,7 +362,7 @@ async def test_jobs_held_by_stopped_or_unknown_workers_are_recovered(
 
     report = await recover(backend)
     assert report.dead_workers == ()
-    assert (report.requeued, report.dead_lettered) == (2, 0)
+    assert (report.requeued, report.released, report.dead_lettered) == (0, 2, 0)
     assert row(backend, by_stopped).status is JobStatus.QUEUED
     assert row(backend, by_unknown).status is JobStatus.QUEUED
     assert row(backend, by_running).status is JobStatus.PROCESSING

@@ -88,15 +88,27 @@ async def test_no_more_than_concurrency_jobs_run_at_once(app: Soniq, workers: Ma
     await app.enqueue_many(gated, [{"n": n} for n in range(10)])
     worker = workers(app, 3)
     async with running(worker, concurrency=3):
-        # All ten are claimed (three run, the rest wait in the worker's batch)...
-        await eventually(lambda: _count_is("processing", 10))
         await eventually(lambda: len(started) == 3)
-        # ...and time has passed (a heartbeat since), yet no fourth one started.
+        # Time has passed (a heartbeat since), yet no fourth one started, and a worker whose
+        # slots are all busy holds nothing more: the other seven stay in the queue for any
+        # worker with a free slot.
         await eventually(lambda: _heartbeat_after(worker, time.time()))
         assert len(started) == 3
+        assert (await count_status("processing"), await count_status("queued")) == (3, 7)
         gate.set()
         await eventually(lambda: _count_is("done", 10))
     assert sorted(started) == list(range(10))
+
+
+async def _started(job_id: str) -> bool:
+    return bool(
+        await scalar("SELECT started_at IS NOT NULL FROM soniq_jobs WHERE id = %s", (job_id,))
+    )
+
+
+async def _held_by(job_id: str, worker_id: str) -> bool:
+    held = await scalar("SELECT worker_id::text FROM soniq_jobs WHERE id = %s", (job_id,))
+    return bool(held == worker_id)
 
 
 async def _count_is(status: str, expected: int) -> bool:
@@ -287,6 +299,7 @@ async def test_a_running_worker_recovers_and_runs_the_job_of_a_dead_one(
         await backend.register_worker(info, None)
         [claimed] = await backend.claim_jobs(dead, ["wk.orphan"], None, 1)
         assert claimed.id == job_id
+        assert await backend.start_jobs(dead, [(job_id, 1)]) == 1
     finally:
         await backend.close()
     await execute(
@@ -296,7 +309,7 @@ async def test_a_running_worker_recovers_and_runs_the_job_of_a_dead_one(
     worker = workers(app)
     async with running(worker):
         await eventually(lambda: _is_done(job_id), within=10)
-    assert attempts == [1], "the lost attempt was not charged"
+    assert attempts == [2], "the lost run counted as attempt 1"
     assert await worker_status(dead) == "dead"
     job = await app.get_job(job_id)
     assert job is not None and job.status is JobStatus.DONE and job.result == "finished"
@@ -354,10 +367,10 @@ async def test_run_with_run_once_drains_and_returns(app: Soniq, workers: MakeWor
 async def test_a_job_taken_back_from_a_live_worker_is_fenced_and_run_again(
     app: Soniq, workers: MakeWorker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The worker is presumed dead while its job runs: the job is recovered and claimed
-    again under the worker's new id (same attempt number, as recovery does not charge it).
-    When the first, stale run ends, its completion must not apply: the row belongs to the
-    second run."""
+    """The worker is presumed dead while its job runs: the job is recovered, charged (the
+    lost run counts as attempt 1) and claimed again under the worker's new id. It runs alone
+    (it was running when a worker died), so it waits for the stale run, which still runs in
+    this process. When the stale run ends, its completion must not apply."""
     gates = [asyncio.Event(), asyncio.Event()]
     runs: list[tuple[str | None, int]] = []
 
@@ -377,19 +390,20 @@ async def test_a_job_taken_back_from_a_live_worker_is_fenced_and_run_again(
         try:
             await eventually(lambda: len(runs) == 1)
             first_id = worker.id
+            # Its start is recorded, so recovery knows it was running.
+            await eventually(lambda: _started(job_id))
             await execute("UPDATE soniq_workers SET status = 'dead' WHERE id = %s", (first_id,))
-            await eventually(lambda: len(runs) == 2, within=10)
+            await eventually(lambda: worker.id != first_id, within=10)
             second_id = worker.id
-            assert second_id != first_id
-            assert runs == [(first_id, 1), (second_id, 1)]
+            # Recovered and claimed again, but not started beside the stale run.
+            await eventually(lambda: _held_by(job_id, second_id), within=10)
+            assert runs == [(first_id, 1)]
 
-            gates[0].set()  # the stale run ends while the new one still runs
-            await eventually(lambda: warned() or _is_done(job_id))
-            state = await status_of(job_id)
-            assert state == "processing", (
-                f"the stale run's completion applied: the job is {state!r} while its new run "
-                "is still running"
-            )
+            gates[0].set()  # the stale run ends: its completion is refused
+            await eventually(warned)
+            await eventually(lambda: len(runs) == 2, within=10)
+            assert runs == [(first_id, 1), (second_id, 2)]
+            assert await status_of(job_id) == "processing"
             gates[1].set()
             await eventually(lambda: _is_done(job_id))
         finally:

@@ -59,7 +59,9 @@ async def register(backend: PostgresBackend, lock_key: int | None = None) -> str
 
 
 async def claim_one(backend: PostgresBackend, worker_id: str) -> ClaimedJob:
+    """Claim one job and record its start, as a worker does: the job is running."""
     [job] = await backend.claim_jobs(worker_id, [TASK], None, 1)
+    assert await backend.start_jobs(worker_id, [(job.id, job.attempt)]) == 1
     return job
 
 
@@ -194,10 +196,11 @@ async def test_dead_lettering_moves_the_row_with_every_error(
 
 
 @pytest.mark.asyncio
-async def test_a_dead_workers_job_is_requeued_uncharged_and_fenced_from_it(
+async def test_a_dead_workers_running_job_is_charged_and_fenced_from_it(
     producer: Soniq, backend: PostgresBackend
 ) -> None:
     job_id = await producer.enqueue(TASK)
+    scheduled = await scalar("SELECT scheduled_at FROM soniq_jobs WHERE id = %s", (job_id,))
     dead, alive = await register(backend), await register(backend)
     await claim_one(backend, dead)
     await age_heartbeat(dead, "1 hour")
@@ -208,11 +211,15 @@ async def test_a_dead_workers_job_is_requeued_uncharged_and_fenced_from_it(
     row = await job_row(job_id)
     assert (row["status"], row["attempts"], row["worker_id"], row["worker_losses"]) == (
         "queued",
-        0,
+        1,
         None,
         1,
-    )
+    ), "the lost run counts as an attempt"
     assert row["started_at"] is None
+    assert await scalar("SELECT suspicion FROM soniq_jobs WHERE id = %s", (job_id,)) == 2
+    assert await scalar("SELECT scheduled_at FROM soniq_jobs WHERE id = %s", (job_id,)) == (
+        scheduled
+    ), "it keeps its place in the queue"
     [lost] = row["errors"]
     assert lost["error_type"] == "soniq.WorkerLost"
     assert (lost["attempt"], lost["worker_id"]) == (1, dead)
@@ -226,14 +233,14 @@ async def test_a_dead_workers_job_is_requeued_uncharged_and_fenced_from_it(
     assert (await job_row(job_id))["status"] == "queued"
     assert await backend.heartbeat(dead) == "dead"
 
-    # Its successor gets the same attempt number: only the worker id tells them apart.
+    # Its successor runs the next attempt, alone; the dead worker's writes stay fenced off.
     taken = await claim_one(backend, alive)
-    assert taken.attempt == 1
+    assert (taken.attempt, taken.runs_alone) == (2, True)
     assert await backend.complete_jobs(dead, [(job_id, 1, '"late"')]) == 0
     assert await backend.retry_job(dead, job_id, 1, 0, error(1, dead)) is False
     assert await backend.release_jobs(dead, [(job_id, 1)]) == 0
     assert (await job_row(job_id))["worker_id"] == alive
-    assert await backend.complete_jobs(alive, [(job_id, 1, '"right"')]) == 1
+    assert await backend.complete_jobs(alive, [(job_id, 2, '"right"')]) == 1
     assert (await job_row(job_id))["result"] == "right"
 
     # Deregistering cannot bring a dead worker back to "stopped", and nothing is left to do.
@@ -250,7 +257,8 @@ async def test_a_job_that_lost_max_losses_workers_is_dead_lettered(
     unlucky = await producer.enqueue(TASK, args={"n": 1})
     lucky = await producer.enqueue(TASK, args={"n": 2})
     dead = await register(backend)
-    assert len(await backend.claim_jobs(dead, [TASK], None, 2)) == 2
+    claimed = await backend.claim_jobs(dead, [TASK], None, 2)
+    assert await backend.start_jobs(dead, [(job.id, job.attempt) for job in claimed]) == 2
     await execute("UPDATE soniq_jobs SET worker_losses = 2 WHERE id = %s", (unlucky,))
     await age_heartbeat(dead, "1 hour")
 
@@ -367,13 +375,13 @@ async def test_release_strays_requeues_only_old_jobs_the_worker_is_not_running(
     running, stray = await producer.enqueue_many(TASK, [{"n": 1}, {"n": 2}])
     a, b = await register(backend), await register(backend)
     assert len(await backend.claim_jobs(a, [TASK], None, 2)) == 2
-    await execute("UPDATE soniq_jobs SET started_at = now() - interval '1 hour'")
+    await execute("UPDATE soniq_jobs SET claimed_at = now() - interval '1 hour'")
     fresh = await producer.enqueue(TASK, args={"n": 3})
     others = await producer.enqueue(TASK, args={"n": 4})
     assert (await claim_one(backend, a)).id == fresh
     assert (await claim_one(backend, b)).id == others
     await execute(
-        "UPDATE soniq_jobs SET started_at = now() - interval '1 hour' WHERE id = %s", (others,)
+        "UPDATE soniq_jobs SET claimed_at = now() - interval '1 hour' WHERE id = %s", (others,)
     )
 
     assert await backend.release_strays(a, [running], older_than=5) == 1

@@ -139,6 +139,12 @@ async def test_claimed_jobs_that_never_started_are_given_back_on_stop(
         started.append(n)
         await gate.wait()
 
+    @app.job(name="wk.quick")
+    async def quick() -> None:
+        return None
+
+    # Hundreds of quick jobs first: at their pace the worker claims jobs ahead of its slot.
+    quick_ids = await app.enqueue_many(quick, [{} for _ in range(400)], priority=1)
     ids = await app.enqueue_many(one_at_a_time, [{"n": n} for n in range(5)])
     worker = workers(app, 1)
     task = asyncio.create_task(worker.run(concurrency=1))
@@ -156,6 +162,7 @@ async def test_claimed_jobs_that_never_started_are_given_back_on_stop(
     assert states.count((JobStatus.DONE, 1, [])) == 1
     assert states.count((JobStatus.QUEUED, 0, [])) == 4
     assert len(started) == 1
+    assert all([await _job_state(app, job_id) == (JobStatus.DONE, 1, []) for job_id in quick_ids])
 
 
 async def _processing(expected: int) -> bool:

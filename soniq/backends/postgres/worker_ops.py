@@ -44,9 +44,19 @@ class PostgresWorkerOps:
         return jobs
 
     async def complete_jobs(
-        self, worker_id: str, done: Sequence[tuple[str, int, str | None]]
+        self,
+        worker_id: str,
+        done: Sequence[tuple[str, int, str | None]],
+        started: Sequence[tuple[str, int]] = (),
     ) -> int:
-        return len(await self._fetch(ws.complete_jobs(worker_id, done)))
+        [[_, completed]] = await self._fetch(
+            ws.record_progress(worker_id, started=started, done=done)
+        )
+        return int(completed)
+
+    async def start_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        [[began, _]] = await self._fetch(ws.record_progress(worker_id, started=jobs))
+        return int(began)
 
     async def retry_job(
         self, worker_id: str, job_id: str, attempt: int, delay: float, error: dict[str, Any]
@@ -153,7 +163,7 @@ class _RecoveryStatements:
         if dead:
             await fetch(ws.mark_workers_dead(dead))
         # Also run with no dead worker: it recovers jobs of workers that are not running.
-        [[dead_lettered, requeued]] = await fetch(
+        [[dead_lettered, requeued, released]] = await fetch(
             ws.recover_jobs_of(dead, max_losses=self.max_losses)
         )
-        return RecoveryReport(dead, int(requeued), int(dead_lettered))
+        return RecoveryReport(dead, int(requeued), int(dead_lettered), int(released))

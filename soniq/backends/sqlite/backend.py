@@ -30,6 +30,7 @@ from soniq.core import wakeup
 from soniq.core.errors import ConfigurationError, InvalidConnectionError
 from soniq.core.operations import ActionResult
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
+from soniq.core.retry import lost_job_fate
 
 T = TypeVar("T")
 PRUNE_BATCH = 5000
@@ -219,15 +220,30 @@ class SQLiteBackend(SQLOperatorMixin):
         return jobs
 
     async def complete_jobs(
-        self, worker_id: str, done: Sequence[tuple[str, int, str | None]]
+        self,
+        worker_id: str,
+        done: Sequence[tuple[str, int, str | None]],
+        started: Sequence[tuple[str, int]] = (),
     ) -> int:
         now = self._now()
         statements = [
             ws.complete_job(worker_id, job_id, attempt, result, now)
             for job_id, attempt, result in done
         ]
+        starts = [ws.start_job(worker_id, job_id, attempt, now) for job_id, attempt in started]
+
+        def body(connection: sqlite3.Connection) -> int:
+            for statement in starts:
+                _count(connection, statement)
+            return sum(_count(connection, statement) for statement in statements)
+
+        return await self._run(self._write, body)
+
+    async def start_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
+        now = self._now()
+        starts = [ws.start_job(worker_id, job_id, attempt, now) for job_id, attempt in jobs]
         return await self._run(
-            self._write, lambda c: sum(_count(c, statement) for statement in statements)
+            self._write, lambda c: sum(_count(c, statement) for statement in starts)
         )
 
     async def retry_job(
@@ -310,11 +326,14 @@ class SQLiteBackend(SQLOperatorMixin):
             if silent_for > timeout or (gone and silent_for > grace):
                 dead.append(worker_id)
                 connection.execute(ws.MARK_WORKER_DEAD, (format_time(now), worker_id))
-        requeued = dead_lettered = 0
+        requeued = dead_lettered = released = 0
         stamp = format_time(now)
-        for job_id, attempts, worker_id, losses in connection.execute(
-            ws.LOST_JOBS, (json.dumps(dead),)
-        ).fetchall():
+        lost = connection.execute(ws.LOST_JOBS, (json.dumps(dead),)).fetchall()
+        for job_id, attempts, max_attempts, worker_id, losses, ran in lost:
+            if not ran:
+                connection.execute(ws.RELEASE_LOST, (job_id,))
+                released += 1
+                continue
             error = json.dumps(
                 {
                     "attempt": attempts,
@@ -325,15 +344,16 @@ class SQLiteBackend(SQLOperatorMixin):
                     "failed_at": now.isoformat(),
                 }
             )
-            if losses + 1 >= max_losses:
-                connection.execute(ws.DEAD_LETTER_LOST, (stamp, error, job_id))
+            reason = lost_job_fate(attempts, max_attempts, losses, max_losses)
+            if reason is not None:
+                connection.execute(ws.DEAD_LETTER_LOST, (stamp, error, reason, job_id))
                 connection.execute(ws.DELETE_LOST, (job_id,))
                 dead_lettered += 1
             else:
-                connection.execute(ws.REQUEUE_LOST, (stamp, error, job_id))
+                connection.execute(ws.REQUEUE_LOST, (error, job_id))
                 requeued += 1
         return RecoveryReport(
-            tuple(to_uuid_text(worker) or "" for worker in dead), requeued, dead_lettered
+            tuple(to_uuid_text(worker) or "" for worker in dead), requeued, dead_lettered, released
         )
 
     async def release_strays(

@@ -17,8 +17,8 @@ _FENCE = "status = 'processing' AND worker_id = ? AND attempts = ? AND id = ?"
 
 CLAIM = """
 UPDATE soniq_jobs
-SET status = 'processing', attempts = attempts + 1, started_at = ?, finished_at = NULL,
-    worker_id = ?
+SET status = 'processing', attempts = attempts + 1, claimed_at = ?, started_at = NULL,
+    finished_at = NULL, worker_id = ?
 WHERE id IN (
     SELECT id FROM soniq_jobs
     WHERE status = 'queued' AND scheduled_at <= ?
@@ -32,10 +32,18 @@ WHERE id IN (
     LIMIT ?
 )
 RETURNING id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at,
-          created_at
+          created_at, suspicion
 """
 
-COMPLETE = f"UPDATE soniq_jobs SET status = 'done', finished_at = ?, result = ? WHERE {_FENCE}"
+COMPLETE = f"""
+UPDATE soniq_jobs
+SET status = 'done', finished_at = ?, started_at = coalesce(started_at, ?), suspicion = 0,
+    result = ?
+WHERE {_FENCE}
+"""
+
+# A claimed job started: started_at tells it from a job only claimed.
+START = f"UPDATE soniq_jobs SET started_at = ?, suspicion = 0 WHERE started_at IS NULL AND {_FENCE}"
 
 RETRY = f"""
 UPDATE soniq_jobs
@@ -60,7 +68,8 @@ DELETE_FENCED = f"DELETE FROM soniq_jobs WHERE {_FENCE}"
 
 RELEASE = f"""
 UPDATE soniq_jobs
-SET status = 'queued', worker_id = NULL, started_at = NULL, attempts = max(attempts - 1, 0)
+SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
+    attempts = max(attempts - 1, 0)
 WHERE {_FENCE}
 """
 
@@ -86,7 +95,8 @@ MARK_WORKER_DEAD = "UPDATE soniq_workers SET status = 'dead', stopped_at = ? WHE
 
 # Jobs of dead workers, and of workers that are not running at all.
 LOST_JOBS = """
-SELECT id, attempts, worker_id, worker_losses FROM soniq_jobs AS job
+SELECT id, attempts, max_attempts, worker_id, worker_losses, started_at IS NOT NULL
+FROM soniq_jobs AS job
 WHERE status = 'processing' AND (
     worker_id IN (SELECT value FROM json_each(?))
     OR NOT EXISTS (
@@ -96,27 +106,38 @@ WHERE status = 'processing' AND (
 )
 """
 
+# What becomes of them is decided as on PostgreSQL (see its worker_statements): a job that was
+# running is charged its attempt and a lost worker, and runs alone next time; a job only
+# claimed goes back uncharged, its next start written before it runs. Both keep their place.
 REQUEUE_LOST = """
 UPDATE soniq_jobs
-SET status = 'queued', worker_id = NULL, started_at = NULL, attempts = max(attempts - 1, 0),
-    worker_losses = worker_losses + 1, scheduled_at = ?,
+SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
+    worker_losses = worker_losses + 1, suspicion = 2,
     errors = json_insert(errors, '$[#]', json(?))
+WHERE id = ? AND status = 'processing'
+"""
+
+RELEASE_LOST = """
+UPDATE soniq_jobs
+SET status = 'queued', worker_id = NULL, claimed_at = NULL, attempts = max(attempts - 1, 0),
+    suspicion = max(suspicion, 1)
 WHERE id = ? AND status = 'processing'
 """
 
 DEAD_LETTER_LOST = f"""
 INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
 SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
-       started_at, ?, worker_id, json_insert(errors, '$[#]', json(?)), 'worker_lost', dedup_key
+       started_at, ?, worker_id, json_insert(errors, '$[#]', json(?)), ?, dedup_key
 FROM soniq_jobs WHERE id = ? AND status = 'processing'
 """
 DELETE_LOST = "DELETE FROM soniq_jobs WHERE id = ? AND status = 'processing'"
 
 RELEASE_STRAYS = """
 UPDATE soniq_jobs
-SET status = 'queued', worker_id = NULL, started_at = NULL, attempts = max(attempts - 1, 0)
+SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
+    attempts = max(attempts - 1, 0)
 WHERE status = 'processing' AND worker_id = ?
-  AND id NOT IN (SELECT value FROM json_each(?)) AND started_at < ?
+  AND id NOT IN (SELECT value FROM json_each(?)) AND claimed_at < ?
 """
 
 PRUNE_FINISHED = """
@@ -156,7 +177,11 @@ def claim_jobs(
 def complete_job(
     worker_id: str, job_id: str, attempt: int, result: str | None, now: str
 ) -> Statement:
-    return Statement(COMPLETE, (now, result, _hex(worker_id), attempt, _hex(job_id)))
+    return Statement(COMPLETE, (now, now, result, _hex(worker_id), attempt, _hex(job_id)))
+
+
+def start_job(worker_id: str, job_id: str, attempt: int, now: str) -> Statement:
+    return Statement(START, (now, _hex(worker_id), attempt, _hex(job_id)))
 
 
 def retry_job(worker_id: str, job_id: str, attempt: int, run_at: str, error_json: str) -> Statement:

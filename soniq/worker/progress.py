@@ -1,0 +1,139 @@
+"""Batched progress writes: the starts and completions of many jobs, one statement.
+
+A job's start is recorded so that, if the worker dies, recovery can tell the jobs it was
+running (charged a lost worker) from those it had only claimed (put back uncharged). A job's
+slot is freed as soon as its result is handed over here. The writer sends whatever has
+accumulated while the previous write was in flight, so under load batches grow by themselves
+and when idle a start or a result is written at once. A job that finishes before its start was
+sent is written once, as done (with its start time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+logger = logging.getLogger("soniq.worker")
+
+Done = tuple[str, int, str | None]  # job id, attempt, result JSON
+Started = tuple[str, int]  # job id, attempt
+# (worker id, done, started) -> completions applied
+WriteBatch = Callable[[str, Sequence[Done], Sequence[Started]], Awaitable[int]]
+
+MAX_BATCH = 1000
+
+
+class ProgressWriter:
+    def __init__(
+        self,
+        write: WriteBatch,
+        *,
+        retry_delay: float,
+        on_refused: Callable[[str], None] = lambda owner: None,
+    ) -> None:
+        self._write = write
+        self._retry_delay = retry_delay
+        # Called with a worker id when the database refused completions made under it: the
+        # jobs were taken back, so that id was presumed dead.
+        self._on_refused = on_refused
+        self._started: dict[str, tuple[str, Started]] = {}  # job id -> (claimed by, started)
+        self._done: list[tuple[str, Done]] = []  # (claimed by, done)
+        self._in_flight: list[str] = []
+        self._has_work = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def pending_ids(self) -> list[str]:
+        """Jobs finished here whose completion is not in the database yet."""
+        return [done[0] for _, done in self._done] + self._in_flight
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="soniq-progress")
+
+    def add_started(self, claimed_by: str, job_id: str, attempt: int) -> None:
+        self._started[job_id] = (claimed_by, (job_id, attempt))
+        self._wake()
+
+    def add(self, claimed_by: str, job_id: str, attempt: int, result_json: str | None) -> None:
+        # Not sent yet: the completion records the start too.
+        self._started.pop(job_id, None)
+        self._done.append((claimed_by, (job_id, attempt, result_json)))
+        self._wake()
+
+    def forget_started(self, job_id: str) -> None:
+        """A job that ended without a completion (failed, released): no start to write."""
+        self._started.pop(job_id, None)
+
+    def _wake(self) -> None:
+        self._idle.clear()
+        self._has_work.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._has_work.wait()
+            self._has_work.clear()
+            while self._done or self._started:
+                done, self._done = self._done[:MAX_BATCH], self._done[MAX_BATCH:]
+                room = MAX_BATCH - len(done)
+                started = list(self._started.values())[:room]
+                for _, (job_id, _) in started:
+                    del self._started[job_id]
+                self._in_flight = [job_id for _, (job_id, _, _) in done]
+                await self._write_until_done(done, started)
+                self._in_flight = []
+            self._idle.set()
+            if self._closing:
+                return
+
+    async def _write_until_done(
+        self, done: list[tuple[str, Done]], started: list[tuple[str, Started]]
+    ) -> None:
+        # One write per worker identity (almost always just one).
+        owners = dict.fromkeys([by for by, _ in done] + [by for by, _ in started])
+        for owner in owners:
+            await self._write_owner(
+                owner,
+                [entry for by, entry in done if by == owner],
+                [entry for by, entry in started if by == owner],
+            )
+
+    async def _write_owner(self, owner: str, done: list[Done], started: list[Started]) -> None:
+        # Never dropped: if the database is away, keep the batch and retry.
+        while True:
+            try:
+                applied = await self._write(owner, done, started)
+            except Exception:
+                logger.exception(
+                    "could not record %d finished and %d started job(s); retrying in %gs",
+                    len(done),
+                    len(started),
+                    self._retry_delay,
+                )
+                await asyncio.sleep(self._retry_delay)
+                continue
+            if applied < len(done):
+                # The others were recovered meanwhile (this worker was presumed dead): the
+                # fence kept their new owner's state.
+                logger.warning(
+                    "%d finished job(s) had been taken back from this worker; not marked done",
+                    len(done) - applied,
+                )
+                self._on_refused(owner)
+            return
+
+    async def flush(self) -> None:
+        """Wait until everything added so far is written."""
+        await self._idle.wait()
+
+    async def close(self, grace: float | None = None) -> None:
+        self._closing = True
+        self._has_work.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except TimeoutError:
+                logger.error("gave up recording %d finished job(s) at shutdown", len(self._done))
+                self._task.cancel()
