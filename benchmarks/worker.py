@@ -99,7 +99,14 @@ class Results:
 class Worker:
     """``.venv/bin/soniq worker`` in a child process, its output kept in a log file."""
 
-    def __init__(self, url: str, concurrency: int, started_addr: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        url: str,
+        concurrency: int,
+        started_addr: str,
+        log_path: Path,
+        prefetch: int | None = None,
+    ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SONIQ_", "DJANGO_"))}
         env.pop("DATABASE_URL", None)
         env.update(
@@ -112,6 +119,8 @@ class Worker:
             SONIQ_SHUTDOWN_TIMEOUT="10",
             BENCH_STARTED_ADDR=started_addr,
         )
+        if prefetch is not None:
+            env["SONIQ_PREFETCH"] = str(prefetch)
         self.log_path = log_path
         self._log = log_path.open("wb")
         soniq = Path(sys.executable).parent / "soniq"

@@ -104,6 +104,8 @@ class DashboardData:
     per_minute: list[Bucket]
     per_hour: list[Bucket]
     statuses: tuple[str, ...] = field(default=JOB_STATUSES)
+    # Of the processing jobs, those a worker has claimed but not started (started_at empty).
+    claimed: int = 0
 
     @property
     def queues(self) -> list[str]:
@@ -170,6 +172,15 @@ def job_counts_query(alias: str) -> QuerySet[Any, Any]:
         .values("queue", "status")
         .annotate(n=Count("id"))
         .values_list("queue", "status", "n")
+    )
+
+
+def claimed_count(alias: str) -> int:
+    """Processing jobs not started yet: read through the partial index of processing rows."""
+    return (
+        Job.objects.using(alias)
+        .filter(status=JobStatus.PROCESSING.value, started_at__isnull=True)
+        .count()
     )
 
 
@@ -324,6 +335,7 @@ def collect(alias: str, now: datetime, heartbeat_timeout: float) -> DashboardDat
         workers=workers,
         per_minute=_buckets(minute_start, timedelta(minutes=1), MINUTE_BUCKETS, completed, failed),
         per_hour=_buckets(hour_start, timedelta(hours=1), HOUR_BUCKETS, completed, failed),
+        claimed=claimed_count(alias),
     )
 
 
@@ -470,6 +482,7 @@ def table_context(data: DashboardData, admin_site: AdminSite) -> dict[str, Any]:
             {"status": status, "total": totals.get(status, 0), "href": job_link(status=status)}
             for status in data.statuses
         ],
+        "claimed_href": f"{jobs_url}?state=claimed" if jobs_url else "",
         "jobs_url": jobs_url,
         "dead_letters_url": dead_url,
         "workers_url": _admin_url("soniq_worker_changelist", admin_site),

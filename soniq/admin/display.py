@@ -155,7 +155,10 @@ def _error_fields(entry: Any, names: Iterable[str]) -> tuple[str, ...]:
     )
 
 
-def status_badge(status: str) -> SafeString:
+def status_badge(status: str, title: str = "") -> SafeString:
     return format_html(
-        '<span class="soniq-status soniq-status-{}">{}</span>', status, status.replace("_", " ")
+        '<span class="soniq-status soniq-status-{}" title="{}">{}</span>',
+        status,
+        title,
+        status.replace("_", " "),
     )

@@ -50,6 +50,24 @@ class FinishedFilter(admin.DateFieldListFilter):
 TaskFilter = choices_filter("task", "task", "task_name", known.task_names)
 
 
+class RunStateFilter(admin.SimpleListFilter):
+    """Processing jobs are claimed (a worker holds them, none of their code ran yet) or running
+    (``started_at`` written): an operator must not read the first as the second."""
+
+    title = "processing state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("claimed", "claimed, not started"), ("running", "running")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any] | None:
+        if self.value() in ("claimed", "running"):
+            return queryset.filter(
+                status="processing", started_at__isnull=self.value() == "claimed"
+            )
+        return queryset
+
+
 # The start of a job id: the 8 characters the lists show, or more.
 ID_PREFIX = re.compile(r"[0-9a-f]{8,31}")
 
@@ -154,6 +172,7 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
     list_display_links = ("short_id", "task_name")
     list_filter = (
         "status",
+        RunStateFilter,
         QueueFilter,
         TaskFilter,
         ("created_at", admin.DateFieldListFilter),
@@ -169,17 +188,34 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         (None, {"fields": ("id", "task_name", "status_display", "queue", "priority")}),
         (
             "Timing",
-            {"fields": ("scheduled_at", "created_at", "started_at", "finished_at")},
+            {
+                "fields": (
+                    "scheduled_at",
+                    "created_at",
+                    "claimed_at",
+                    "started_at",
+                    "finished_at",
+                )
+            },
         ),
         (
             "Attempts",
-            {"fields": ("attempts_display", "worker_losses", "worker_link", "dedup_key_display")},
+            {
+                "fields": (
+                    "attempts_display",
+                    "worker_losses",
+                    "suspicion_display",
+                    "worker_link",
+                    "dedup_key_display",
+                )
+            },
         ),
         ("Arguments and result", {"fields": ("args_pretty", "result_pretty")}),
         ("Errors", {"fields": ("error_history",)}),
     )
     readonly_fields = (
         "status_display",
+        "suspicion_display",
         "attempts_display",
         "worker_link",
         "args_pretty",
@@ -192,7 +228,13 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Job) -> SafeString:
+        if obj.status == "processing" and obj.started_at is None:
+            return display.status_badge("claimed", "held by its worker, not started yet")
         return display.status_badge(obj.status)
+
+    @admin.display(description="after a worker died")
+    def suspicion_display(self, obj: Job) -> str:
+        return "-" if not obj.suspicion else str(obj.get_suspicion_display())
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
         queryset = super().get_queryset(request)

@@ -107,13 +107,13 @@ class WorkerAdmin(SoniqModelAdmin):
         jobs = list(
             Job.objects.using(obj._state.db or "default")
             .filter(worker_id=obj.id, status="processing")
-            .order_by("started_at")[:RUNNING_SHOWN]
+            .order_by("claimed_at")[:RUNNING_SHOWN]
         )
         if not jobs:
             return "nothing"
         rows = format_html_join(
             "\n",
-            '<li><a href="{}">{}</a> {} (attempt {}/{}, started {} ago)</li>',
+            '<li><a href="{}">{}</a> {} (attempt {}/{}, {})</li>',
             (
                 (
                     reverse("admin:soniq_job_change", args=[job.pk]),
@@ -121,7 +121,10 @@ class WorkerAdmin(SoniqModelAdmin):
                     str(job.pk)[:8],
                     job.attempts,
                     job.max_attempts,
-                    timesince(job.started_at) if job.started_at else "?",
+                    f"started {timesince(job.started_at)} ago"
+                    if job.started_at
+                    else f"claimed {timesince(job.claimed_at) if job.claimed_at else '?'} ago, "
+                    "not started",
                 )
                 for job in jobs
             ),

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from tests.acceptance.jobs import RUNS_TABLE
-from tests.acceptance.processes import WorkerProcess
+from tests.acceptance.processes import Supervisor, WorkerProcess
 from tests.helpers import conninfo
 
 
@@ -32,3 +32,18 @@ def start_worker(runs_table: None, tmp_path: Path) -> Iterator[Callable[..., Wor
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def supervise(runs_table: None, tmp_path: Path) -> Iterator[Callable[..., Supervisor]]:
+    """``supervise(*args, **env)``: a worker restarted whenever it exits."""
+    started: list[Supervisor] = []
+
+    def start(*args: str, **env: str) -> Supervisor:
+        supervisor = Supervisor(tmp_path, *args, **env)
+        started.append(supervisor)
+        return supervisor
+
+    yield start
+    for supervisor in started:
+        supervisor.stop()

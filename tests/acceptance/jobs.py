@@ -7,8 +7,11 @@ process can count executions from outside the worker.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import os
+import signal
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -113,3 +116,49 @@ def fulfil(order_id: int) -> str:
     order.fulfilled_at = timezone.now()
     order.save(update_fields=["fulfilled_at"])
     return order.customer_email
+
+
+# -- Faults: jobs that kill their worker, and the innocents beside them ----------------------
+
+
+@app.job(name="acc.innocent")
+def innocent(seconds: float, ctx: JobContext) -> str:
+    record("start", ctx)
+    time.sleep(seconds)
+    record("end", ctx)
+    return "fine"
+
+
+@app.job(name="acc.poison_exit")
+def poison_exit(ctx: JobContext) -> None:
+    record("poison", ctx)
+    os._exit(1)  # at once: before the worker could write that this job started
+
+
+@app.job(name="acc.poison_sigkill")
+def poison_sigkill(delay: float, ctx: JobContext) -> None:
+    record("poison", ctx)
+    time.sleep(delay)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@app.job(name="acc.poison_segfault")
+def poison_segfault(delay: float, ctx: JobContext) -> None:
+    record("poison", ctx)
+    time.sleep(delay)
+    ctypes.string_at(0)  # reads address 0: the interpreter dies of SIGSEGV
+
+
+@app.job(name="acc.blocks_the_loop")
+async def blocks_the_loop(seconds: float, ctx: JobContext) -> None:
+    time.sleep(seconds)  # noqa: ASYNC251 - blocking the loop is the point
+
+
+@app.job(name="acc.tally")
+async def tally(path: str, seconds: float, ctx: JobContext) -> None:
+    # One line per run, appended to a file: cheap enough that a worker runs hundreds a second
+    # (and so claims jobs ahead), unlike a row written per run.
+    started = time.time()
+    with open(path, "a") as out:  # noqa: ASYNC230 - a few bytes, appended atomically
+        out.write(f"{ctx.job_id} {os.getpid()} {ctx.worker_id} {started!r}\n")
+    await asyncio.sleep(seconds)

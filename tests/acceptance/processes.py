@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,41 @@ class WorkerProcess:
             self.process.kill()
             self.process.wait(10)
         self._log.close()
+
+
+class Supervisor:
+    """Keeps one ``manage.py soniq_worker`` running, as systemd's ``Restart=always`` does:
+    when the process exits (a crash, a kill), a new one starts."""
+
+    def __init__(self, log_dir: Path, *args: str, **env: str) -> None:
+        self._start = lambda: WorkerProcess(log_dir, *args, **env)
+        self.processes = [self._start()]
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._thread.start()
+
+    @property
+    def current(self) -> WorkerProcess:
+        return self.processes[-1]
+
+    @property
+    def restarts(self) -> int:
+        return len(self.processes) - 1
+
+    def exit_codes(self) -> list[int | None]:
+        return [worker.process.returncode for worker in self.processes[:-1]]
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.05):
+            if self.current.process.poll() is not None:
+                self.current.stop()
+                self.processes.append(self._start())
+
+    def output(self) -> str:
+        return "\n".join(f"--- {w.log_path.name}\n{w.output()}" for w in self.processes)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(10)
+        for worker in self.processes:
+            worker.stop()

@@ -60,6 +60,34 @@ def test_the_list_shows_each_job_with_its_columns(rows: Rows, superuser: Client)
     assert "a@example.com" in page  # the args preview
 
 
+def test_a_claimed_job_is_told_from_a_running_one(rows: Rows, superuser: Client) -> None:
+    """A job its worker holds but has not started shows as claimed: in the list, its filter,
+    its page, the worker's page and the dashboard."""
+    worker = rows.worker()
+    now = datetime.now(UTC)
+    claimed = rows.running(worker, started_at=None, claimed_at=now, task_name="tests.held")
+    running = rows.running(worker, claimed_at=now)
+    page = html(superuser.get(JOBS))
+    assert 'class="soniq-status soniq-status-claimed"' in page
+    assert page.count("soniq-status-processing") == 1
+    assert listed(superuser.get(JOBS, {"state": "claimed"})) == {str(claimed.pk)}
+    assert listed(superuser.get(JOBS, {"state": "running"})) == {str(running.pk)}
+    detail = html(superuser.get(change("job", claimed.pk)))
+    assert "soniq-status-claimed" in detail and "not started yet" in detail
+    worker_page = html(superuser.get(change("worker", worker.id)))
+    assert "not started" in worker_page and "started " in worker_page
+    dashboard = superuser.get(reverse("admin:soniq_dashboard"))
+    assert dashboard.context["data"].claimed == 1
+    assert "?state=claimed" in html(dashboard)
+
+
+def test_a_job_marked_by_a_worker_s_death_says_so(rows: Rows, superuser: Client) -> None:
+    job = rows.job(suspicion=2, worker_losses=1, attempts=1)
+    assert "running when its worker died: runs alone" in html(
+        superuser.get(change("job", job.pk))
+    )
+
+
 def test_the_list_links_to_the_dashboard(rows: Rows, superuser: Client) -> None:
     page = html(superuser.get(JOBS))
     dashboard = reverse("admin:soniq_dashboard")

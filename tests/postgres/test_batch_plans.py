@@ -26,6 +26,7 @@ import psycopg
 import pytest
 
 from soniq.backends.base import Statement
+from soniq.backends.postgres import worker_statements as ws
 from soniq.backends.postgres.operator_statements import PostgresOperatorStatements
 from tests.helpers import conninfo
 
@@ -103,6 +104,7 @@ def rows_touched(node: Plan) -> float:
 
 
 def describe(node: Plan) -> str:
+    """One line for a plan node: its type, relation or index, loops and rows."""
     where = " ".join(
         f"{word} {node[key]}"
         for word, key in (("using", "Index Name"), ("on", "Relation Name"), ("of", "Function Name"))
@@ -244,8 +246,8 @@ def test_cancel(jobs: psycopg.Connection[Any]) -> None:
 
 
 def test_retry(jobs: psycopg.Connection[Any]) -> None:
-    # Half queued (run now), half cancelled, both twins of a pair at once: all cancelled ids
-    # go back, but of each pair only the smaller id.
+    # Half queued (made due now), half cancelled, among them both twins of some pairs: every
+    # cancelled id goes back to the queue, except the larger id of each pair.
     cancelled = jobs.execute(
         "SELECT id::text FROM soniq_jobs WHERE status = 'cancelled' ORDER BY id LIMIT %s",
         (BATCH // 2,),
@@ -295,4 +297,48 @@ def test_job_states(jobs: psycopg.Connection[Any]) -> None:
     )
     plan = run_generic(jobs, OPERATOR.job_states(ids))
     assert returned_rows(plan) == BATCH
+    assert_batch_plan(plan, BATCH)
+
+
+# --- Worker statements --------------------------------------------------------------------------
+
+WORKER = "00000000-0000-4000-8000-00000000beef"
+
+
+@pytest.fixture
+def held(jobs: psycopg.Connection[Any]) -> list[tuple[str, int]]:
+    """``(id, attempt)`` of BATCH jobs one worker holds (half of them started), among many
+    queued and finished ones; the statistics say no job is processing."""
+    ids = pick_ids(jobs, QUEUED, BATCH)
+    jobs.execute(
+        """UPDATE soniq_jobs SET status = 'processing', worker_id = %s, attempts = 1,
+               claimed_at = now(), started_at = CASE WHEN random() < 0.5 THEN now() END
+           WHERE id = ANY(%s::uuid[])""",
+        (WORKER, ids),
+    )
+    return [(job_id, 1) for job_id in ids]
+
+
+def test_record_progress_done(jobs: psycopg.Connection[Any], held: list[tuple[str, int]]) -> None:
+    done = [(job_id, attempt, '{"ok": true}') for job_id, attempt in held]
+    plan = run_generic(jobs, ws.record_progress(WORKER, done=done))
+    assert_batch_plan(plan, BATCH)
+
+
+def test_record_progress_started(
+    jobs: psycopg.Connection[Any], held: list[tuple[str, int]]
+) -> None:
+    plan = run_generic(jobs, ws.record_progress(WORKER, started=held))
+    assert_batch_plan(plan, BATCH)
+
+
+def test_record_progress_both(jobs: psycopg.Connection[Any], held: list[tuple[str, int]]) -> None:
+    half = BATCH // 2
+    done = [(job_id, attempt, None) for job_id, attempt in held[:half]]
+    plan = run_generic(jobs, ws.record_progress(WORKER, started=held[half:], done=done))
+    assert_batch_plan(plan, BATCH)
+
+
+def test_release_jobs(jobs: psycopg.Connection[Any], held: list[tuple[str, int]]) -> None:
+    plan = run_generic(jobs, ws.release_jobs(WORKER, held))
     assert_batch_plan(plan, BATCH)

@@ -23,8 +23,9 @@ def _in_state(row: str, status: str) -> str:
     when the statistics say the state is rare (taken when the table was empty, or held no such
     job) and keeps as the generic plan of a prepared statement: over a second at 200,000 queued
     jobs and 1,000 ids, against milliseconds from the primary key. ``IS TRUE`` means the same
-    (status is never NULL), but predicate proofs do not look through it, so the batch's rows
-    always come from the primary key. tests/postgres/test_batch_plans.py holds the plans to it.
+    (status is never NULL), but PostgreSQL's predicate proofs do not look through it (checked
+    on 15), so the batch's rows always come from the primary key; should a later release learn
+    to, tests/postgres/test_batch_plans.py fails.
     """
     return f"({row}.status = '{status}') IS TRUE"
 

@@ -107,11 +107,21 @@ class PostgresWorkerOps:
     async def recover_stale_workers(
         self, *, heartbeat_timeout: float, lock_grace: float, max_losses: int
     ) -> RecoveryReport:
-        """Find dead workers and put their jobs back, in one transaction; one process at a
+        """Find dead workers and put their jobs back, in one statement; one process at a
         time (the others skip the pass rather than wait)."""
-        statements = _RecoveryStatements(heartbeat_timeout, lock_grace, max_losses)
-        report: RecoveryReport = await self._in_transaction(statements.run)
-        return report
+        [[led, dead, dead_lettered, requeued, released]] = await self._fetch(
+            ws.recovery_pass(
+                heartbeat_timeout=heartbeat_timeout, lock_grace=lock_grace, max_losses=max_losses
+            )
+        )
+        if not led:
+            return RecoveryReport()
+        return RecoveryReport(
+            tuple(to_uuid_text(worker) or "" for worker in dead),
+            int(requeued),
+            int(dead_lettered),
+            int(released),
+        )
 
     async def prune(self, *, retention: float, batch: int = PRUNE_BATCH) -> int:
         """Delete finished jobs older than ``retention`` seconds, ``batch`` rows at a time
@@ -137,33 +147,5 @@ class PostgresWorkerOps:
         """Once per worker start: give a never-analyzed jobs table statistics."""
         await self._execute_count(ws.analyze_if_never_analyzed())
 
-    async def _in_transaction(self, body: Any) -> Any:
-        raise NotImplementedError  # provided by PostgresBackend
-
     async def _execute_count(self, statement: Statement) -> int:
         raise NotImplementedError  # provided by PostgresBackend
-
-
-class _RecoveryStatements:
-    def __init__(self, heartbeat_timeout: float, lock_grace: float, max_losses: int) -> None:
-        self.heartbeat_timeout = heartbeat_timeout
-        self.lock_grace = lock_grace
-        self.max_losses = max_losses
-
-    async def run(self, fetch: Any) -> RecoveryReport:
-        [[leader]] = await fetch(ws.try_cleanup_lock())
-        if not leader:
-            return RecoveryReport()
-        rows = await fetch(
-            ws.find_dead_workers(
-                heartbeat_timeout=self.heartbeat_timeout, lock_grace=self.lock_grace
-            )
-        )
-        dead = tuple(to_uuid_text(row[0]) or "" for row in rows)
-        if dead:
-            await fetch(ws.mark_workers_dead(dead))
-        # Also run with no dead worker: it recovers jobs of workers that are not running.
-        [[dead_lettered, requeued, released]] = await fetch(
-            ws.recover_jobs_of(dead, max_losses=self.max_losses)
-        )
-        return RecoveryReport(dead, int(requeued), int(dead_lettered), int(released))

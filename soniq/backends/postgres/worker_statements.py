@@ -260,17 +260,10 @@ def try_lock(key: int) -> Statement:
     return Statement("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, key))
 
 
-def try_cleanup_lock() -> Statement:
-    """The cleanup leader's lock, held until the end of the current transaction."""
-    return Statement("SELECT pg_try_advisory_xact_lock(%s, %s)", (LOCK_NAMESPACE, CLEANUP_LOCK_KEY))
-
-
 # A worker is dead when its heartbeat is older than the timeout, or (sooner) when the session
 # advisory lock its connection held is gone and it has not heartbeated within the grace period:
 # a killed process loses its connection, and PostgreSQL drops the lock at once.
-_FIND_DEAD_WORKERS = f"""
-SELECT worker.id FROM soniq_workers AS worker
-WHERE worker.status IN ('running', 'stopping') AND (
+_DEAD_WORKER = f"""worker.status IN ('running', 'stopping') AND (
     worker.last_heartbeat_at < {_NOW} - make_interval(secs => %s)
     OR (
         worker.lock_key IS NOT NULL
@@ -283,23 +276,7 @@ WHERE worker.status IN ('running', 'stopping') AND (
               AND lock.objsubid = 2
         )
     )
-)
-FOR UPDATE SKIP LOCKED
-"""
-
-
-def find_dead_workers(
-    *, heartbeat_timeout: float, lock_grace: float, now: datetime | None = None
-) -> Statement:
-    return Statement(_FIND_DEAD_WORKERS, (now, heartbeat_timeout, now, lock_grace, LOCK_NAMESPACE))
-
-
-def mark_workers_dead(worker_ids: Sequence[str], now: datetime | None = None) -> Statement:
-    return Statement(
-        f"UPDATE soniq_workers SET status = 'dead', stopped_at = {_NOW} WHERE id = ANY(%s::uuid[])",
-        (now, list(worker_ids)),
-    )
-
+)"""
 
 # The jobs of dead workers, by what the worker was doing with each:
 # - claimed but not recorded as started: back to the queue as they were, uncharged (the attempt
@@ -310,30 +287,48 @@ def mark_workers_dead(worker_ids: Sequence[str], now: datetime | None = None) ->
 #   alone next time; or to the dead letters once it has lost max_losses workers (reason
 #   worker_lost: a job that kills its worker must not loop forever), or when that was its
 #   last attempt (reason max_attempts).
-# Jobs keep their scheduled_at, and so their place in the queue. One statement; the branches
-# touch disjoint rows.
+# Jobs keep their scheduled_at, and so their place in the queue.
 _LOST_ERROR = (
     "jsonb_build_array(jsonb_build_object('attempt', lost.attempts, 'error_type', "
     "'soniq.WorkerLost', "
     "'message', 'the worker running this job stopped responding', 'traceback', '', "
     f"'worker_id', lost.worker_id::text, 'failed_at', {_NOW}))"
 )
-_RECOVER_JOBS = f"""
-WITH lost AS (
+
+# The whole recovery pass is ONE statement: one worker at a time runs it (the leader lock, a
+# transaction-level advisory lock taken without waiting), and a lock held across round trips
+# would be held for as long as its worker is stalled (paused, cut off), with nobody recovering
+# anything meanwhile. Within one statement the server finishes on its own. The branches touch
+# disjoint rows; data-modifying CTEs all run to completion.
+_RECOVERY_PASS = f"""
+WITH leader AS MATERIALIZED (
+    SELECT pg_try_advisory_xact_lock(%s, %s) AS granted
+),
+found AS (
+    SELECT worker.id FROM soniq_workers AS worker, leader
+    WHERE leader.granted AND {_DEAD_WORKER}
+    FOR UPDATE OF worker SKIP LOCKED
+),
+marked AS (
+    UPDATE soniq_workers AS worker SET status = 'dead', stopped_at = {_NOW}
+    FROM found WHERE worker.id = found.id
+    RETURNING worker.id
+),
+lost AS (
     -- Jobs of the workers found dead, and of any worker that is not running at all (it
     -- stopped or was pruned while still holding a job: an interrupted shutdown, for example).
     SELECT id, attempts, max_attempts, worker_id, worker_losses,
            started_at IS NOT NULL AS ran,
            worker_losses + 1 >= %s AS quarantined
-    FROM soniq_jobs AS job
-    WHERE status = 'processing' AND (
-        worker_id = ANY(%s::uuid[])
+    FROM soniq_jobs AS job, leader
+    WHERE leader.granted AND status = 'processing' AND (
+        worker_id IN (SELECT id FROM found)
         OR NOT EXISTS (
             SELECT 1 FROM soniq_workers AS worker
             WHERE worker.id = job.worker_id AND worker.status = 'running'
         )
     )
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF job SKIP LOCKED
 ),
 moved AS (
     DELETE FROM soniq_jobs AS job USING lost
@@ -367,18 +362,39 @@ released AS (
     WHERE job.id = lost.id AND NOT lost.ran
     RETURNING job.id
 )
-SELECT (SELECT count(*) FROM dead), (SELECT count(*) FROM requeued),
+SELECT (SELECT granted FROM leader), ARRAY(SELECT id::text FROM marked),
+       (SELECT count(*) FROM dead), (SELECT count(*) FROM requeued),
        (SELECT count(*) FROM released)
 """
 
 
-def recover_jobs_of(
-    worker_ids: Sequence[str], *, max_losses: int, now: datetime | None = None
+def recovery_pass(
+    *,
+    heartbeat_timeout: float,
+    lock_grace: float,
+    max_losses: int,
+    now: datetime | None = None,
 ) -> Statement:
-    # Parameter order follows the placeholders: lost, moved (error), dead, requeued (error).
+    """Find dead workers, mark them, and put back the jobs of every worker that is not
+    running; one row: (led this pass, dead worker ids, dead-lettered, requeued, released)."""
+    # Parameter order follows the placeholders: leader, found (dead worker), marked, lost,
+    # moved (error), dead, requeued (error).
     return Statement(
-        _RECOVER_JOBS,
-        (max_losses, list(worker_ids), now, now, now),
+        _RECOVERY_PASS,
+        (
+            LOCK_NAMESPACE,
+            CLEANUP_LOCK_KEY,
+            now,
+            heartbeat_timeout,
+            now,
+            lock_grace,
+            LOCK_NAMESPACE,
+            now,
+            max_losses,
+            now,
+            now,
+            now,
+        ),
     )
 
 
