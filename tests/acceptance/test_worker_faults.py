@@ -151,12 +151,12 @@ def test_a_worker_paused_past_its_heartbeat_timeout_starts_nothing_it_lost(
     start_worker: StartWorker, tmp_path: Path
 ) -> None:
     """While a worker is stopped (SIGSTOP) longer than HEARTBEAT_TIMEOUT, another recovers
-    its jobs. Resumed, it must not start the jobs it had claimed ahead under its old identity:
-    after each pause, it runs at most its concurrency (4) of jobs under the old id, those it
-    had started before the pause (at this pace it holds a few dozen claimed ahead). The only jobs that run twice are those it was running when it
-    was presumed dead: those recovery charged (a soniq.WorkerLost error each: running, or
-    finished with the completion not yet written), plus at most four per pause whose start it
-    had not written yet (put back uncharged)."""
+    its jobs. Resumed, it must not start the jobs it had claimed ahead under its old identity
+    (at this pace it holds a few dozen): after each pause it runs at most its concurrency (4) of
+    jobs under the old id, those it had started before the pause. The only jobs that run twice
+    are those it was running when it was presumed dead: those recovery charged (a
+    soniq.WorkerLost error each: running, or finished with the completion not yet written),
+    plus at most four per pause whose start it had not written yet (put back uncharged)."""
     settings = {"SONIQ_HEARTBEAT_INTERVAL": "0.2", "SONIQ_HEARTBEAT_TIMEOUT": "1"}
     paused = start_worker("--concurrency", "4", **settings)
     other = start_worker("--concurrency", "4", **settings)

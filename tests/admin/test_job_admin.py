@@ -83,9 +83,7 @@ def test_a_claimed_job_is_told_from_a_running_one(rows: Rows, superuser: Client)
 
 def test_a_job_marked_by_a_worker_s_death_says_so(rows: Rows, superuser: Client) -> None:
     job = rows.job(suspicion=2, worker_losses=1, attempts=1)
-    assert "running when its worker died: runs alone" in html(
-        superuser.get(change("job", job.pk))
-    )
+    assert "running when its worker died: runs alone" in html(superuser.get(change("job", job.pk)))
 
 
 def test_the_list_links_to_the_dashboard(rows: Rows, superuser: Client) -> None:
