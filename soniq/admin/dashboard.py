@@ -165,22 +165,19 @@ def window(now: datetime) -> tuple[datetime, datetime, datetime]:
 
 
 def job_counts_query(alias: str) -> QuerySet[Any, Any]:
-    """``(queue, status, n)`` rows: one GROUP BY over ``soniq_jobs``."""
+    """``(queue, status, n, claimed)`` rows: one GROUP BY over ``soniq_jobs``; ``claimed``
+    counts the processing jobs not started yet (``started_at`` empty)."""
     return (
         Job.objects.using(alias)
         .order_by()
         .values("queue", "status")
-        .annotate(n=Count("id"))
-        .values_list("queue", "status", "n")
-    )
-
-
-def claimed_count(alias: str) -> int:
-    """Processing jobs not started yet: read through the partial index of processing rows."""
-    return (
-        Job.objects.using(alias)
-        .filter(status=JobStatus.PROCESSING.value, started_at__isnull=True)
-        .count()
+        .annotate(
+            n=Count("id"),
+            claimed=Count(
+                "id", filter=Q(status=JobStatus.PROCESSING.value, started_at__isnull=True)
+            ),
+        )
+        .values_list("queue", "status", "n", "claimed")
     )
 
 
@@ -291,7 +288,8 @@ def collect(alias: str, now: datetime, heartbeat_timeout: float) -> DashboardDat
     now = _utc(now)
     hour_start, minute_start, end = window(now)
 
-    counts = {(queue, status): n for queue, status, n in job_counts_query(alias)}
+    grouped = list(job_counts_query(alias))
+    counts = {(queue, status): n for queue, status, n, _ in grouped}
     dead_letters = dict(dead_letter_counts_query(alias))
     oldest_due = {queue: _utc(oldest) for queue, oldest in oldest_due_query(alias, now)}
 
@@ -335,7 +333,7 @@ def collect(alias: str, now: datetime, heartbeat_timeout: float) -> DashboardDat
         workers=workers,
         per_minute=_buckets(minute_start, timedelta(minutes=1), MINUTE_BUCKETS, completed, failed),
         per_hour=_buckets(hour_start, timedelta(hours=1), HOUR_BUCKETS, completed, failed),
-        claimed=claimed_count(alias),
+        claimed=sum(claimed for *_, claimed in grouped),
     )
 
 

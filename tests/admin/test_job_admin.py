@@ -69,7 +69,7 @@ def test_a_claimed_job_is_told_from_a_running_one(rows: Rows, superuser: Client)
     running = rows.running(worker, claimed_at=now)
     page = html(superuser.get(JOBS))
     assert 'class="soniq-status soniq-status-claimed"' in page
-    assert page.count("soniq-status-processing") == 1
+    assert page.count('class="soniq-status soniq-status-processing"') == 1
     assert listed(superuser.get(JOBS, {"state": "claimed"})) == {str(claimed.pk)}
     assert listed(superuser.get(JOBS, {"state": "running"})) == {str(running.pk)}
     detail = html(superuser.get(change("job", claimed.pk)))
