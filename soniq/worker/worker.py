@@ -59,6 +59,7 @@ class Worker:
         self._force = asyncio.Event()
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._confirmed = asyncio.Event()  # a heartbeat renewed the lease
         self._running: dict[asyncio.Task[None], ClaimedJob] = {}
         # Claimed ahead of a free slot (see soniq.worker.pace): started without a query.
         self._ready: deque[ClaimedJob] = deque()
@@ -128,7 +129,7 @@ class Worker:
 
     def _reset(self) -> None:
         """A Worker can run again after a run ended (stopped or cancelled)."""
-        for event in (self._stopping, self._force, self._wake, self._slot_freed):
+        for event in (self._stopping, self._force, self._wake, self._slot_freed, self._confirmed):
             event.clear()
         self._signals_received = 0
         self._processed = 0
@@ -221,7 +222,7 @@ class Worker:
                 listen=listen,
                 in_flight=self._in_flight_ids,
                 on_presumed_dead=self._take_new_identity,
-                on_confirmed=self._slot_freed.set,
+                on_confirmed=self._on_confirmed,
             )
             await liveness.start()
             self._liveness = liveness
@@ -299,6 +300,10 @@ class Worker:
             if self._busy(runner) >= concurrency or not self._may_start():
                 return
             job = self._ready[0]
+            if job.claimed_by != self.id:
+                # Claimed under an identity this worker lost (presumed dead): not its own.
+                self._ready.popleft()
+                continue
             if job.runs_alone and self._running:
                 # It may be what killed a worker: it waits until nothing else runs here, so
                 # that if it kills this one too, no other job is charged for it.
@@ -318,6 +323,8 @@ class Worker:
         self, runner: JobRunner, writer: ProgressWriter, job: ClaimedJob, concurrency: int
     ) -> None:
         try:
+            if not await self._still_mine(job):
+                return
             if job.suspicion:
                 # Its start is written before it runs, so that if it kills this worker,
                 # recovery knows it was running.
@@ -335,6 +342,21 @@ class Worker:
                 self._alone = None
             self._start_ready(runner, writer, concurrency)
             self._slot_freed.set()
+
+    async def _still_mine(self, job: ClaimedJob) -> bool:
+        """Whether ``job`` may run now. Its task was created within the lease, but the loop may
+        have stalled (or the process been paused) before the task ran: past the lease, wait for
+        a heartbeat, and drop the job if this worker turned out to be presumed dead."""
+        while not self._may_start():
+            self._confirmed.clear()
+            await self._until(self._confirmed, at_most=self.settings.heartbeat_interval)
+            if self._stopping.is_set():
+                await self._release([job])  # not started: back to the queue, uncharged
+                return False
+        if job.claimed_by != self.id:
+            logger.warning("job %s was claimed under a lost identity; not started", job.id)
+            return False
+        return True
 
     async def _write_start(self, job: ClaimedJob) -> bool:
         """Record that ``job`` starts; False if this worker no longer holds it."""
@@ -480,7 +502,13 @@ class Worker:
         self._drop_claims_of(old)
         self.id = str(uuid.uuid4())
         logger.error("worker %s was presumed dead; continuing as %s", old, self.id)
+        # A claim that came back empty under the old id waits for a wake-up: claim again now.
+        self._wake.set()
         return self.id
+
+    def _on_confirmed(self) -> None:
+        self._confirmed.set()
+        self._slot_freed.set()
 
     def _drop_claims_of(self, owner: str) -> None:
         """Forget the jobs claimed under ``owner`` that have not started: the database refused

@@ -68,38 +68,56 @@ def claim_jobs(
 
 _FENCE = "status = 'processing' AND worker_id = %s::uuid"
 
-# The same fence for statements that join an array of jobs. Its status test is written so
-# that it cannot select the partial index of running jobs (soniq_jobs_running_idx, whose
-# predicate is status = 'processing'): with statistics taken while few jobs ran, and under
-# the generic plans prepared statements switch to, PostgreSQL would scan that index as the
-# outer side of a nested loop and rescan the whole array for each of the worker's jobs
-# (160 ms instead of 9 ms for 1,000 jobs). Unable to use it, the plan probes the primary key
-# once per array element, whatever the estimates.
-_BATCH_FENCE = "(job.status = 'processing') IS TRUE AND job.worker_id = %s::uuid"
+# Statements about a batch of jobs take their ids as one array, matched with ``id = ANY(...)``,
+# and what differs per job (its attempt, its result) as one JSON object keyed by job id, read
+# with ``->`` (a binary search) for each row. There is no join: a join of the table with
+# ``unnest(...)`` of the arrays lets the planner, misled by statistics taken while no job ran
+# (or while no job was this worker's), put the table on the outer side of a nested loop and
+# rescan the whole array for each of its rows, ids x rows (160 ms instead of 9 ms for 1,000
+# jobs). Without a join, every plan is bounded: the primary key probed for each id, or this
+# worker's running jobs (soniq_jobs_running_idx) each checked against the ids.
+_ATTEMPT_OF = "(%s::jsonb ->> job.id::text)::int"
+_DONE_OF = "%s::jsonb -> job.id::text"
 
 # One statement for the two writes a worker batches: jobs that started (started_at, which
 # tells a running job from one only claimed), and jobs that finished (done, with their
-# result). The two arrays never share a job: a job that finished before its start was
+# result). The two batches never share a job: a job that finished before its start was
 # written gets its start time here too.
 _RECORD_PROGRESS = f"""
 WITH started AS (
     UPDATE soniq_jobs AS job
     SET started_at = {_NOW}, suspicion = 0
-    FROM unnest(%s::uuid[], %s::int[]) AS began(id, attempt)
-    WHERE job.id = began.id AND job.attempts = began.attempt AND job.started_at IS NULL
-      AND {_BATCH_FENCE}
+    WHERE job.id = ANY(%s::uuid[]) AND job.{_FENCE} AND job.started_at IS NULL
+      AND job.attempts = {_ATTEMPT_OF}
     RETURNING job.id
 ),
 done AS (
     UPDATE soniq_jobs AS job
     SET status = 'done', finished_at = {_NOW}, started_at = COALESCE(job.started_at, {_NOW}),
-        suspicion = 0, result = done.result::jsonb
-    FROM unnest(%s::uuid[], %s::int[], %s::text[]) AS done(id, attempt, result)
-    WHERE job.id = done.id AND job.attempts = done.attempt AND {_BATCH_FENCE}
+        suspicion = 0, result = NULLIF({_DONE_OF} -> 1, 'null'::jsonb)
+    WHERE job.id = ANY(%s::uuid[]) AND job.{_FENCE}
+      AND job.attempts = ({_DONE_OF} ->> 0)::int
     RETURNING job.id
 )
 SELECT (SELECT count(*) FROM started), (SELECT count(*) FROM done)
 """
+
+
+def _attempts_json(jobs: Sequence[tuple[str, int]]) -> str:
+    # Job ids are canonical UUID text: nothing in them needs escaping.
+    return "{" + ",".join(f'"{job_id}":{int(attempt)}' for job_id, attempt in jobs) + "}"
+
+
+def _done_json(done: Sequence[tuple[str, int, str | None]]) -> str:
+    # Results are JSON text already (None: no result, stored as NULL); they go in as they are.
+    return (
+        "{"
+        + ",".join(
+            f'"{job_id}":[{int(attempt)},{"null" if result is None else result}]'
+            for job_id, attempt, result in done
+        )
+        + "}"
+    )
 
 
 def record_progress(
@@ -111,19 +129,20 @@ def record_progress(
 ) -> Statement:
     """Record starts (``(id, attempt)``) and completions (``(id, attempt, result_json)``) of
     jobs ``worker_id`` holds; one row: (starts applied, completions applied)."""
+    finished = _done_json(done)
     return Statement(
         _RECORD_PROGRESS,
         (
             now,
             [job_id for job_id, _ in started],
-            [attempt for _, attempt in started],
             worker_id,
+            _attempts_json(started),
             now,
             now,
+            finished,
             [job_id for job_id, _, _ in done],
-            [attempt for _, attempt, _ in done],
-            [result for _, _, result in done],
             worker_id,
+            finished,
         ),
     )
 
@@ -188,16 +207,14 @@ _RELEASE_JOBS = f"""
 UPDATE soniq_jobs AS job
 SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
     attempts = GREATEST(job.attempts - 1, 0)
-FROM unnest(%s::uuid[], %s::int[]) AS released(id, attempt)
-WHERE job.id = released.id AND job.attempts = released.attempt AND {_BATCH_FENCE}
+WHERE job.id = ANY(%s::uuid[]) AND job.{_FENCE} AND job.attempts = {_ATTEMPT_OF}
 RETURNING job.id
 """
 
 
 def release_jobs(worker_id: str, jobs: Sequence[tuple[str, int]]) -> Statement:
     return Statement(
-        _RELEASE_JOBS,
-        ([job_id for job_id, _ in jobs], [attempt for _, attempt in jobs], worker_id),
+        _RELEASE_JOBS, ([job_id for job_id, _ in jobs], worker_id, _attempts_json(jobs))
     )
 
 
