@@ -163,8 +163,9 @@ class WorkerBackend(Protocol):
         ...
 
     async def start_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
-        """Record that claimed jobs started (``started_at``; their suspicion is cleared);
-        returns how many passed the fence and were not started yet."""
+        """Record that claimed jobs started (``started_at``, kept if already set; their
+        suspicion is cleared); returns how many passed the fence. Idempotent, so a write
+        retried after a lost reply counts the same."""
         ...
 
     async def retry_job(

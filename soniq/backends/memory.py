@@ -472,8 +472,8 @@ class MemoryBackend:
         return applied
 
     async def start_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
-        """Record that claimed jobs started; returns how many passed the fence and had not
-        started yet."""
+        """Record that claimed jobs started (a start already recorded is kept); returns how
+        many passed the fence."""
         with self._lock:
             return self._start(worker_id, jobs, self._now())
 
@@ -481,8 +481,8 @@ class MemoryBackend:
         applied = 0
         for job_id, attempt in jobs:
             job = self._fenced(worker_id, job_id, attempt)
-            if job is not None and job.started_at is None:
-                job.started_at = now
+            if job is not None:
+                job.started_at = job.started_at or now
                 job.suspicion = Suspicion.NONE
                 applied += 1
         return applied

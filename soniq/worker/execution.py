@@ -219,11 +219,16 @@ class JobRunner:
             if not inner.done():
                 # A thread cannot be interrupted: it keeps its slot until the call returns.
                 self._overran.add(inner)
-                inner.add_done_callback(lambda _: loop.call_soon_threadsafe(self._freed, inner))
+                inner.add_done_callback(lambda _: self._call_on(loop, inner))
             raise
         if isinstance(value, _Raised):
             raise value.exception
         return value
+
+    def _call_on(self, loop: asyncio.AbstractEventLoop, inner: Future[Any]) -> None:
+        # In the thread, when it finally returns; the loop may be closed by then.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._freed, inner)
 
     def _freed(self, inner: Future[Any]) -> None:
         self._overran.discard(inner)

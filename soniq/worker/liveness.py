@@ -66,13 +66,24 @@ class Liveness:
 
     def lease(self) -> float:
         """Seconds after a confirmed heartbeat during which no other worker can find this one
-        dead, less a quarter for safety (the recovering worker's statement and ours race)."""
-        holds_lock = self.session is not None and not self.session.broken
-        if self.use_session and not holds_lock:
+        dead, less a quarter for safety (the recovering worker's statement and ours race).
+
+        With a liveness lock, others find this worker dead 2 x HEARTBEAT_INTERVAL after its
+        last heartbeat once the lock is gone, and the lock can be gone without this process
+        knowing yet (the server dropped a connection the network then cut off): so that is the
+        lease. Without one, only HEARTBEAT_TIMEOUT counts."""
+        if self.use_session:
             grace = 2 * self.settings.heartbeat_interval
         else:
             grace = self.settings.heartbeat_timeout
         return 0.75 * grace
+
+    def doubt(self) -> None:
+        """A write was refused as if this worker had been presumed dead: start nothing more
+        until a heartbeat says which it is (a retried write that had applied, or a new
+        identity, dropping what was claimed under the old one)."""
+        self.confirmed_at = float("-inf")
+        self.beat_soon()
 
     def may_start(self) -> bool:
         """Whether a claimed job may start now: the lease has not run out."""
@@ -211,6 +222,9 @@ class Liveness:
             self.info = dataclasses.replace(self.info, id=self.on_presumed_dead())
             sent = time.monotonic()
             await self.backend.register_worker(self.info, self.lock_key)
+            # Only now may the new id claim: a job claimed under an id with no running row
+            # would be taken back by the next recovery pass while it runs here.
+            self.wake.set()
         self.confirmed_at = sent
         self.on_confirmed()
         strays = await self.backend.release_strays(

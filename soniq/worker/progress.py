@@ -44,7 +44,9 @@ class ProgressWriter:
         # Called with a worker id when the database refused completions made under it: the
         # jobs were taken back, so that id was presumed dead.
         self._on_refused = on_refused
-        self._started: dict[str, tuple[str, Started]] = {}  # job id -> (claimed by, started)
+        # (claimed by, job id) -> started: a job can be claimed again under a new identity
+        # while its old run still ends here.
+        self._started: dict[tuple[str, str], Started] = {}
         self._done: list[tuple[str, Done]] = []  # (claimed by, done)
         self._in_flight: list[str] = []
         self._has_work = asyncio.Event()
@@ -62,19 +64,19 @@ class ProgressWriter:
         self._task = asyncio.create_task(self._loop(), name="soniq-progress")
 
     def add_started(self, claimed_by: str, job_id: str, attempt: int) -> None:
-        self._started[job_id] = (claimed_by, (job_id, attempt))
+        self._started[(claimed_by, job_id)] = (job_id, attempt)
         self._wake()
 
     def add(self, claimed_by: str, job_id: str, attempt: int, result_json: str | None) -> None:
         # Not sent yet: the completion records the start too.
-        self._started.pop(job_id, None)
+        self._started.pop((claimed_by, job_id), None)
         self._done.append((claimed_by, (job_id, attempt, result_json)))
         self._has_done.set()
         self._wake()
 
-    def forget_started(self, job_id: str) -> None:
+    def forget_started(self, claimed_by: str, job_id: str) -> None:
         """A job that ended without a completion (failed, released): no start to write."""
-        self._started.pop(job_id, None)
+        self._started.pop((claimed_by, job_id), None)
 
     def _wake(self) -> None:
         self._idle.clear()
@@ -91,9 +93,9 @@ class ProgressWriter:
             while self._done or self._started:
                 done, self._done = self._done[:MAX_BATCH], self._done[MAX_BATCH:]
                 room = MAX_BATCH - len(done)
-                started = list(self._started.values())[:room]
-                for _, (job_id, _) in started:
-                    del self._started[job_id]
+                started = [(by, entry) for (by, _), entry in self._started.items()][:room]
+                for by, (job_id, _) in started:
+                    del self._started[(by, job_id)]
                 self._in_flight = [job_id for _, (job_id, _, _) in done]
                 await self._write_until_done(done, started)
                 self._in_flight = []

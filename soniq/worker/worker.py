@@ -65,6 +65,7 @@ class Worker:
         self._ready: deque[ClaimedJob] = deque()
         # The job running alone (it was running when a worker died), if any.
         self._alone: asyncio.Task[None] | None = None
+        self._alone_thread_left = False
         self._pace = Pace()
         self._liveness: Liveness | None = None
         self._processed = 0
@@ -136,6 +137,7 @@ class Worker:
         self._running.clear()
         self._ready.clear()
         self._alone = None
+        self._alone_thread_left = False
         self._current = None
         self._writer = None
 
@@ -150,7 +152,7 @@ class Worker:
         writer = ProgressWriter(
             self.backend.complete_jobs,
             retry_delay=self.settings.error_retry_delay,
-            on_refused=self._drop_claims_of,
+            on_refused=self._doubt_identity,
         )
         self._writer = writer
         async with (
@@ -260,6 +262,8 @@ class Worker:
             self._slot_freed.clear()
             self._start_ready(runner, writer, concurrency)
             free = concurrency - self._busy(runner)
+            if self._isolating(runner) or (self._ready and self._ready[0].runs_alone):
+                free = 0  # its other slots stay idle: nothing is claimed for them
             ahead = self._pace.ahead(self.settings.prefetch)
             # Claim only with a free slot (a worker whose slots are all busy holds nothing more
             # than what it will start soon), and only when the jobs claimed ahead run low: one
@@ -295,8 +299,17 @@ class Worker:
         self._liveness.beat_soon()
         return False
 
+    def _isolating(self, runner: JobRunner) -> bool:
+        """A job runs alone here, or its thread still runs past its timeout."""
+        if self._alone is not None:
+            return True
+        if self._alone_thread_left and runner.overrunning():
+            return True
+        self._alone_thread_left = False
+        return False
+
     def _start_ready(self, runner: JobRunner, writer: ProgressWriter, concurrency: int) -> None:
-        while self._ready and not self._stopping.is_set() and self._alone is None:
+        while self._ready and not self._stopping.is_set() and not self._isolating(runner):
             if self._busy(runner) >= concurrency or not self._may_start():
                 return
             job = self._ready[0]
@@ -304,7 +317,7 @@ class Worker:
                 # Claimed under an identity this worker lost (presumed dead): not its own.
                 self._ready.popleft()
                 continue
-            if job.runs_alone and self._running:
+            if job.runs_alone and self._busy(runner):
                 # It may be what killed a worker: it waits until nothing else runs here, so
                 # that if it kills this one too, no other job is charged for it.
                 return
@@ -340,6 +353,9 @@ class Worker:
             self._running.pop(task, None)  # type: ignore[arg-type]
             if self._alone is task:
                 self._alone = None
+                # A sync job that overran its timeout still runs in its thread: what it does
+                # there may still kill the worker, so nothing starts beside it until it returns.
+                self._alone_thread_left = runner.overrunning() > 0
             self._start_ready(runner, writer, concurrency)
             self._slot_freed.set()
 
@@ -373,7 +389,7 @@ class Worker:
                 await asyncio.sleep(self.settings.error_retry_delay)
         if not started:
             logger.warning("job %s was taken back from this worker before it started", job.id)
-            self._drop_claims_of(job.claimed_by)
+            self._doubt_identity(job.claimed_by)
         return bool(started)
 
     async def _drain(self) -> None:
@@ -447,7 +463,7 @@ class Worker:
             if outcome.succeeded:
                 writer.add(job.claimed_by, job.id, job.attempt, outcome.result_json)
                 return
-            writer.forget_started(job.id)
+            writer.forget_started(job.claimed_by, job.id)
         while True:
             try:
                 applied = await self._write_outcome(job, outcome)
@@ -455,7 +471,7 @@ class Worker:
                     logger.warning(
                         "job %s was taken back from this worker; its outcome is dropped", job.id
                     )
-                    self._drop_claims_of(job.claimed_by)
+                    self._doubt_identity(job.claimed_by)
                 return
             except Exception:
                 # Never drop an outcome because the database blinked.
@@ -502,17 +518,23 @@ class Worker:
         self._drop_claims_of(old)
         self.id = str(uuid.uuid4())
         logger.error("worker %s was presumed dead; continuing as %s", old, self.id)
-        # A claim that came back empty under the old id waits for a wake-up: claim again now.
-        self._wake.set()
         return self.id
 
     def _on_confirmed(self) -> None:
         self._confirmed.set()
         self._slot_freed.set()
 
+    def _doubt_identity(self, owner: str) -> None:
+        """The database refused a write made under ``owner``: the job was taken back, as when
+        this worker is presumed dead (or the write had applied on a first try whose reply was
+        lost). Start nothing until a heartbeat tells; if it was presumed dead, the heartbeat
+        gives it a new identity and the jobs claimed under the old one are dropped."""
+        if self._liveness is not None and owner == self.id:
+            self._liveness.doubt()
+
     def _drop_claims_of(self, owner: str) -> None:
-        """Forget the jobs claimed under ``owner`` that have not started: the database refused
-        a write made under that id, so they were taken back (recovered) and must not run here."""
+        """Forget the jobs claimed under ``owner`` that have not started: that id was presumed
+        dead, so they were taken back (recovered) and must not run here."""
         kept = [job for job in self._ready if job.claimed_by != owner]
         dropped = len(self._ready) - len(kept)
         if dropped:

@@ -301,7 +301,9 @@ async def test_a_stale_worker_s_jobs_are_recovered_by_what_it_did_with_them(
     assert (held.status, held.worker_id, held.attempts) == (JobStatus.PROCESSING, silent.id, 1)
     assert held.started_at is None, "claimed, not started"
     assert await worker_backend.start_jobs(silent.id, [(ran_id, 1)]) == 1
-    assert await worker_backend.start_jobs(silent.id, [(ran_id, 1)]) == 0, "started once"
+    started_at = (await stored(app, ran_id)).started_at
+    assert await worker_backend.start_jobs(silent.id, [(ran_id, 1)]) == 1, "idempotent"
+    assert (await stored(app, ran_id)).started_at == started_at, "the first start is kept"
     assert (await stored(app, ran_id)).started_at is not None
 
     # A generous timeout recovers nothing: the worker is alive.

@@ -95,7 +95,9 @@ async def test_claim_sets_the_attempt_the_worker_and_the_start(
     clock.advance(1)
     assert await backend.start_jobs(worker, [(str(job.id), 1)]) == 1
     assert row(backend, str(job.id)).started_at == clock.now
-    assert await backend.start_jobs(worker, [(str(job.id), 1)]) == 0, "once"
+    clock.advance(1)
+    assert await backend.start_jobs(worker, [(str(job.id), 1)]) == 1, "idempotent"
+    assert row(backend, str(job.id)).started_at == clock.now - timedelta(seconds=1), "kept"
     assert await backend.claim_jobs(worker, [TASK], None, 0) == []
 
 

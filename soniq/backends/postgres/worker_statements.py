@@ -86,9 +86,8 @@ _DONE_OF = "%s::jsonb -> job.id::text"
 _RECORD_PROGRESS = f"""
 WITH started AS (
     UPDATE soniq_jobs AS job
-    SET started_at = {_NOW}, suspicion = 0
-    WHERE job.id = ANY(%s::uuid[]) AND job.{_FENCE} AND job.started_at IS NULL
-      AND job.attempts = {_ATTEMPT_OF}
+    SET started_at = COALESCE(job.started_at, {_NOW}), suspicion = 0
+    WHERE job.id = ANY(%s::uuid[]) AND job.{_FENCE} AND job.attempts = {_ATTEMPT_OF}
     RETURNING job.id
 ),
 done AS (

@@ -43,7 +43,7 @@ WHERE {_FENCE}
 """
 
 # A claimed job started: started_at tells it from a job only claimed.
-START = f"UPDATE soniq_jobs SET started_at = ?, suspicion = 0 WHERE started_at IS NULL AND {_FENCE}"
+START = f"UPDATE soniq_jobs SET started_at = coalesce(started_at, ?), suspicion = 0 WHERE {_FENCE}"
 
 RETRY = f"""
 UPDATE soniq_jobs
