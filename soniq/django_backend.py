@@ -11,13 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, OperationalError, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 
 from soniq._warnings import warn_at_caller
 from soniq.backends import plans
 from soniq.backends.base import Dialect, Row, Statement
-from soniq.backends.operator_plans import KEY_RACE_ROUNDS, Action, SQLOperatorMixin
+from soniq.backends.operator_plans import (
+    DEADLOCK_SQLSTATE,
+    KEY_RACE_ROUNDS,
+    Action,
+    SQLOperatorMixin,
+)
 from soniq.backends.postgres.executors import (
     async_executor,
     is_async_connection,
@@ -178,8 +183,11 @@ class DjangoBackend(SQLOperatorMixin):
                             functools.partial(wakeup.notify, result.queues), using=self.alias
                         )
                 return result
-            except IntegrityError:
-                if round_ == KEY_RACE_ROUNDS - 1:
+            except (IntegrityError, OperationalError) as exc:
+                lost_race = isinstance(exc, IntegrityError) or (
+                    getattr(exc.__cause__, "sqlstate", None) == DEADLOCK_SQLSTATE
+                )
+                if not lost_race or round_ == KEY_RACE_ROUNDS - 1:
                     raise
         raise AssertionError("unreachable")
 

@@ -89,7 +89,11 @@ Action = Callable[[Dialect, Sequence[str]], Plan[ActionResult]]
 # A job that makes a dedup key live again is checked against the statement's snapshot; an
 # enqueue committing the same key meanwhile breaks the unique index. The batch then rolls back
 # whole (nothing lost, nothing moved) and runs again, now seeing that job and refusing the id.
+# A batch can also deadlock with a worker's batched write: both lock many rows, and a row that
+# moved from queued to processing between their snapshots makes each wait for the other.
+# PostgreSQL aborts one of them; the worker retries its write, and a batch runs again too.
 KEY_RACE_ROUNDS = 3
+DEADLOCK_SQLSTATE = "40P01"
 
 
 def batches(job_ids: Sequence[str], size: int | None = None) -> list[list[str]]:

@@ -163,7 +163,7 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
                 ):
                     plan = action(self.dialect, job_ids)
                     return await plans.run_async(plan, async_executor(connection))
-            except psycopg.errors.UniqueViolation:
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
                 if round_ == KEY_RACE_ROUNDS - 1:
                     raise
         raise AssertionError("unreachable")
@@ -173,7 +173,7 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
             try:
                 with self.acquire_sync() as connection, connection.transaction():
                     return plans.run_sync(action(self.dialect, job_ids), sync_executor(connection))
-            except psycopg.errors.UniqueViolation:
+            except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
                 if round_ == KEY_RACE_ROUNDS - 1:
                     raise
         raise AssertionError("unreachable")
