@@ -13,8 +13,8 @@ N`` process (``SONIQ_PREFETCH`` set), and times from its row appearing in ``soni
 the moment no job is queued or processing (a count polled every 20 ms, the same measure as
 ``benchmarks/worker.py``'s (b)). It prints every measurement and the median per combination.
 
-``--prefetch`` takes a comma-separated list too (``--prefetch 0,10,50,200``), which is how the
-default of the PREFETCH setting was chosen.
+``--prefetch`` (default: the setting's own default) takes a comma-separated list too
+(``--prefetch 0,10,50,200``), which is how the default of the PREFETCH setting was chosen.
 """
 
 from __future__ import annotations
@@ -43,7 +43,14 @@ def _numbers(text: str) -> list[int]:
     return [int(part) for part in text.split(",") if part.strip()]
 
 
-async def _drain_once(url: str, jobs: int, concurrency: int, prefetch: int, log_dir: Path) -> float:
+def _prefetches(text: str) -> list[int | None]:
+    """``--prefetch``: numbers, or ``default`` for the PREFETCH setting's own default."""
+    return [None if part.strip() == "default" else int(part) for part in text.split(",")]
+
+
+async def _drain_once(
+    url: str, jobs: int, concurrency: int, prefetch: int | None, log_dir: Path
+) -> float:
     import bench_jobs
 
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
@@ -61,16 +68,20 @@ async def _drain_once(url: str, jobs: int, concurrency: int, prefetch: int, log_
         return jobs / (finished - registered)
 
 
+def _label(prefetch: int | None) -> str:
+    return "default" if prefetch is None else str(prefetch)
+
+
 async def _main(options: argparse.Namespace) -> None:
     import bench_jobs
 
     url = _scratch.database_url(options.url, SCRATCH)
     combinations = [
         (concurrency, prefetch)
-        for prefetch in _numbers(options.prefetch)
+        for prefetch in _prefetches(options.prefetch)
         for concurrency in _numbers(options.concurrency)
     ]
-    rates: dict[tuple[int, int], list[float]] = {combo: [] for combo in combinations}
+    rates: dict[tuple[int, int | None], list[float]] = {combo: [] for combo in combinations}
     with tempfile.TemporaryDirectory(prefix="soniq-drain-") as logs:
         try:
             for round_number in range(1, options.rounds + 1):
@@ -79,7 +90,7 @@ async def _main(options: argparse.Namespace) -> None:
                     rates[(concurrency, prefetch)].append(rate)
                     print(
                         f"round {round_number}: concurrency {concurrency:>4}, "
-                        f"prefetch {prefetch:>4}: {rate:>9,.0f} jobs/s",
+                        f"prefetch {_label(prefetch):>7}: {rate:>9,.0f} jobs/s",
                         flush=True,
                     )
         finally:
@@ -91,7 +102,7 @@ async def _main(options: argparse.Namespace) -> None:
     for (concurrency, prefetch), measured in rates.items():
         runs = " / ".join(f"{rate:,.0f}" for rate in measured)
         median = statistics.median(measured)
-        print(f"| {concurrency} | {prefetch} | {median:,.0f} | {runs} |")
+        print(f"| {concurrency} | {_label(prefetch)} | {median:,.0f} | {runs} |")
 
 
 def main() -> None:
@@ -99,7 +110,7 @@ def main() -> None:
     parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--concurrency", default="1,10,50,100,200")
-    parser.add_argument("--prefetch", default="50")
+    parser.add_argument("--prefetch", default="default")
     parser.add_argument("--rounds", type=int, default=3)
     options = parser.parse_args()
     _scratch.recreate(options.url, SCRATCH)
