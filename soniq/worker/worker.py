@@ -11,9 +11,9 @@ import socket
 import threading
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from soniq._version import __version__
 from soniq.backends.base import WorkerBackend
@@ -31,6 +31,8 @@ from soniq.worker.progress import ProgressWriter
 from soniq.worker.watchdog import LoopWatchdog
 
 logger = logging.getLogger("soniq.worker")
+
+T = TypeVar("T")
 
 
 class Worker:
@@ -376,17 +378,10 @@ class Worker:
 
     async def _write_start(self, job: ClaimedJob) -> bool:
         """Record that ``job`` starts; False if this worker no longer holds it."""
-        while True:
-            try:
-                started = await self.backend.start_jobs(job.claimed_by, [(job.id, job.attempt)])
-                break
-            except Exception:
-                logger.exception(
-                    "could not record the start of job %s; retrying in %gs",
-                    job.id,
-                    self.settings.error_retry_delay,
-                )
-                await asyncio.sleep(self.settings.error_retry_delay)
+        started = await self._until_written(
+            f"the start of job {job.id}",
+            lambda: self.backend.start_jobs(job.claimed_by, [(job.id, job.attempt)]),
+        )
         if not started:
             logger.warning("job %s was taken back from this worker before it started", job.id)
             self._doubt_identity(job.claimed_by)
@@ -464,21 +459,22 @@ class Worker:
                 writer.add(job.claimed_by, job.id, job.attempt, outcome.result_json)
                 return
             writer.forget_started(job.claimed_by, job.id)
+        applied = await self._until_written(
+            f"the outcome of job {job.id}", lambda: self._write_outcome(job, outcome)
+        )
+        if not applied:
+            logger.warning("job %s was taken back from this worker; its outcome is dropped", job.id)
+            self._doubt_identity(job.claimed_by)
+
+    async def _until_written(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
+        """Run a database write until it succeeds: a start or an outcome is never dropped
+        because the database blinked."""
         while True:
             try:
-                applied = await self._write_outcome(job, outcome)
-                if not applied:
-                    logger.warning(
-                        "job %s was taken back from this worker; its outcome is dropped", job.id
-                    )
-                    self._doubt_identity(job.claimed_by)
-                return
+                return await write()
             except Exception:
-                # Never drop an outcome because the database blinked.
                 logger.exception(
-                    "could not record the outcome of job %s; retrying in %gs",
-                    job.id,
-                    self.settings.error_retry_delay,
+                    "could not record %s; retrying in %gs", what, self.settings.error_retry_delay
                 )
                 await asyncio.sleep(self.settings.error_retry_delay)
 
