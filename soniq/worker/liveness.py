@@ -1,11 +1,11 @@
 """A worker's presence: registration, heartbeat, LISTEN wake-ups, and the recovery of others.
 
 It also keeps the worker's *lease*: other workers may declare this one dead, and recover its
-jobs, once its heartbeat is older than ``HEARTBEAT_TIMEOUT`` (or, while its liveness lock is
-not held, older than 2 x ``HEARTBEAT_INTERVAL``). So the worker starts a claimed job only while
-its last confirmed heartbeat is younger than that, less a margin: a worker that was paused,
-cut off, or whose loop was blocked asks for a heartbeat first, and learns it was presumed dead
-before it could start a job that is no longer its own.
+jobs, once its heartbeat is older than ``HEARTBEAT_TIMEOUT``, or, once its liveness lock is
+gone, older than 2 x ``HEARTBEAT_INTERVAL`` (see ``lease()``). So the worker starts a claimed
+job only while its last confirmed heartbeat is younger than that, less a margin: a worker that
+was paused, cut off, or whose loop was blocked asks for a heartbeat first, and learns it was
+presumed dead before it could start a job that is no longer its own.
 
 Three small loops, each surviving database errors:
 - the session loop keeps the worker's own connection (liveness lock, and LISTEN when enabled)
@@ -208,6 +208,9 @@ class Liveness:
                 raise
             except Exception:
                 logger.exception("soniq background task _beat failed")
+                # The database is away: asking again sooner would only fail faster.
+                await asyncio.sleep(self.settings.heartbeat_interval)
+                continue
             # Sooner when the worker asks (its lease ran out while it had a job to start).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), self.settings.heartbeat_interval)

@@ -141,7 +141,8 @@ def test_terminated_connections_are_reestablished(start_worker: StartWorker) -> 
     with psycopg.connect(conninfo(), autocommit=True) as conn:
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name LIKE 'soniq%%' AND pid <> pg_backend_pid()"
+            "WHERE datname = current_database() AND application_name LIKE 'soniq%%' "
+            "AND pid <> pg_backend_pid()"
         ).fetchone()
     assert killed is not None and killed[0] >= 2
     second = jobs.app.enqueue_many_sync(jobs.count, [{"n": n} for n in range(50, 100)])
@@ -154,7 +155,8 @@ def test_terminated_connections_are_reestablished(start_worker: StartWorker) -> 
         lambda: (
             query_elsewhere(
                 "default",
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'soniq-worker'",
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name = 'soniq-worker'",
             )[0][0]
             == 1
         ),

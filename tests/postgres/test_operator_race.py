@@ -33,7 +33,8 @@ VALUES (%s, 'tests.race', '{}', 'default', 100, 'queued', 0, 1, now(), now(), '[
 def _requeue_waits_on_a_lock() -> bool:
     rows = query_elsewhere(
         "default",
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND query LIKE %s",
         ("%soniq_dead_letter_jobs%",),
     )
     return bool(rows[0][0])
