@@ -140,7 +140,9 @@ class Soniq:
                 return SQLiteBackend(path_from_url(url))
             from soniq.backends.postgres import PostgresBackend
 
-            return PostgresBackend(url, prepared_statements=settings.prepared_statements)
+            return PostgresBackend(
+                url, prepared_statements=settings.prepared_statements, settings=settings
+            )
         if _integration.django_is_configured():
             from soniq.django_backend import DjangoBackend
 
@@ -268,11 +270,12 @@ class Soniq:
                 min_size=2,
                 max_size=concurrency + 4,
                 prepared_statements=settings.prepared_statements,
+                settings=settings,
             )
         if _integration.django_is_configured():
             from soniq.django_worker import worker_backend
 
-            return worker_backend(settings.database, concurrency, settings.prepared_statements)
+            return worker_backend(settings.database, concurrency, settings)
         raise ConfigurationError(
             "the worker has no database: pass Soniq(database_url=...) (postgresql://..., "
             "sqlite:///file.db or memory://) or set "

@@ -17,6 +17,7 @@ from soniq.core.errors import ConfigurationError
 if TYPE_CHECKING:
     from soniq.backends.postgres import PostgresBackend
     from soniq.backends.sqlite.backend import SQLiteBackend
+    from soniq.core.settings import SoniqSettings
 
 
 def postgres_conninfo(alias: str) -> str:
@@ -44,7 +45,7 @@ def postgres_conninfo(alias: str) -> str:
 
 
 def worker_backend(
-    alias: str, concurrency: int, prepared_statements: bool
+    alias: str, concurrency: int, settings: SoniqSettings
 ) -> PostgresBackend | SQLiteBackend:
     if connections[alias].vendor == "sqlite":
         from soniq.backends.sqlite.backend import SQLiteBackend
@@ -57,7 +58,8 @@ def worker_backend(
         postgres_conninfo(alias),
         min_size=2,
         max_size=concurrency + 4,
-        prepared_statements=prepared_statements,
+        prepared_statements=settings.prepared_statements,
+        settings=settings,
     )
 
 

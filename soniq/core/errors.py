@@ -75,3 +75,12 @@ class InvalidJobIdError(SoniqError, ValueError):
 
 class InvalidConnectionError(SoniqError, TypeError):
     """``connection=`` got an object soniq cannot run its statements on in that context."""
+
+
+class DatabaseUnavailableError(SoniqError, ConnectionError):
+    """The database could not be reached, or the connection broke during the call.
+
+    The psycopg error is chained as ``__cause__``. A write that fails this way may or may not
+    have been committed: soniq never retries it on its own (a duplicate job is worse than an
+    error), so check before enqueueing again when that matters.
+    """

@@ -62,6 +62,34 @@ class SoniqSettings(BaseModel):
         ge=0,
         description="Warn when the worker's event loop is blocked this many seconds (0: never).",
     )
+    tcp_keepalives_idle: int = Field(
+        default=5,
+        ge=1,
+        description="Seconds a connection may be silent before TCP keepalive probes start "
+        "(libpq keepalives_idle; also set on the server side of the worker's and the "
+        "scheduler's sessions).",
+    )
+    tcp_keepalives_interval: int = Field(
+        default=2, ge=1, description="Seconds between TCP keepalive probes."
+    )
+    tcp_keepalives_count: int = Field(
+        default=3, ge=1, description="Unanswered keepalive probes before the connection is dead."
+    )
+    tcp_user_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds sent data may stay unacknowledged before the connection is "
+        "dropped (libpq tcp_user_timeout; 0: the system default, minutes).",
+    )
+    connect_timeout: int = Field(
+        default=5, ge=2, description="Seconds a connection attempt may take (libpq)."
+    )
+    scheduler_lease: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest a scheduler holds a tick's locks: a scheduler that hangs loses "
+        "them after this, and another fires the next slot.",
+    )
     max_worker_losses: int = Field(
         default=3, ge=1, description="Dead-letter a job (worker_lost) after this many dead workers."
     )

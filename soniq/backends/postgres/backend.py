@@ -14,6 +14,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
 from soniq.backends.operator_plans import KEY_RACE_ROUNDS, Action, SQLOperatorMixin
+from soniq.backends.postgres.conninfo import network_options
 from soniq.backends.postgres.executors import (
     async_executor,
     is_async_connection,
@@ -27,6 +28,7 @@ from soniq.backends.postgres.worker_ops import PostgresWorkerOps
 from soniq.core.errors import ConfigurationError
 from soniq.core.operations import ActionResult
 from soniq.core.records import JobInfo, NewJob
+from soniq.core.settings import SoniqSettings
 
 # Shown in pg_stat_activity, so operators can tell soniq's connections apart.
 APPLICATION_NAME = "soniq"
@@ -45,12 +47,17 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
         min_size: int = 1,
         max_size: int = 10,
         prepared_statements: bool = True,
+        settings: SoniqSettings | None = None,
     ) -> None:
         if not conninfo:
             raise ConfigurationError("PostgresBackend needs a database URL (DATABASE_URL)")
         self.conninfo = conninfo
+        self.settings = settings if settings is not None else SoniqSettings()
+        self.connection_options: dict[str, Any] = {
+            "application_name": APPLICATION_NAME,
+            **network_options(self.settings, conninfo),
+        }
         # PgBouncer in transaction mode cannot keep prepared statements across transactions.
-        self.connection_options: dict[str, Any] = {"application_name": APPLICATION_NAME}
         if not prepared_statements:
             self.connection_options["prepare_threshold"] = None
         self.dialect = PostgresDialect()

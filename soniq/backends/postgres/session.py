@@ -13,6 +13,7 @@ from typing import Any
 
 from psycopg import AsyncConnection, sql
 
+from soniq.backends.base import Statement
 from soniq.backends.postgres import worker_statements as ws
 from soniq.backends.postgres.statements import NOTIFY_CHANNEL
 
@@ -30,12 +31,16 @@ class WorkerSession:
         listen: bool,
         lock_key: int | None = None,
         options: dict[str, Any] | None = None,
+        setup: Statement | None = None,
     ) -> WorkerSession:
-        """Connect, take the liveness lock (a fresh key if none or taken), LISTEN if asked."""
+        """Connect, run ``setup`` (server-side keepalives), take the liveness lock (a fresh key
+        if none or taken), LISTEN if asked."""
         connection = await AsyncConnection.connect(
             conninfo, autocommit=True, **{**(options or {}), "application_name": "soniq-worker"}
         )
         try:
+            if setup is not None:
+                await connection.execute(setup.sql, setup.params)
             key = await _take_lock(connection, lock_key)
             if listen:
                 await connection.execute(

@@ -9,9 +9,11 @@ from typing import Any
 
 from soniq.backends.base import Row, Statement
 from soniq.backends.postgres import worker_statements as ws
+from soniq.backends.postgres.conninfo import server_keepalives
 from soniq.backends.postgres.session import WorkerSession
 from soniq.backends.rows import decode_claimed, to_uuid_text
 from soniq.core.records import ClaimedJob, RecoveryReport, WorkerInfo
+from soniq.core.settings import SoniqSettings
 
 PRUNE_BATCH = 5000
 
@@ -21,6 +23,7 @@ class PostgresWorkerOps:
 
     conninfo: str
     connection_options: dict[str, Any]
+    settings: SoniqSettings
 
     async def _fetch(self, statement: Statement) -> list[Row]:
         raise NotImplementedError  # provided by PostgresBackend
@@ -100,8 +103,14 @@ class PostgresWorkerOps:
         await self._fetch(ws.deregister_worker(worker_id))
 
     async def open_session(self, *, listen: bool, lock_key: int | None = None) -> WorkerSession:
+        # The server drops this session (and the liveness lock it holds) within seconds of
+        # losing the worker, not after the system's two-hour keepalive default.
         return await WorkerSession.open(
-            self.conninfo, listen=listen, lock_key=lock_key, options=self.connection_options
+            self.conninfo,
+            listen=listen,
+            lock_key=lock_key,
+            options=self.connection_options,
+            setup=server_keepalives(self.settings, local=False),
         )
 
     async def recover_stale_workers(
