@@ -98,8 +98,9 @@ class ThrowawayCluster:
         self._ctl("start")
         return self
 
-    def restart(self) -> None:
-        self._ctl("-m", "fast", "restart")
+    def restart(self, mode: str = "fast") -> None:
+        """``fast``: sessions are told to end; ``immediate``: the server dies and recovers."""
+        self._ctl("-m", mode, "restart")
 
     def stop(self) -> None:
         subprocess.run(

@@ -1,0 +1,34 @@
+"""Waiting between retries after a database error: short at first, doubling up to a cap.
+
+A restart of PostgreSQL takes about a second; retrying every ``ERROR_RETRY_DELAY`` (5 s by
+default) would leave work waiting for up to 5 s after the server is back. Starting at 0.1 s and
+doubling finds the server within a fraction of a second of its return, while a long outage
+costs no more than one attempt per cap.
+"""
+
+from __future__ import annotations
+
+FIRST_DELAY = 0.1
+
+
+class Backoff:
+    """``delay()`` returns the next wait (0.1 s, 0.2 s, 0.4 s, ... up to ``cap``);
+    ``reset()`` after a success starts again from the first."""
+
+    def __init__(self, cap: float, first: float = FIRST_DELAY) -> None:
+        self.cap = cap
+        self.first = min(first, cap)
+        self._next = self.first
+
+    def delay(self) -> float:
+        current = self._next
+        self._next = min(self.cap, current * 2) if current else self.first
+        return current
+
+    def reset(self) -> None:
+        self._next = self.first
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last attempt failed (``delay()`` was called since the last reset)."""
+        return self._next != self.first
