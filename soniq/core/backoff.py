@@ -18,17 +18,12 @@ class Backoff:
     def __init__(self, cap: float, first: float = FIRST_DELAY) -> None:
         self.cap = cap
         self.first = min(first, cap)
-        self._next = self.first
+        self.failures = 0
 
     def delay(self) -> float:
-        current = self._next
-        self._next = min(self.cap, current * 2) if current else self.first
-        return current
+        """The wait after one more failure."""
+        self.failures += 1
+        return min(self.cap, self.first * 2 ** min(self.failures - 1, 32))
 
     def reset(self) -> None:
-        self._next = self.first
-
-    @property
-    def failing(self) -> bool:
-        """Whether the last attempt failed (``delay()`` was called since the last reset)."""
-        return self._next != self.first
+        self.failures = 0
