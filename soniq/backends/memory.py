@@ -551,25 +551,28 @@ class MemoryBackend:
 
     async def register_worker(self, info: WorkerInfo, lock_key: int | None) -> None:
         """Record the worker as running; registering an id again revives it (as the
-        ``ON CONFLICT`` update does: status, heartbeat and lock key only)."""
+        ``ON CONFLICT`` update does: status, heartbeat and lock key only), unless it was
+        found dead: a dead row stays dead."""
         key = _canonical(info.id)
         with self._lock:
             now = self._now()
             worker = self._workers.get(key)
             if worker is None:
                 self._workers[key] = _Worker(info, RUNNING, now, now, None, lock_key)
-            else:
+            elif worker.status != DEAD:
                 worker.status = RUNNING
                 worker.last_heartbeat_at = now
                 worker.lock_key = lock_key
 
     async def heartbeat(self, worker_id: str) -> str | None:
-        """Refresh the heartbeat; the worker's status after it (``None`` if unknown)."""
+        """Refresh the heartbeat of a live worker; its status after it (``None`` if unknown).
+        A worker found dead (or stopped) is left as it is: a dead row stays dead."""
         with self._lock:
             worker = self._workers.get(_canonical(worker_id))
             if worker is None:
                 return None
-            worker.last_heartbeat_at = self._now()
+            if worker.status in (RUNNING, STOPPING):
+                worker.last_heartbeat_at = self._now()
             return worker.status
 
     async def deregister_worker(self, worker_id: str) -> None:

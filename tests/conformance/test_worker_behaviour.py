@@ -340,6 +340,9 @@ async def test_a_stale_worker_s_jobs_are_recovered_by_what_it_did_with_them(
     for job_id in (ran_id, held_id):
         assert (await stored(app, job_id)).scheduled_at == scheduled[job_id], "keeps its place"
     assert await worker_backend.heartbeat(silent.id) == "dead"
+    # A dead row stays dead: registering the same id again does not revive it.
+    await worker_backend.register_worker(silent, None)
+    assert await worker_backend.heartbeat(silent.id) == "dead"
 
     # The silent worker's late outcome is refused, and it cannot take the job back under its
     # old id (its stale run's completion would then pass the fence); a live worker can.

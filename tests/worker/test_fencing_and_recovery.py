@@ -231,7 +231,11 @@ async def test_a_dead_workers_running_job_is_charged_and_fenced_from_it(
     # The presumed-dead worker was alive after all: nothing it writes applies.
     assert await backend.complete_jobs(dead, [(job_id, 1, '"late"')]) == 0
     assert (await job_row(job_id))["status"] == "queued"
+    # Its heartbeat leaves the dead row as it was: no heartbeat later than its death.
     assert await backend.heartbeat(dead) == "dead"
+    assert await scalar(
+        "SELECT last_heartbeat_at <= stopped_at FROM soniq_workers WHERE id = %s", (dead,)
+    )
 
     # Its successor runs the next attempt, alone; the dead worker's writes stay fenced off.
     taken = await claim_one(backend, alive)

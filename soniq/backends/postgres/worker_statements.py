@@ -223,6 +223,7 @@ INSERT INTO soniq_workers (id, hostname, pid, queues, task_names, concurrency, s
 VALUES (%s::uuid, %s, %s, %s::jsonb, %s::jsonb, %s, 'running', {_NOW}, {_NOW}, NULL, %s, %s)
 ON CONFLICT (id) DO UPDATE
 SET status = 'running', last_heartbeat_at = EXCLUDED.last_heartbeat_at, lock_key = EXCLUDED.lock_key
+WHERE soniq_workers.status <> 'dead'
 """
 
 
@@ -255,12 +256,24 @@ def register_worker(
     )
 
 
+# A row marked dead stays dead (registering the same id again does not revive it either): its
+# jobs were recovered, and the admin must not show a heartbeat later than its death. The worker
+# behind it, back from a partition, finds no row to refresh and registers under a new id.
+_HEARTBEAT = f"""
+WITH beat AS (
+    UPDATE soniq_workers SET last_heartbeat_at = {_NOW}
+    WHERE id = %s::uuid AND status IN ('running', 'stopping') RETURNING status
+)
+SELECT status FROM beat
+UNION ALL
+SELECT status FROM soniq_workers WHERE id = %s::uuid AND status NOT IN ('running', 'stopping')
+"""
+
+
 def heartbeat(worker_id: str, now: datetime | None = None) -> Statement:
-    """Refresh the heartbeat; returns the row's status (``dead`` if we were given up on)."""
-    return Statement(
-        f"UPDATE soniq_workers SET last_heartbeat_at = {_NOW} WHERE id = %s::uuid RETURNING status",
-        (now, worker_id),
-    )
+    """Refresh the heartbeat of a live row; returns the row's status (``dead`` if we were
+    given up on: that row is left as it is)."""
+    return Statement(_HEARTBEAT, (now, worker_id, worker_id))
 
 
 def deregister_worker(worker_id: str, now: datetime | None = None) -> Statement:

@@ -298,8 +298,13 @@ class SQLiteBackend(SQLOperatorMixin):
         await self._run(self._write, lambda c: c.execute(ws.REGISTER_WORKER, params))
 
     async def heartbeat(self, worker_id: str) -> str | None:
-        params = (self._now(), _hex(worker_id))
-        rows = await self._run(self._write, lambda c: c.execute(ws.HEARTBEAT, params).fetchall())
+        key = _hex(worker_id)
+
+        def beat(connection: sqlite3.Connection) -> list[Any]:
+            connection.execute(ws.HEARTBEAT, (self._now(), key))
+            return connection.execute(ws.WORKER_STATUS, (key,)).fetchall()
+
+        rows = await self._run(self._write, beat)
         return str(rows[0][0]) if rows else None
 
     async def deregister_worker(self, worker_id: str) -> None:

@@ -78,9 +78,15 @@ INSERT INTO soniq_workers (id, hostname, pid, queues, task_names, concurrency, s
                            started_at, last_heartbeat_at, stopped_at, version, lock_key)
 VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, NULL, ?, NULL)
 ON CONFLICT (id) DO UPDATE SET status = 'running', last_heartbeat_at = excluded.last_heartbeat_at
+WHERE soniq_workers.status <> 'dead'
 """
 
-HEARTBEAT = "UPDATE soniq_workers SET last_heartbeat_at = ? WHERE id = ? RETURNING status"
+# A row marked dead (or stopped) is not refreshed: the worker behind it registers anew.
+HEARTBEAT = (
+    "UPDATE soniq_workers SET last_heartbeat_at = ? "
+    "WHERE id = ? AND status IN ('running', 'stopping')"
+)
+WORKER_STATUS = "SELECT status FROM soniq_workers WHERE id = ?"
 
 DEREGISTER_WORKER = (
     "UPDATE soniq_workers SET status = 'stopped', stopped_at = ? WHERE id = ? AND status <> 'dead'"

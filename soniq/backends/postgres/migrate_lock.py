@@ -1,0 +1,36 @@
+"""The lock that makes concurrent ``migrate`` runs on one PostgreSQL database wait for each other.
+
+Replicas that all run ``soniq setup`` or ``manage.py migrate`` at start would otherwise apply the
+same migrations at the same time (``duplicate key ... django_migrations``, ``relation ...
+already exists``). A session advisory lock, taken on the connection migrate uses before it
+computes its plan and held until it has finished, makes the later run wait and then find
+everything applied.
+"""
+
+from __future__ import annotations
+
+from soniq.backends.base import Statement
+from soniq.backends.postgres.worker_statements import LOCK_NAMESPACE
+
+# The two-key form, in soniq's namespace (pg_locks: classid = LOCK_NAMESPACE, objsubid = 2), so
+# that it shows as soniq's next to the worker locks. Its second key is negative: worker liveness
+# locks use random keys 1..2**31-1 and the cleanup leader lock 0, so no soniq lock ever takes
+# it (nor does the dead-worker query, which looks up positive lock_keys only, ever see it).
+# The single-bigint form would live in another space (objsubid = 1), shared with any other
+# tool that hashes its own names to bigints.
+MIGRATE_LOCK_KEY = -1
+
+
+def try_lock_migrate() -> Statement:
+    """Take the migrate lock without waiting; one boolean row."""
+    return Statement("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, MIGRATE_LOCK_KEY))
+
+
+def lock_migrate() -> Statement:
+    """Wait for the migrate lock and take it."""
+    return Statement("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, MIGRATE_LOCK_KEY))
+
+
+def unlock_migrate() -> Statement:
+    """Release the migrate lock; one boolean row (false if this session did not hold it)."""
+    return Statement("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, MIGRATE_LOCK_KEY))
