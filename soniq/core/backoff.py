@@ -23,7 +23,8 @@ class Backoff:
     def delay(self) -> float:
         """The wait after one more failure."""
         self.failures += 1
-        return min(self.cap, self.first * 2 ** min(self.failures - 1, 32))
+        growth: float = 2.0 ** min(self.failures - 1, 32)
+        return min(self.cap, self.first * growth)
 
     def reset(self) -> None:
         self.failures = 0

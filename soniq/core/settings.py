@@ -140,12 +140,36 @@ class SoniqSettings(BaseModel):
     @classmethod
     def _timeout_exceeds_interval(cls, value: float, info: Any) -> float:
         interval = info.data.get("heartbeat_interval")
-        if interval is not None and value <= interval:
+        if interval is not None and (1 - FENCE_MARGIN) * value <= interval:
             raise ValueError(
-                f"must be greater than HEARTBEAT_INTERVAL ({interval}), "
-                "or every worker would look dead between two heartbeats"
+                f"must be more than {1 / (1 - FENCE_MARGIN):.4g} x HEARTBEAT_INTERVAL "
+                f"({interval}): a worker gives up its jobs {FENCE_MARGIN:.0%} of the timeout "
+                "before others may take them, and it must hear from the database before that, "
+                "or every worker would give up its jobs between two heartbeats"
             )
         return value
+
+
+# A worker stops starting jobs, and gives up those it runs, this share of the recovery deadline
+# before other workers may find it dead: the margin covers the race between its clock and the
+# recovering worker's statement, and the time a cancelled job takes to unwind.
+FENCE_MARGIN = 0.25
+
+
+def recovery_deadline(settings: SoniqSettings, *, session: bool) -> float:
+    """Seconds after a worker's last heartbeat at which others may find it dead and take its
+    jobs back: ``HEARTBEAT_TIMEOUT``; with a liveness lock (a worker session, LISTEN_NOTIFY on),
+    also 2 x ``HEARTBEAT_INTERVAL`` once the lock is gone, which can happen without the worker
+    knowing (the server dropped a connection the network then cut off)."""
+    if session:
+        return min(settings.heartbeat_timeout, 2 * settings.heartbeat_interval)
+    return settings.heartbeat_timeout
+
+
+def worker_lease(settings: SoniqSettings, *, session: bool) -> float:
+    """Seconds after a confirmed heartbeat during which a worker may start jobs and keep
+    running them: the recovery deadline less ``FENCE_MARGIN``."""
+    return (1 - FENCE_MARGIN) * recovery_deadline(settings, session=session)
 
 
 FIELD_NAMES = frozenset(SoniqSettings.model_fields)

@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import functools
 import logging
+import threading
 import traceback
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor, Future
@@ -71,7 +72,9 @@ class _Raised:
     exception: Exception
 
 
-def job_context(job: ClaimedJob, worker_id: str) -> JobContext:
+def job_context(
+    job: ClaimedJob, worker_id: str, contact_lost: threading.Event | None = None
+) -> JobContext:
     return JobContext(
         job_id=job.id,
         job_name=job.task_name,
@@ -81,6 +84,7 @@ def job_context(job: ClaimedJob, worker_id: str) -> JobContext:
         worker_id=worker_id,
         scheduled_at=job.scheduled_at,
         created_at=job.created_at,
+        _contact_lost=contact_lost,
     )
 
 
@@ -140,16 +144,30 @@ class JobRunner:
         # Called on the loop when a thread that ran past its job's timeout finally returns.
         self.on_thread_freed = on_thread_freed
         self._overran: set[Future[Any]] = set()
+        # The contact_lost flag of each running job's context, by job id.
+        self._flags: dict[str, threading.Event] = {}
 
     def overrunning(self) -> int:
         """Threads still running a sync job whose timeout expired: each holds a slot."""
         return len(self._overran)
 
-    def context(self, job: ClaimedJob) -> JobContext:
-        return job_context(job, job.claimed_by or self.worker_id())
+    def flag_contact_lost(self) -> int:
+        """Set ``ctx.contact_lost`` for every running job; how many there were."""
+        for flag in self._flags.values():
+            flag.set()
+        return len(self._flags)
 
     async def run(self, spec: JobSpec, job: ClaimedJob) -> Outcome:
-        ctx = self.context(job)
+        flag = threading.Event()
+        self._flags[job.id] = flag
+        try:
+            return await self._run(spec, job, flag)
+        finally:
+            if self._flags.get(job.id) is flag:
+                del self._flags[job.id]
+
+    async def _run(self, spec: JobSpec, job: ClaimedJob, flag: threading.Event) -> Outcome:
+        ctx = job_context(job, job.claimed_by or self.worker_id(), flag)
         await call_hooks(self.hooks["before_job"], ctx)
         limit = spec.timeout if spec.timeout is not None else self.default_timeout
         deadline = _Deadline(limit)

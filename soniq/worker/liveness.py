@@ -7,12 +7,21 @@ job only while its last confirmed heartbeat is younger than that, less a margin:
 was paused, cut off, or whose loop was blocked asks for a heartbeat first, and learns it was
 presumed dead before it could start a job that is no longer its own.
 
-Three small loops, each surviving database errors:
+When the lease runs out with no heartbeat confirmed (the database is away, or the network cut
+off), the worker *fences itself* (``on_fenced``): it stops claiming, cancels its running async
+jobs and flags its sync ones, before anyone else may take them. When a heartbeat is confirmed
+again, ``on_restored`` gives back what it cancelled.
+
+Four small loops, each surviving database errors:
 - the session loop keeps the worker's own connection (liveness lock, and LISTEN when enabled)
   open, and re-opens it when it drops;
 - the heartbeat loop refreshes ``last_heartbeat_at``, gives back jobs this worker holds but is
   not running, and runs the recovery pass that requeues the jobs of dead workers;
+- the fence loop watches the lease;
 - the cleanup loop prunes finished jobs every ``cleanup_interval``.
+
+After a database error, each retries after 0.1 s, doubling up to its cap: back at work within a
+fraction of a second of the server's return.
 """
 
 from __future__ import annotations
@@ -25,8 +34,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from soniq.backends.base import WorkerBackend, WorkerSessionProtocol
+from soniq.core.backoff import Backoff
 from soniq.core.records import WorkerInfo
-from soniq.core.settings import SoniqSettings
+from soniq.core.settings import SoniqSettings, recovery_deadline, worker_lease
 
 logger = logging.getLogger("soniq.worker")
 
@@ -44,6 +54,8 @@ class Liveness:
         in_flight: Callable[[], list[str]],
         on_presumed_dead: Callable[[], str],
         on_confirmed: Callable[[], None] = lambda: None,
+        on_fenced: Callable[[], None] = lambda: None,
+        on_restored: Callable[[], None] = lambda: None,
     ) -> None:
         self.backend = backend
         self.info = info
@@ -57,8 +69,16 @@ class Liveness:
         self.on_presumed_dead = on_presumed_dead
         # Called after each heartbeat that confirmed this worker is still running.
         self.on_confirmed = on_confirmed
+        # Called when the lease ran out with no heartbeat confirmed, and when one is again.
+        self.on_fenced = on_fenced
+        self.on_restored = on_restored
         self.confirmed_at = time.monotonic()
+        self.fenced = False
+        # A write was refused: start nothing until a heartbeat tells (see doubt()).
+        self._doubted = False
+        self._renewed = asyncio.Event()
         self._beat_now = asyncio.Event()
+        self._failing_since: float | None = None
         self.session: WorkerSessionProtocol | None = None
         self.lock_key: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -66,27 +86,20 @@ class Liveness:
 
     def lease(self) -> float:
         """Seconds after a confirmed heartbeat during which no other worker can find this one
-        dead, less a quarter for safety (the recovering worker's statement and ours race).
-
-        With a liveness lock, others find this worker dead 2 x HEARTBEAT_INTERVAL after its
-        last heartbeat once the lock is gone, and the lock can be gone without this process
-        knowing yet (the server dropped a connection the network then cut off): so that is the
-        lease. Without one, only HEARTBEAT_TIMEOUT counts."""
-        if self.use_session:
-            grace = 2 * self.settings.heartbeat_interval
-        else:
-            grace = self.settings.heartbeat_timeout
-        return 0.75 * grace
+        dead, less a margin (see ``soniq.core.settings.worker_lease``)."""
+        return worker_lease(self.settings, session=self.use_session)
 
     def doubt(self) -> None:
         """A write was refused as if this worker had been presumed dead: start nothing more
         until a heartbeat says which it is (a retried write that had applied, or a new
         identity, dropping what was claimed under the old one)."""
-        self.confirmed_at = float("-inf")
+        self._doubted = True
         self.beat_soon()
 
     def may_start(self) -> bool:
         """Whether a claimed job may start now: the lease has not run out."""
+        if self._doubted:
+            return False
         return time.monotonic() - self.confirmed_at < self.lease()
 
     def beat_soon(self) -> None:
@@ -107,6 +120,7 @@ class Liveness:
         if self.use_session:
             self._spawn(self._session_loop(), "session")
         self._spawn(self._heartbeat_loop(), "heartbeat")
+        self._spawn(self._fence_loop(), "fence")
         self._spawn(self._every(self.settings.cleanup_interval, self._prune), "cleanup")
 
     def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
@@ -152,13 +166,15 @@ class Liveness:
             self.session = None
 
     async def _session_loop(self) -> None:
+        backoff = Backoff(self.settings.error_retry_delay)
         while not self._stopped:
             try:
                 if self.session is None or self.session.broken:
                     await self._reopen_session()
                     if self.session is None:
-                        await asyncio.sleep(self.settings.error_retry_delay)
+                        await asyncio.sleep(backoff.delay())
                         continue
+                    backoff.reset()
                 if self.listen:
                     async for queue in self.session.notifications(self.settings.poll_interval):
                         if self.info.queues is None or queue in self.info.queues:
@@ -200,26 +216,77 @@ class Liveness:
             await asyncio.sleep(interval)
 
     async def _heartbeat_loop(self) -> None:
+        # Retried soon after a failure (the server may be back within a second), but never
+        # more often than the heartbeat itself would run.
+        backoff = Backoff(self.settings.heartbeat_interval)
         while not self._stopped:
             self._beat_now.clear()
             try:
                 await self._beat()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                logger.exception("soniq background task _beat failed")
-                # The database is away: asking again sooner would only fail faster.
-                await asyncio.sleep(self.settings.heartbeat_interval)
+            except Exception as exc:
+                self._contact_failed(exc)
+                await asyncio.sleep(backoff.delay())
                 continue
+            backoff.reset()
+            try:
+                await self._tidy()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("recovering the jobs of dead workers failed")
             # Sooner when the worker asks (its lease ran out while it had a job to start).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), self.settings.heartbeat_interval)
+
+    def _contact_failed(self, exc: BaseException) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            logger.warning(
+                "worker %s cannot reach the database (%s: %s); retrying",
+                self.info.id,
+                type(exc).__name__,
+                str(exc) or "no answer in time",
+            )
+        else:
+            logger.debug("heartbeat failed again", exc_info=exc)
+
+    async def _fence_loop(self) -> None:
+        """Fence this worker when its lease runs out with no heartbeat confirmed."""
+        while not self._stopped:
+            self._renewed.clear()
+            left = self.confirmed_at + self.lease() - time.monotonic()
+            if left > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._renewed.wait(), left)
+                continue
+            if not self.fenced:
+                self.fenced = True
+                logger.warning(
+                    "worker %s has had no contact with the database for %.1fs: it stops "
+                    "claiming and gives up its running jobs (other workers may take them "
+                    "back %.1fs from now)",
+                    self.info.id,
+                    time.monotonic() - self.confirmed_at,
+                    self.confirmed_at + self.deadline() - time.monotonic(),
+                )
+                self.on_fenced()
+            self.beat_soon()
+            await self._renewed.wait()
+
+    def deadline(self) -> float:
+        """Seconds after a heartbeat at which other workers may find this one dead."""
+        return recovery_deadline(self.settings, session=self.use_session)
 
     async def _beat(self) -> None:
         # The time the heartbeat was sent, not answered: the database's last_heartbeat_at is
         # later than that, so the lease measured from here never outlasts the real one.
         sent = time.monotonic()
-        status = await self.backend.heartbeat(self.info.id)
+        # Bounded: a heartbeat answered after the lease is worth nothing, and a connection
+        # that hangs (a network cut off) must not hold up the next one.
+        async with asyncio.timeout(max(self.lease(), self.settings.heartbeat_interval)):
+            status = await self.backend.heartbeat(self.info.id)
         if status != "running":
             # Another worker gave up on us (we were cut off too long) and requeued our jobs.
             self.info = dataclasses.replace(self.info, id=self.on_presumed_dead())
@@ -228,8 +295,26 @@ class Liveness:
             # Only now may the new id claim: a job claimed under an id with no running row
             # would be taken back by the next recovery pass while it runs here.
             self.wake.set()
-        self.confirmed_at = sent
+        self._confirm(sent)
+
+    def _confirm(self, sent: float) -> None:
+        previous, self.confirmed_at = self.confirmed_at, sent
+        self._doubted = False
+        self._renewed.set()
+        if self._failing_since is not None or self.fenced:
+            logger.info(
+                "worker %s reaches the database again, %.1fs after its last heartbeat",
+                self.info.id,
+                time.monotonic() - previous,
+            )
+            self._failing_since = None
+        if self.fenced:
+            self.fenced = False
+            self.on_restored()
         self.on_confirmed()
+
+    async def _tidy(self) -> None:
+        """After a heartbeat: give back strays, and recover the jobs of dead workers."""
         strays = await self.backend.release_strays(
             self.info.id,
             self.in_flight(),

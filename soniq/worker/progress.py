@@ -15,6 +15,8 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
+from soniq.core.backoff import Backoff
+
 logger = logging.getLogger("soniq.worker")
 
 Done = tuple[str, int, str | None]  # job id, attempt, result JSON
@@ -40,7 +42,8 @@ class ProgressWriter:
         on_refused: Callable[[str], None] = lambda owner: None,
     ) -> None:
         self._write = write
-        self._retry_delay = retry_delay
+        self._backoff = Backoff(retry_delay)
+        self._retry = asyncio.Event()
         # Called with a worker id when the database refused completions made under it: the
         # jobs were taken back, so that id was presumed dead.
         self._on_refused = on_refused
@@ -59,6 +62,10 @@ class ProgressWriter:
     def pending_ids(self) -> list[str]:
         """Jobs finished here whose completion is not in the database yet."""
         return [done[0] for _, done in self._done] + self._in_flight
+
+    def retry_now(self) -> None:
+        """The database answers again: a write waiting to be retried goes now."""
+        self._retry.set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="soniq-progress")
@@ -121,14 +128,18 @@ class ProgressWriter:
             try:
                 applied = await self._write(owner, done, started)
             except Exception:
+                delay = self._backoff.delay()
                 logger.exception(
                     "could not record %d finished and %d started job(s); retrying in %gs",
                     len(done),
                     len(started),
-                    self._retry_delay,
+                    delay,
                 )
-                await asyncio.sleep(self._retry_delay)
+                self._retry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry.wait(), delay)
                 continue
+            self._backoff.reset()
             if applied < len(done):
                 # The others were recovered meanwhile (this worker was presumed dead): the
                 # fence kept their new owner's state.

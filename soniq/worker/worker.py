@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from soniq._version import __version__
 from soniq.backends.base import WorkerBackend
 from soniq.core import wakeup
+from soniq.core.backoff import Backoff
 from soniq.core.records import ClaimedJob, WorkerInfo
 from soniq.core.registry import JobRegistry
 from soniq.core.retry import retry_delay_seconds
@@ -59,6 +60,8 @@ class Worker:
         self.id = str(uuid.uuid4())
         self._stopping = asyncio.Event()
         self._force = asyncio.Event()
+        # run_once's job is given up (the worker fenced itself): like _force, for that job.
+        self._give_up_current = asyncio.Event()
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._confirmed = asyncio.Event()  # a heartbeat renewed the lease
@@ -76,6 +79,11 @@ class Worker:
         # of run_once, and finished jobs whose completion is not written yet.
         self._current: ClaimedJob | None = None
         self._writer: ProgressWriter | None = None
+        self._runner_in_use: JobRunner | None = None
+        # Async jobs cancelled when the worker fenced itself: given back (uncharged) when
+        # contact returns, unless the worker was presumed dead meanwhile (then others did).
+        self._given_up: list[ClaimedJob] = []
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- public API -------------------------------------------------------------------------
 
@@ -118,7 +126,9 @@ class Worker:
                         continue
                     outcome = await self._run_interruptibly(runner, current)
                     if outcome is None:
-                        break  # a second signal: the finally block puts the job back
+                        # A second signal, or the worker fenced itself: the finally block
+                        # puts the job back (or recovery will).
+                        break
                     await self._record(current, outcome, writer=None)
                     current = self._current = None
                     ran += 1
@@ -142,6 +152,8 @@ class Worker:
         self._alone_thread_left = False
         self._current = None
         self._writer = None
+        self._runner_in_use = None
+        self._given_up = []
 
     def stop(self) -> None:
         """Ask a running worker to finish gracefully (what SIGTERM does)."""
@@ -227,6 +239,8 @@ class Worker:
                 in_flight=self._in_flight_ids,
                 on_presumed_dead=self._take_new_identity,
                 on_confirmed=self._on_confirmed,
+                on_fenced=self._fence,
+                on_restored=self._restore,
             )
             await liveness.start()
             self._liveness = liveness
@@ -260,6 +274,7 @@ class Worker:
         queues: tuple[str, ...] | None,
     ) -> None:
         names = self.registry.names()
+        backoff = Backoff(self.settings.error_retry_delay)
         while not self._stopping.is_set():
             self._slot_freed.clear()
             self._start_ready(runner, writer, concurrency)
@@ -279,11 +294,13 @@ class Worker:
             try:
                 jobs = await self.backend.claim_jobs(self.id, names, queues, wanted)
             except Exception:
-                logger.exception(
-                    "claiming jobs failed; retrying in %gs", self.settings.error_retry_delay
-                )
-                await self._until(self._stopping, at_most=self.settings.error_retry_delay)
+                delay = backoff.delay()
+                logger.exception("claiming jobs failed; retrying in %gs", delay)
+                # Or as soon as a heartbeat gets through: the database is back.
+                self._confirmed.clear()
+                await self._until(self._confirmed, at_most=delay)
                 continue
+            backoff.reset()
             self._ready.extend(jobs)
             self._start_ready(runner, writer, concurrency)
             if not jobs:
@@ -430,11 +447,14 @@ class Worker:
             logger.exception("could not put back %d job(s); recovery will", len(jobs))
 
     async def _run_interruptibly(self, runner: JobRunner, job: ClaimedJob) -> Outcome | None:
-        """Run one job; ``None`` when a second signal (``_force``) cancelled it."""
+        """Run one job; ``None`` when a second signal (``_force``) cancelled it, or the worker
+        fenced itself and gave it up."""
+        self._give_up_current.clear()
         task = asyncio.ensure_future(runner.run(self._spec(job), job))
         forced = asyncio.ensure_future(self._force.wait())
+        given_up = asyncio.ensure_future(self._give_up_current.wait())
         try:
-            await asyncio.wait([task, forced], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([task, forced, given_up], return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             # run_once() itself was cancelled: the job must not go on running unseen.
             task.cancel()
@@ -442,6 +462,7 @@ class Worker:
             raise
         finally:
             forced.cancel()
+            given_up.cancel()
         if not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
@@ -469,14 +490,15 @@ class Worker:
     async def _until_written(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
         """Run a database write until it succeeds: a start or an outcome is never dropped
         because the database blinked."""
+        backoff = Backoff(self.settings.error_retry_delay)
         while True:
             try:
                 return await write()
             except Exception:
-                logger.exception(
-                    "could not record %s; retrying in %gs", what, self.settings.error_retry_delay
-                )
-                await asyncio.sleep(self.settings.error_retry_delay)
+                delay = backoff.delay()
+                logger.exception("could not record %s; retrying in %gs", what, delay)
+                self._confirmed.clear()
+                await self._until(self._confirmed, at_most=delay)
 
     async def _write_outcome(self, job: ClaimedJob, outcome: Outcome) -> bool:
         if outcome.succeeded:
@@ -512,6 +534,8 @@ class Worker:
         the queue, maybe already running elsewhere."""
         old = self.id
         self._drop_claims_of(old)
+        # Recovered by others with the rest: not this worker's to give back any more.
+        self._given_up = [job for job in self._given_up if job.claimed_by != old]
         self.id = str(uuid.uuid4())
         logger.error("worker %s was presumed dead; continuing as %s", old, self.id)
         return self.id
@@ -519,6 +543,43 @@ class Worker:
     def _on_confirmed(self) -> None:
         self._confirmed.set()
         self._slot_freed.set()
+        if self._writer is not None:
+            self._writer.retry_now()
+
+    def _fence(self) -> None:
+        """The lease ran out with no heartbeat confirmed: other workers may soon find this one
+        dead and run its jobs again. Nothing new starts (may_start() is false); running async
+        jobs are cancelled now, before they can run twice at once; sync jobs cannot be
+        interrupted, so their ``ctx.contact_lost`` is set (their outcome is fenced off if the
+        job was taken back)."""
+        runner = self._runner_in_use
+        flagged = runner.flag_contact_lost() if runner is not None else 0
+        cancelled = 0
+        for task, job in list(self._running.items()):
+            if self._spec(job).is_async and not task.done():
+                task.cancel()
+                self._given_up.append(job)
+                cancelled += 1
+        if self._current is not None and self._spec(self._current).is_async:
+            self._give_up_current.set()
+            cancelled += 1
+        if flagged or cancelled:
+            logger.warning(
+                "worker %s gave up its running jobs: %d async job(s) cancelled, %d sync job(s) "
+                "told through ctx.contact_lost",
+                self.id,
+                cancelled,
+                flagged - cancelled,
+            )
+
+    def _restore(self) -> None:
+        """Contact is back and this worker was not presumed dead: what it cancelled is
+        still claimed under its id; give it back to the queue, uncharged."""
+        jobs, self._given_up = self._given_up, []
+        if jobs:
+            task = asyncio.ensure_future(self._release(jobs))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     def _doubt_identity(self, owner: str) -> None:
         """The database refused a write made under ``owner``: the job was taken back, as when
@@ -557,6 +618,7 @@ class Worker:
             hooks=self.hooks,
             sync_call_wrapper=self.sync_call_wrapper,
         )
+        self._runner_in_use = runner
         if self._writer is not None:
             writer = self._writer
 

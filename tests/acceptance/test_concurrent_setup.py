@@ -57,8 +57,7 @@ def _run_together(commands: list[list[str]], env: dict[str, str], logs: Path) ->
     for log in files:
         log.close()
     outputs = [(logs / f"process-{n}.log").read_text() for n in range(len(commands))]
-    for code, output in zip(codes, outputs, strict=True):
-        assert code == 0, "\n---\n".join(outputs)
+    assert codes == [0] * len(commands), "\n---\n".join(outputs)
     return outputs
 
 
@@ -90,16 +89,16 @@ def test_two_soniq_setups_at_once_on_a_fresh_database(
 
         # Each migration recorded exactly once, and soniq's tables all there.
         assert _applied(url, "soniq") == SONIQ_MIGRATIONS
-        assert SONIQ_TABLES <= _tables(url)
+        assert _tables(url) >= SONIQ_TABLES
         # The one that waited found everything applied once it had the lock.
         waiting = [output for output in outputs if WAITING in output]
         assert len(waiting) <= 1, outputs
         if waiting:
             waited += 1
             assert "No migrations to apply." in waiting[0]
+    # How often the two overlapped depends on the machine (without the lock, most rounds
+    # fail), so it is reported rather than asserted.
     print(f"{waited} of {ROUNDS} rounds: one setup waited for the other")
-    # Started together, they overlap: were they not serialised, they would have collided.
-    assert waited >= 1
 
 
 def test_two_manage_py_migrates_at_once_on_a_fresh_database(
@@ -115,9 +114,7 @@ def test_two_manage_py_migrates_at_once_on_a_fresh_database(
     )
     outputs = _run_together([command, command], env, tmp_path)
     assert _applied(url, "soniq") == SONIQ_MIGRATIONS
-    assert {"auth_user", "django_content_type", "django_admin_log"} | SONIQ_TABLES <= _tables(
-        url
-    )
+    assert _tables(url) >= SONIQ_TABLES | {"auth_user", "django_content_type", "django_admin_log"}
     with psycopg.connect(url) as conn:
         row = conn.execute(
             "SELECT count(*), count(DISTINCT (app, name)) FROM django_migrations"

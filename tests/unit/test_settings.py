@@ -15,6 +15,7 @@ from soniq.core.settings import (
     build_settings,
     is_valid_queue_name,
     settings_from_environ,
+    worker_lease,
 )
 
 NO_ENV: dict[str, str] = {}
@@ -213,10 +214,24 @@ def test_bad_values_raise_configuration_error_naming_the_setting(
 
 
 def test_heartbeat_timeout_message_explains_the_rule() -> None:
-    with pytest.raises(ConfigurationError, match="greater than HEARTBEAT_INTERVAL"):
+    with pytest.raises(ConfigurationError, match=r"more than 1\.333 x HEARTBEAT_INTERVAL"):
         build_settings(
             environ=NO_ENV, overrides={"heartbeat_interval": 10, "heartbeat_timeout": 10}
         )
+
+
+@pytest.mark.parametrize(("timeout", "valid"), [(13.3, False), (13.4, True), (300, True)])
+def test_the_timeout_leaves_the_lease_longer_than_a_heartbeat(timeout: float, valid: bool) -> None:
+    """A worker fences itself at 75% of the timeout: a heartbeat must come before that."""
+    values = {"heartbeat_interval": 10, "heartbeat_timeout": timeout}
+    if valid:
+        settings = build_settings(environ=NO_ENV, overrides=values)
+        for session in (False, True):
+            assert worker_lease(settings, session=session) > settings.heartbeat_interval
+        assert worker_lease(settings, session=True) == 0.75 * min(timeout, 20)
+    else:
+        with pytest.raises(ConfigurationError, match="HEARTBEAT_TIMEOUT"):
+            build_settings(environ=NO_ENV, overrides=values)
 
 
 def test_bad_queue_name_message_quotes_the_name() -> None:

@@ -5,9 +5,17 @@ same migrations at the same time (``duplicate key ... django_migrations``, ``rel
 already exists``). A session advisory lock, taken on the connection migrate uses before it
 computes its plan and held until it has finished, makes the later run wait and then find
 everything applied.
+
+The waiting run polls with ``pg_try_advisory_lock`` rather than block in ``pg_advisory_lock``:
+a statement blocked on the lock keeps a snapshot open in the database being migrated, and a
+``CREATE INDEX CONCURRENTLY`` in the running migrate waits for every such snapshot to go, which
+would be a deadlock (PostgreSQL detects it and fails the waiting run). Between two tries the
+waiting run holds no snapshot.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 from soniq.backends.base import Statement
 from soniq.backends.postgres.worker_statements import LOCK_NAMESPACE
@@ -26,9 +34,12 @@ def try_lock_migrate() -> Statement:
     return Statement("SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, MIGRATE_LOCK_KEY))
 
 
-def lock_migrate() -> Statement:
-    """Wait for the migrate lock and take it."""
-    return Statement("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, MIGRATE_LOCK_KEY))
+def retry_delays(first: float = 0.05, longest: float = 1.0) -> Iterator[float]:
+    """Seconds to sleep between tries while another run holds the lock: doubling, capped."""
+    delay = first
+    while True:
+        yield delay
+        delay = min(delay * 2, longest)
 
 
 def unlock_migrate() -> Statement:

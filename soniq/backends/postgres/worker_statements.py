@@ -297,6 +297,9 @@ _DEAD_WORKER = f"""worker.status IN ('running', 'stopping') AND (
     OR (
         worker.lock_key IS NOT NULL
         AND worker.last_heartbeat_at < {_NOW} - make_interval(secs => %s)
+        -- After a server restart every lock is gone: workers get the grace period to
+        -- reconnect and take theirs again before a missing lock means anything.
+        AND pg_postmaster_start_time() < {_NOW} - make_interval(secs => %s)
         AND NOT EXISTS (
             SELECT 1 FROM pg_locks AS lock
             WHERE lock.locktype = 'advisory' AND lock.granted
@@ -406,7 +409,8 @@ def recovery_pass(
 ) -> Statement:
     """Find dead workers, mark them, and put back the jobs of every worker that is not
     running; one row: (led this pass, dead worker ids, dead-lettered, requeued, released)."""
-    # Parameter order follows the placeholders: leader, found (dead worker), marked, lost,
+    # Parameter order follows the placeholders: leader, found (dead worker, with the lock
+    # grace twice: since the heartbeat, and since the server started), marked, lost,
     # moved (error), dead, requeued (error).
     return Statement(
         _RECOVERY_PASS,
@@ -415,6 +419,8 @@ def recovery_pass(
             CLEANUP_LOCK_KEY,
             now,
             heartbeat_timeout,
+            now,
+            lock_grace,
             now,
             lock_grace,
             LOCK_NAMESPACE,
