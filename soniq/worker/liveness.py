@@ -32,6 +32,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from soniq.backends.base import WorkerBackend, WorkerSessionProtocol
 from soniq.core.backoff import Backoff
@@ -79,9 +80,10 @@ class Liveness:
         self._renewed = asyncio.Event()
         self._beat_now = asyncio.Event()
         self._failing_since: float | None = None
+        self._heartbeat: asyncio.Future[str | None] | None = None
         self.session: WorkerSessionProtocol | None = None
         self.lock_key: int | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: list[asyncio.Future[Any]] = []
         self._stopped = False
 
     def lease(self) -> float:
@@ -283,10 +285,7 @@ class Liveness:
         # The time the heartbeat was sent, not answered: the database's last_heartbeat_at is
         # later than that, so the lease measured from here never outlasts the real one.
         sent = time.monotonic()
-        # Bounded: a heartbeat answered after the lease is worth nothing, and a connection
-        # that hangs (a network cut off) must not hold up the next one.
-        async with asyncio.timeout(max(self.lease(), self.settings.heartbeat_interval)):
-            status = await self.backend.heartbeat(self.info.id)
+        status = await self._heartbeat_within(max(self.lease(), self.settings.heartbeat_interval))
         if status != "running":
             # Another worker gave up on us (we were cut off too long) and requeued our jobs.
             self.info = dataclasses.replace(self.info, id=self.on_presumed_dead())
@@ -296,6 +295,23 @@ class Liveness:
             # would be taken back by the next recovery pass while it runs here.
             self.wake.set()
         self._confirm(sent)
+
+    async def _heartbeat_within(self, seconds: float) -> str | None:
+        """The heartbeat statement, waited for ``seconds`` at most: one answered after the
+        lease is worth nothing. A statement whose connection hangs (the network cut off) is
+        left to finish or fail on its own rather than cancelled, since cancelling a query on a
+        silent connection waits for the server as well; until it ends, later heartbeats wait
+        for it instead of piling up."""
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.ensure_future(self.backend.heartbeat(self.info.id))
+            # Its outcome may arrive when nobody waits for it any more.
+            self._heartbeat.add_done_callback(_consume)
+            self._tasks = [task for task in self._tasks if not task.done()]
+            self._tasks.append(self._heartbeat)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._heartbeat), seconds)
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {seconds:g}s") from None
 
     def _confirm(self, sent: float) -> None:
         previous, self.confirmed_at = self.confirmed_at, sent
@@ -344,3 +360,8 @@ class Liveness:
         removed = await self.backend.prune(retention=self.settings.result_retention)
         if removed:
             logger.info("pruned %d finished job(s)", removed)
+
+
+def _consume(future: asyncio.Future[str | None]) -> None:
+    if not future.cancelled():
+        future.exception()
