@@ -82,7 +82,7 @@ class Worker:
         self._runner_in_use: JobRunner | None = None
         # Async jobs cancelled when the worker fenced itself: given back (uncharged) when
         # contact returns, unless the worker was presumed dead meanwhile (then others did).
-        self._given_up: list[ClaimedJob] = []
+        self._given_up: dict[asyncio.Task[None], ClaimedJob] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     # -- public API -------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class Worker:
         self._current = None
         self._writer = None
         self._runner_in_use = None
-        self._given_up = []
+        self._given_up = {}
 
     def stop(self) -> None:
         """Ask a running worker to finish gracefully (what SIGTERM does)."""
@@ -535,7 +535,9 @@ class Worker:
         old = self.id
         self._drop_claims_of(old)
         # Recovered by others with the rest: not this worker's to give back any more.
-        self._given_up = [job for job in self._given_up if job.claimed_by != old]
+        self._given_up = {
+            task: job for task, job in self._given_up.items() if job.claimed_by != old
+        }
         self.id = str(uuid.uuid4())
         logger.error("worker %s was presumed dead; continuing as %s", old, self.id)
         return self.id
@@ -558,7 +560,7 @@ class Worker:
         for task, job in list(self._running.items()):
             if self._spec(job).is_async and not task.done():
                 task.cancel()
-                self._given_up.append(job)
+                self._given_up[task] = job
                 cancelled += 1
         if self._current is not None and self._spec(self._current).is_async:
             self._give_up_current.set()
@@ -575,11 +577,17 @@ class Worker:
     def _restore(self) -> None:
         """Contact is back and this worker was not presumed dead: what it cancelled is
         still claimed under its id; give it back to the queue, uncharged."""
-        jobs, self._given_up = self._given_up, []
-        if jobs:
-            task = asyncio.ensure_future(self._release(jobs))
+        given_up, self._given_up = self._given_up, {}
+        if given_up:
+            task = asyncio.ensure_future(self._release_given_up(given_up))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
+
+    async def _release_given_up(self, given_up: dict[asyncio.Task[None], ClaimedJob]) -> None:
+        # Their cancellation may still be unwinding; a job that swallowed it and runs on
+        # records its own outcome instead.
+        await asyncio.wait(given_up, timeout=1.0)
+        await self._release([job for task, job in given_up.items() if task.done()])
 
     def _doubt_identity(self, owner: str) -> None:
         """The database refused a write made under ``owner``: the job was taken back, as when
