@@ -226,6 +226,7 @@ class Soniq:
             list(self.periodic_schedules.values()),
             self.make_scheduled_job,
             tick=tick,
+            lease=self.settings.scheduler_lease,
             error_retry_delay=self.settings.error_retry_delay,
         )
 

@@ -248,6 +248,8 @@ class SchedulerBackend(Protocol):
         now: datetime,
         make_job: Callable[[ScheduleDefinition, datetime], NewJob],
         limit: int = ...,
+        *,
+        lease: float | None = ...,
     ) -> list[tuple[str, datetime, str]]: ...
 
     async def close(self) -> None: ...

@@ -4,6 +4,11 @@ Any number of schedulers may run: each due schedule is locked by the one firing 
 others skip it), and each slot is recorded under a unique (schedule, slot) key in the same
 transaction as its job, so no slot fires twice even across a leader change mid-tick. Changes
 made from elsewhere (pause, resume, remove, the admin) are read at every tick.
+
+A tick holds its locks for at most about ``lease`` seconds (``SCHEDULER_LEASE``): the backend
+bounds its transaction on the server and on the client, so a scheduler that hangs or is cut off
+mid-tick loses its locks, and another scheduler fires the slot within about the lease plus one
+tick.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from soniq.backends.base import SchedulerBackend
+from soniq.core.backoff import Backoff
 from soniq.core.periodic import ScheduleDefinition, next_slot
 from soniq.core.records import NewJob
 
@@ -37,18 +43,25 @@ class Scheduler:
         make_job: MakeJob,
         *,
         tick: float = 1.0,
+        lease: float = 5.0,
         error_retry_delay: float = 5.0,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if tick <= 0:
             raise ValueError(f"tick must be positive seconds, got {tick!r}")
+        if lease <= 0:
+            raise ValueError(f"lease must be positive seconds, got {lease!r}")
         self.backend = backend
         self.definitions = list(definitions)
         self.make_job = make_job
         self.tick_seconds = tick
+        self.lease = lease
         self.error_retry_delay = error_retry_delay
         self.clock = clock
         self._stopping = asyncio.Event()
+        # When the last tick looked for due slots, and whether it fired any.
+        self._looked_at: datetime | None = None
+        self._fired_any = False
 
     async def sync(self) -> None:
         """Store the schedules declared in code (updated in place; paused ones stay paused)."""
@@ -60,7 +73,12 @@ class Scheduler:
         logger.info("scheduler: %d schedule(s) declared in code synced", len(self.definitions))
 
     async def tick(self) -> list[tuple[str, datetime, str]]:
-        fired = await self.backend.fire_due_schedules(self.clock(), self.make_job)
+        """Fire the due slots, in one transaction bounded by the lease (``TimeoutError`` if
+        it outlives it: the slots are then left to the next tick, here or elsewhere)."""
+        now = self.clock()
+        self._looked_at, self._fired_any = now, False
+        fired = await self.backend.fire_due_schedules(now, self.make_job, lease=self.lease)
+        self._fired_any = bool(fired)
         for name, slot, job_id in fired:
             logger.info("fired %s for %s as job %s", name, slot.isoformat(), job_id)
         return fired
@@ -71,6 +89,9 @@ class Scheduler:
     async def run(self) -> None:
         restore = self._install_signal_handlers()
         synced = False
+        # After an error: 0.1 s, doubling up to ERROR_RETRY_DELAY; back to 0.1 s once a tick
+        # went through.
+        backoff = Backoff(cap=self.error_retry_delay)
         try:
             while not self._stopping.is_set():
                 try:
@@ -79,11 +100,15 @@ class Scheduler:
                         synced = True
                     await self.tick()
                     wait = await self._until_next_due()
+                    backoff.reset()
+                except TimeoutError as error:
+                    # The tick outlived its lease (a hang, a cut-off connection): its
+                    # connection is gone, and another scheduler may fire the slots meanwhile.
+                    wait = backoff.delay()
+                    logger.warning("scheduler tick abandoned: %s; retrying in %.3gs", error, wait)
                 except Exception:
-                    logger.exception(
-                        "scheduler tick failed; retrying in %gs", self.error_retry_delay
-                    )
-                    wait = self.error_retry_delay
+                    wait = backoff.delay()
+                    logger.exception("scheduler tick failed; retrying in %.3gs", wait)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), wait)
         finally:
@@ -91,9 +116,13 @@ class Scheduler:
 
     async def _until_next_due(self) -> float:
         """Sleep to the next due slot, but at most one tick: a schedule added or resumed
-        elsewhere must be noticed promptly."""
+        elsewhere must be noticed promptly. A slot that was already due when the last tick
+        looked, and that it did not fire, is another scheduler's (its row was locked) or cannot
+        fire: look again in a tick rather than at once, over and over."""
         due = await self.backend.next_due_at()
         if due is None:
+            return self.tick_seconds
+        if not self._fired_any and self._looked_at is not None and due <= self._looked_at:
             return self.tick_seconds
         return max(0.0, min(self.tick_seconds, (due - self.clock()).total_seconds()))
 

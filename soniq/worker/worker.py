@@ -191,6 +191,8 @@ class Worker:
                     await self._fetch_loop(runner, writer, concurrency, queues)
                 finally:
                     await self._drain()
+                    # Given-up jobs still being put back.
+                    await asyncio.gather(*self._background, return_exceptions=True)
             finally:
                 threads.shutdown(wait=False, cancel_futures=True)
                 # Completions are worth waiting for a little beyond the shutdown timeout.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -14,7 +15,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
 from soniq.backends.operator_plans import KEY_RACE_ROUNDS, Action, SQLOperatorMixin
-from soniq.backends.postgres.conninfo import network_options
+from soniq.backends.postgres.conninfo import network_options, parse_conninfo
 from soniq.backends.postgres.executors import (
     async_executor,
     is_async_connection,
@@ -22,6 +23,7 @@ from soniq.backends.postgres.executors import (
     refuse_connection,
     sync_executor,
 )
+from soniq.backends.postgres.pooling import checkout, checkout_async, reported
 from soniq.backends.postgres.scheduler_ops import PostgresSchedulerOps
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.postgres.worker_ops import PostgresWorkerOps
@@ -33,9 +35,28 @@ from soniq.core.settings import SoniqSettings
 # Shown in pg_stat_activity, so operators can tell soniq's connections apart.
 APPLICATION_NAME = "soniq"
 
+# psycopg_pool retries a failed background connection attempt for this long, with back-off
+# (1 s, 2 s, 4 s, ...). Zero: one quick retry, then the slot is given up and the pool grows again
+# as soon as a caller waits, so the first caller after an outage connects at once instead of
+# waiting for the next back-off step.
+RECONNECT_TIMEOUT = 0.0
+
+
+def checkout_timeout(settings: SoniqSettings, conninfo: str) -> float:
+    """Seconds a caller waits for a pooled connection: the connection timeout (the URL's
+    ``connect_timeout`` if it sets a positive one, else the ``CONNECT_TIMEOUT`` setting), the
+    longest a connection attempt that succeeds may take."""
+    given = parse_conninfo(conninfo).get("connect_timeout", "") if conninfo else ""
+    seconds = int(given) if given.strip().isdigit() else 0
+    return float(max(seconds if seconds > 0 else settings.connect_timeout, 2))
+
 
 class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin):
-    """Pools are opened lazily, on first use: constructing the backend does no I/O."""
+    """Pools are opened lazily, on first use: constructing the backend does no I/O.
+
+    A connection that fails, or cannot be had within :attr:`checkout_timeout` seconds, makes
+    the call raise :class:`~soniq.DatabaseUnavailableError` (chained to the psycopg error); a
+    statement is never retried, since it may have been committed."""
 
     supports_listen = True
     supports_transactional_enqueue = True
@@ -60,114 +81,148 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
         # PgBouncer in transaction mode cannot keep prepared statements across transactions.
         if not prepared_statements:
             self.connection_options["prepare_threshold"] = None
+        self.checkout_timeout = checkout_timeout(self.settings, conninfo)
         self.dialect = PostgresDialect()
         self._min_size = min_size
         self._max_size = max_size
         self._pool: AsyncConnectionPool[AsyncConnection[Row]] | None = None
+        self._open_lock: asyncio.Lock | None = None
         self._sync_pool: ConnectionPool[Connection[Row]] | None = None
         self._sync_lock = threading.Lock()
 
-    async def open(self) -> None:
+    def _pool_options(self, min_size: int) -> dict[str, Any]:
+        # No check= on checkout: psycopg_pool sleeps after each failed check, and a round trip
+        # per statement is too dear. checkout() looks at the socket instead (pooling.py).
+        return {
+            "min_size": min_size,
+            "max_size": self._max_size,
+            "open": False,
+            "timeout": self.checkout_timeout,
+            "reconnect_timeout": RECONNECT_TIMEOUT,
+            "kwargs": {"autocommit": True, **self.connection_options},
+        }
+
+    async def _async_pool(self) -> AsyncConnectionPool[AsyncConnection[Row]]:
+        # Opened without waiting: each caller waits for a connection within its own deadline
+        # (checkout), so concurrent first calls to a database that is down all fail after
+        # checkout_timeout, not one after the other.
         if self._pool is None:
-            pool: AsyncConnectionPool[AsyncConnection[Row]] = AsyncConnectionPool(
-                self.conninfo,
-                min_size=self._min_size,
-                max_size=self._max_size,
-                open=False,
-                # No check on checkout (a round trip on every statement); a statement that
-                # finds its connection dead triggers a check of the whole pool instead.
-                kwargs={"autocommit": True, **self.connection_options},
-            )
-            await pool.open(wait=True)
-            self._pool = pool
+            if self._open_lock is None:
+                self._open_lock = asyncio.Lock()
+            async with self._open_lock:  # concurrent first calls must not open two pools
+                if self._pool is None:
+                    pool: AsyncConnectionPool[AsyncConnection[Row]] = AsyncConnectionPool(
+                        self.conninfo, name="soniq", **self._pool_options(self._min_size)
+                    )
+                    await pool.open()
+                    self._pool = pool
+        return self._pool
 
-    @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[AsyncConnection[Row]]:
-        """A pooled connection in autocommit mode: open ``connection.transaction()`` for a
-        transaction of your own (transactional enqueue)."""
-        await self.open()
-        assert self._pool is not None
-        async with self._pool.connection() as connection:
-            yield connection
-
-    @contextmanager
-    def acquire_sync(self) -> Iterator[Connection[Row]]:
+    def _sync_pool_opened(self) -> ConnectionPool[Connection[Row]]:
         with self._sync_lock:
             if self._sync_pool is None:
                 pool: ConnectionPool[Connection[Row]] = ConnectionPool(
-                    self.conninfo,
-                    min_size=1,
-                    max_size=self._max_size,
-                    open=False,
-                    kwargs={"autocommit": True, **self.connection_options},
+                    self.conninfo, name="soniq-sync", **self._pool_options(1)
                 )
-                pool.open(wait=True)
+                pool.open()
                 self._sync_pool = pool
-        with self._sync_pool.connection() as connection:
-            yield connection
+            return self._sync_pool
+
+    async def open(self) -> None:
+        """Open the async pool and wait for a live connection: ``DatabaseUnavailableError``
+        after :attr:`checkout_timeout` seconds if there is none."""
+        async with self.acquire():
+            pass
+
+    @asynccontextmanager
+    async def acquire(self) -> AsyncIterator[AsyncConnection[Row]]:
+        """A live pooled connection in autocommit mode: open ``connection.transaction()`` for a
+        transaction of your own (transactional enqueue). ``DatabaseUnavailableError`` if none
+        can be had within :attr:`checkout_timeout` seconds."""
+        pool = await self._async_pool()
+        with reported():
+            connection = await checkout_async(pool, self.checkout_timeout)
+        try:
+            async with connection:
+                yield connection
+        finally:
+            await pool.putconn(connection)
+
+    @contextmanager
+    def acquire_sync(self) -> Iterator[Connection[Row]]:
+        pool = self._sync_pool_opened()
+        with reported():
+            connection = checkout(pool, self.checkout_timeout)
+        try:
+            with connection:
+                yield connection
+        finally:
+            pool.putconn(connection)
+
+    @asynccontextmanager
+    async def _connection(self, given: Any = None) -> AsyncIterator[AsyncConnection[Row]]:
+        """``given`` (the caller's connection) or a pooled one; a connection failure inside
+        the block is raised as ``DatabaseUnavailableError``."""
+        if given is not None:
+            if not is_async_connection(given):
+                raise refuse_connection(given, accepted="a psycopg AsyncConnection")
+            with reported(given):
+                yield given
+            return
+        async with self.acquire() as pooled:
+            with reported(pooled):
+                yield pooled
+
+    @contextmanager
+    def _connection_sync(self, given: Any = None) -> Iterator[Connection[Row]]:
+        if given is not None:
+            if not is_sync_connection(given):
+                raise refuse_connection(given, accepted="a psycopg Connection")
+            with reported(given):
+                yield given
+            return
+        with self.acquire_sync() as pooled, reported(pooled):
+            yield pooled
 
     async def _fetch(self, statement: Statement) -> list[Row]:
         """One statement on a pooled autocommit connection."""
-        async with self._checked(), self.acquire() as connection:
+        async with self._connection() as connection:
             return await async_executor(connection)(statement)
 
     async def _execute_count(self, statement: Statement) -> int:
-        async with self._checked(), self.acquire() as connection:
+        async with self._connection() as connection:
             cursor = await connection.execute(statement.sql, statement.params)
             return cursor.rowcount
 
     async def _in_transaction(self, body: Any) -> Any:
         """Run ``await body(fetch)`` inside one transaction on one pooled connection."""
-        async with self._checked(), self.acquire() as connection, connection.transaction():
+        async with self._connection() as connection, connection.transaction():
             return await body(async_executor(connection))
-
-    @asynccontextmanager
-    async def _checked(self) -> AsyncIterator[None]:
-        """On a connection failure, drop every dead idle connection (after a server restart
-        they all are) so the caller's next attempt gets a live one; then re-raise."""
-        try:
-            yield
-        except psycopg.OperationalError:
-            if self._pool is not None:
-                await self._pool.check()
-            raise
 
     async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
         plan = plans.insert_jobs(self.dialect, jobs)
-        if connection is not None:
-            if not is_async_connection(connection):
-                raise refuse_connection(connection, accepted="a psycopg AsyncConnection")
-            return await plans.run_async(plan, async_executor(connection))
-        async with self.acquire() as pooled:
-            return await plans.run_async(plan, async_executor(pooled))
+        async with self._connection(connection) as target:
+            return await plans.run_async(plan, async_executor(target))
 
     def insert_jobs_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
         plan = plans.insert_jobs(self.dialect, jobs)
-        if connection is not None:
-            if not is_sync_connection(connection):
-                raise refuse_connection(connection, accepted="a psycopg Connection")
-            return plans.run_sync(plan, sync_executor(connection))
-        with self.acquire_sync() as pooled:
-            return plans.run_sync(plan, sync_executor(pooled))
+        with self._connection_sync(connection) as target:
+            return plans.run_sync(plan, sync_executor(target))
 
     async def get_job(self, job_id: str) -> JobInfo | None:
-        async with self.acquire() as connection:
+        async with self._connection() as connection:
             return await plans.run_async(
                 plans.get_job(self.dialect, job_id), async_executor(connection)
             )
 
     def get_job_sync(self, job_id: str) -> JobInfo | None:
-        with self.acquire_sync() as connection:
+        with self._connection_sync() as connection:
             return plans.run_sync(plans.get_job(self.dialect, job_id), sync_executor(connection))
 
     async def _operate(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
         for round_ in range(KEY_RACE_ROUNDS):
             try:
-                async with (
-                    self._checked(),
-                    self.acquire() as connection,
-                    connection.transaction(),
-                ):
+                async with self._connection() as connection, connection.transaction():
                     plan = action(self.dialect, job_ids)
                     return await plans.run_async(plan, async_executor(connection))
             except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
@@ -178,7 +233,7 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
     def _operate_sync(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
         for round_ in range(KEY_RACE_ROUNDS):
             try:
-                with self.acquire_sync() as connection, connection.transaction():
+                with self._connection_sync() as connection, connection.transaction():
                     return plans.run_sync(action(self.dialect, job_ids), sync_executor(connection))
             except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
                 if round_ == KEY_RACE_ROUNDS - 1:
@@ -189,6 +244,7 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        self._open_lock = None
         self.close_sync()
 
     def close_sync(self) -> None:

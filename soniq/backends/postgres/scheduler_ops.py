@@ -2,24 +2,50 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
-from typing import Any
+
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
 
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
 from soniq.backends.postgres import scheduler_statements as ss
+from soniq.backends.postgres.conninfo import server_keepalives
+from soniq.backends.postgres.executors import async_executor
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.rows import from_json, to_utc
 from soniq.core.errors import SoniqError
 from soniq.core.periodic import Schedule, ScheduleDefinition, due_slots
 from soniq.core.records import NewJob
+from soniq.core.settings import SoniqSettings
 
 logger = logging.getLogger("soniq.scheduler")
 
 MakeJob = Callable[[ScheduleDefinition, datetime], NewJob]
 Fired = tuple[str, datetime, str]  # schedule name, slot, job id
+
+# A tick stops firing after this share of its lease (having fired at least one slot) and
+# commits: the slots left stay due, and the next tick fires them.
+WORK_SHARE = 0.5
+# The client gives up a tick this many leases after it began: slightly after the server has
+# ended a hung tick (about one lease after its last statement).
+CLIENT_DEADLINE_FACTOR = 1.2
+# Seconds after that deadline at which the tick's task is cancelled, should the shut-down
+# socket not have ended it.
+BACKSTOP = 1.0
+INTRANS, INERROR, IDLE = (
+    TransactionStatus.INTRANS,
+    TransactionStatus.INERROR,
+    TransactionStatus.IDLE,
+)
 
 
 def decode_schedule(row: Row) -> Schedule:
@@ -55,12 +81,14 @@ def decode_schedule(row: Row) -> Schedule:
 
 
 class PostgresSchedulerOps:
-    """Needs ``_fetch`` and ``_in_transaction`` from :class:`PostgresBackend`."""
+    """Needs ``settings``, ``_fetch`` and ``acquire`` from :class:`PostgresBackend`."""
+
+    settings: SoniqSettings
 
     async def _fetch(self, statement: Statement) -> list[Row]:
         raise NotImplementedError  # provided by PostgresBackend
 
-    async def _in_transaction(self, body: Any) -> Any:
+    def acquire(self) -> AbstractAsyncContextManager[AsyncConnection[Row]]:
         raise NotImplementedError  # provided by PostgresBackend
 
     async def upsert_schedule(
@@ -88,34 +116,132 @@ class PostgresSchedulerOps:
         return to_utc(rows[0][0]) if rows else None
 
     async def fire_due_schedules(
-        self, now: datetime, make_job: MakeJob, limit: int = 100
+        self,
+        now: datetime,
+        make_job: MakeJob,
+        limit: int = 100,
+        *,
+        lease: float | None = None,
     ) -> list[Fired]:
         """Fire every due slot, each exactly once: the fire record and the job are written in
-        one transaction, under a unique (schedule, slot) key."""
+        one transaction, under a unique (schedule, slot) key. The transaction is bounded by
+        ``lease`` (default ``SCHEDULER_LEASE``): see :meth:`_tick_transaction`. A tick that
+        has fired for half its lease stops there and commits; the slots left stay due for the
+        next tick, so a long catch-up never outgrows the lease."""
+        lease = self.settings.scheduler_lease if lease is None else lease
+        loop = asyncio.get_running_loop()
 
-        async def body(fetch: plans.AsyncExecute) -> list[Fired]:
+        async def fire(fetch: plans.AsyncExecute) -> list[Fired]:
+            stop_at = loop.time() + lease * WORK_SHARE
             fired: list[Fired] = []
             dialect = PostgresDialect()
+            done = 0  # slots dealt with by this tick
             for row in await fetch(ss.lock_due_schedules(now, limit)):
                 schedule = decode_schedule(row)
                 assert schedule.next_fire_at is not None
                 slots, upcoming = due_slots(schedule.definition, schedule.next_fire_at, now)
-                try:
-                    jobs = [(slot, make_job(schedule.definition, slot)) for slot in slots]
-                except SoniqError:
-                    # A broken schedule (its args no longer fit the job, say) must not stop
-                    # the others: it stays due, and is logged at every tick until fixed.
-                    logger.exception("schedule %s cannot fire", schedule.name)
-                    continue
-                for slot, job in jobs:
+                last, following, out_of_time = None, upcoming, False
+                for slot in slots:
+                    if done and loop.time() >= stop_at:
+                        following, out_of_time = slot, True  # this slot fires next tick
+                        break
+                    try:
+                        job = make_job(schedule.definition, slot)
+                    except SoniqError:
+                        # A broken schedule (its args no longer fit the job, say) must not
+                        # stop the others: it stays due, and is logged at every tick until
+                        # fixed.
+                        logger.exception("schedule %s cannot fire", schedule.name)
+                        following = slot
+                        break
                     if await fetch(ss.record_fire(schedule.name, slot, str(job.id))):
                         [job_id] = await plans.run_async(plans.insert_jobs(dialect, [job]), fetch)
                         if job_id != str(job.id):
                             # A unique job already queued: the fire points at that one.
                             await fetch(ss.point_fire_at(schedule.name, slot, job_id))
                         fired.append((schedule.name, slot, job_id))
-                await fetch(ss.advance(schedule.name, slots[-1] if slots else None, upcoming))
+                    last = slot
+                    done += 1
+                await fetch(ss.advance(schedule.name, last, following))
+                if out_of_time:
+                    break  # the other schedules locked here stay due for the next tick
             return fired
 
-        result: list[Fired] = await self._in_transaction(body)
-        return result
+        async with self._tick_transaction(lease) as fetch:
+            return await fire(fetch)
+
+    @asynccontextmanager
+    async def _tick_transaction(self, lease: float) -> AsyncIterator[plans.AsyncExecute]:
+        """A transaction on a pooled connection that cannot outlive ``lease`` by much, on
+        either side of the connection.
+
+        The server: ``BEGIN`` comes with ``SET LOCAL`` limits (:func:`ss.begin_tick`) and the
+        server-side TCP keepalives, so a scheduler that hangs or is cut off mid-tick loses its
+        session, and with it its row locks, about ``lease`` seconds after its last statement;
+        another scheduler then fires the slots.
+
+        The client: at ``lease`` x :data:`CLIENT_DEADLINE_FACTOR` the connection's socket is
+        shut down, so whatever the tick waits for fails at once, and the tick raises
+        :class:`TimeoutError`. (Cancelling the task instead would make psycopg send a cancel
+        request and wait up to 10 s more for replies that may never come.) ``asyncio.timeout``
+        backs that up. A connection that failed, or whose state is unknown, is closed before it
+        goes back to the pool, which then replaces it; one whose transaction merely failed is
+        rolled back and reused."""
+        deadline = lease * CLIENT_DEADLINE_FACTOR
+        async with self.acquire() as connection:
+            expired = False
+
+            def expire() -> None:
+                nonlocal expired
+                expired = True
+                shut_down(connection)
+
+            watchdog = asyncio.get_running_loop().call_later(deadline, expire)
+            try:
+                async with asyncio.timeout(deadline + BACKSTOP):
+                    try:
+                        await connection.execute(ss.begin_tick(lease), prepare=False)
+                        fetch = async_executor(connection)
+                        await fetch(server_keepalives(self.settings, local=True))
+                        yield fetch
+                        await connection.execute("COMMIT", prepare=False)
+                    except Exception:
+                        if expired or not await _rolled_back(connection):
+                            await connection.close()
+                        if not expired:
+                            raise
+                        raise TimeoutError from None  # reported just below
+            except TimeoutError:
+                await connection.close()
+                raise TimeoutError(
+                    f"the tick outlived its lease ({lease:g}s); its connection was discarded"
+                ) from None
+            except Exception:
+                raise  # dealt with above
+            except BaseException:  # cancelled from outside: the connection's state is unknown
+                await connection.close()
+                raise
+            finally:
+                watchdog.cancel()
+
+
+async def _rolled_back(connection: AsyncConnection[Row]) -> bool:
+    """Roll back after a failed statement; ``False`` if the connection is not usable."""
+    if connection.closed or connection.info.transaction_status not in (INTRANS, INERROR):
+        return False
+    try:
+        await connection.execute("ROLLBACK", prepare=False)
+    except psycopg.Error:
+        return False
+    return connection.info.transaction_status == IDLE
+
+
+def shut_down(connection: AsyncConnection[Row]) -> None:
+    """Shut the connection's socket down (both ways) without closing its descriptor, which
+    psycopg may be waiting on: the wait returns at once and the read or write fails, as if
+    the server had closed the connection."""
+    with (
+        contextlib.suppress(Exception),  # already closed, say: nothing to wait on
+        socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock,
+    ):
+        sock.shutdown(socket.SHUT_RDWR)

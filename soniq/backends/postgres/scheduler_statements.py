@@ -81,6 +81,27 @@ def delete_schedule(name: str) -> Statement:
     return Statement("DELETE FROM soniq_schedules WHERE name = %s RETURNING name", (name,))
 
 
+def _milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))  # 0 would mean "no limit"
+
+
+def begin_tick(lease: float) -> str:
+    """``BEGIN`` and, for that transaction only (``SET LOCAL``: nothing outlives it, so this
+    works through PgBouncer in transaction mode), the limits that bound a tick on the server:
+    a session that leaves the transaction idle for ``lease`` seconds (its scheduler hangs, or
+    the network cut it off) is terminated, a statement is cancelled after ``lease`` seconds
+    and a lock wait after half of it. Either way the transaction ends and its row locks are
+    released. One round trip, sent as a simple query without parameters (nothing to
+    prepare); the values are numbers computed here, never text from elsewhere."""
+    lease_ms = _milliseconds(lease)
+    return (
+        "BEGIN; "
+        f"SET LOCAL idle_in_transaction_session_timeout = {lease_ms}; "
+        f"SET LOCAL statement_timeout = {lease_ms}; "
+        f"SET LOCAL lock_timeout = {_milliseconds(lease / 2)}"
+    )
+
+
 # Due schedules, each locked by the scheduler that fires it; another scheduler skips it
 # rather than wait (and the fire key below stops a slot from firing twice regardless).
 def lock_due_schedules(now: datetime, limit: int) -> Statement:
@@ -92,10 +113,12 @@ def lock_due_schedules(now: datetime, limit: int) -> Statement:
     )
 
 
+# fired_at is the moment of the fire (clock_timestamp()), not the start of the tick's
+# transaction (now()): the two differ when a tick is slow.
 def record_fire(name: str, fire_time: datetime, job_id: str) -> Statement:
     return Statement(
         "INSERT INTO soniq_schedule_fires (schedule_name, fire_time, job_id, fired_at) "
-        "VALUES (%s, %s, %s::uuid, now()) "
+        "VALUES (%s, %s, %s::uuid, clock_timestamp()) "
         "ON CONFLICT (schedule_name, fire_time) DO NOTHING RETURNING id",
         (name, fire_time, job_id),
     )
