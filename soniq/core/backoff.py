@@ -13,11 +13,13 @@ FIRST_DELAY = 0.1
 
 class Backoff:
     """``delay()`` returns the next wait (0.1 s, 0.2 s, 0.4 s, ... up to ``cap``);
-    ``reset()`` after a success starts again from the first."""
+    ``reset()`` after a success starts again from the first. A cap below the first delay
+    counts as the first delay: retrying with no pause at all would only spin while the
+    database is away."""
 
     def __init__(self, cap: float, first: float = FIRST_DELAY) -> None:
-        self.cap = cap
-        self.first = min(first, cap)
+        self.first = first
+        self.cap = max(cap, first)
         self.failures = 0
 
     def delay(self) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import functools
 import logging
 import threading
@@ -39,6 +40,8 @@ class Outcome:
     succeeded: bool
     result_json: str | None = None
     error: dict[str, Any] | None = None
+    # The worker had lost contact with the database when the job ended (ctx.contact_lost).
+    contact_lost: bool = False
 
 
 def error_record(job: ClaimedJob, worker_id: str, exc: BaseException) -> dict[str, Any]:
@@ -183,7 +186,8 @@ class JobRunner:
                 # Our limit, not a TimeoutError the job raised itself (which keeps its own
                 # type, message and traceback).
                 exc = JobTimeoutError(f"{job.task_name} timed out after {limit:g} s")
-            return await self._failed(ctx, job, exc)
+            outcome = await self._failed(ctx, job, exc)
+            return dataclasses.replace(outcome, contact_lost=flag.is_set())
         await call_hooks(self.hooks["after_job"], ctx, value)
         return Outcome(True, result_json=encode_result(job, value))
 

@@ -75,12 +75,16 @@ class Liveness:
         self.on_restored = on_restored
         self.confirmed_at = time.monotonic()
         self.fenced = False
-        # A write was refused: start nothing until a heartbeat tells (see doubt()).
-        self._doubted = False
+        # When a write was refused: start nothing until a heartbeat sent since tells (doubt()).
+        self._doubted_at: float | None = None
         self._renewed = asyncio.Event()
         self._beat_now = asyncio.Event()
         self._failing_since: float | None = None
+        # The heartbeat in flight, and when it was sent (it may outlive the wait for it).
         self._heartbeat: asyncio.Future[str | None] | None = None
+        self._heartbeat_sent = 0.0
+        self._heartbeat_read = False
+        self._tidying: asyncio.Future[None] | None = None
         self.session: WorkerSessionProtocol | None = None
         self.lock_key: int | None = None
         self._tasks: list[asyncio.Future[Any]] = []
@@ -95,12 +99,12 @@ class Liveness:
         """A write was refused as if this worker had been presumed dead: start nothing more
         until a heartbeat says which it is (a retried write that had applied, or a new
         identity, dropping what was claimed under the old one)."""
-        self._doubted = True
+        self._doubted_at = time.monotonic()
         self.beat_soon()
 
     def may_start(self) -> bool:
         """Whether a claimed job may start now: the lease has not run out."""
-        if self._doubted:
+        if self._doubted_at is not None:
             return False
         return time.monotonic() - self.confirmed_at < self.lease()
 
@@ -125,10 +129,12 @@ class Liveness:
         self._spawn(self._fence_loop(), "fence")
         self._spawn(self._every(self.settings.cleanup_interval, self._prune), "cleanup")
 
-    def _spawn(self, coroutine: Awaitable[None], name: str) -> None:
+    def _spawn(self, coroutine: Awaitable[None], name: str) -> asyncio.Future[None]:
         task = asyncio.ensure_future(coroutine)
         task.set_name(f"soniq-{name}")
+        self._tasks = [known for known in self._tasks if not known.done()]
         self._tasks.append(task)
+        return task
 
     async def stop(self) -> None:
         self._stopped = True
@@ -192,6 +198,7 @@ class Liveness:
                 if self.session is not None:
                     await self.session.close()
                     self.session = None
+                await asyncio.sleep(backoff.delay())
 
     async def _reopen_session(self) -> None:
         previous = self.lock_key
@@ -232,12 +239,9 @@ class Liveness:
                 await asyncio.sleep(backoff.delay())
                 continue
             backoff.reset()
-            try:
-                await self._tidy()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("recovering the jobs of dead workers failed")
+            # Apart from the heartbeat, which must not wait for a long recovery pass.
+            if self._tidying is None or self._tidying.done():
+                self._tidying = self._spawn(self._tidy_logged(), "tidy")
             # Sooner when the worker asks (its lease ran out while it had a job to start).
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._beat_now.wait(), self.settings.heartbeat_interval)
@@ -282,10 +286,9 @@ class Liveness:
         return recovery_deadline(self.settings, session=self.use_session)
 
     async def _beat(self) -> None:
-        # The time the heartbeat was sent, not answered: the database's last_heartbeat_at is
-        # later than that, so the lease measured from here never outlasts the real one.
-        sent = time.monotonic()
-        status = await self._heartbeat_within(max(self.lease(), self.settings.heartbeat_interval))
+        sent, status = await self._heartbeat_within(
+            max(self.lease(), self.settings.heartbeat_interval)
+        )
         if status != "running":
             # Another worker gave up on us (we were cut off too long) and requeued our jobs.
             self.info = dataclasses.replace(self.info, id=self.on_presumed_dead())
@@ -296,26 +299,45 @@ class Liveness:
             self.wake.set()
         self._confirm(sent)
 
-    async def _heartbeat_within(self, seconds: float) -> str | None:
+    async def _heartbeat_within(self, seconds: float) -> tuple[float, str | None]:
         """The heartbeat statement, waited for ``seconds`` at most: one answered after the
         lease is worth nothing. A statement whose connection hangs (the network cut off) is
         left to finish or fail on its own rather than cancelled, since cancelling a query on a
         silent connection waits for the server as well; until it ends, later heartbeats wait
-        for it instead of piling up."""
+        for it instead of piling up.
+
+        Returns the answer with the time its heartbeat was sent (not answered: the database's
+        last_heartbeat_at is later than that, so the lease measured from it never outlasts the
+        real one; and a late answer to an old heartbeat does not count as a new one)."""
+        if self._heartbeat is not None and self._heartbeat.done() and not self._heartbeat_read:
+            # Answered while nobody waited (between two tries): that answer counts, as of
+            # when it was sent.
+            self._heartbeat_read = True
+            return self._heartbeat_sent, self._heartbeat.result()
         if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat_read = False
+            self._heartbeat_sent = time.monotonic()
             self._heartbeat = asyncio.ensure_future(self.backend.heartbeat(self.info.id))
             # Its outcome may arrive when nobody waits for it any more.
             self._heartbeat.add_done_callback(_consume)
             self._tasks = [task for task in self._tasks if not task.done()]
             self._tasks.append(self._heartbeat)
+        sent = self._heartbeat_sent
         try:
-            return await asyncio.wait_for(asyncio.shield(self._heartbeat), seconds)
+            status = await asyncio.wait_for(asyncio.shield(self._heartbeat), seconds)
         except TimeoutError:
             raise TimeoutError(f"no answer within {seconds:g}s") from None
+        except BaseException:
+            self._heartbeat_read = self._heartbeat.done()
+            raise
+        self._heartbeat_read = True
+        return sent, status
 
     def _confirm(self, sent: float) -> None:
-        previous, self.confirmed_at = self.confirmed_at, sent
-        self._doubted = False
+        previous = self.confirmed_at
+        self.confirmed_at = max(previous, sent)
+        if self._doubted_at is not None and sent >= self._doubted_at:
+            self._doubted_at = None  # a heartbeat sent after the refusal answered
         self._renewed.set()
         if self._failing_since is not None or self.fenced:
             logger.info(
@@ -324,10 +346,18 @@ class Liveness:
                 time.monotonic() - previous,
             )
             self._failing_since = None
-        if self.fenced:
+        if self.fenced and time.monotonic() - self.confirmed_at < self.lease():
             self.fenced = False
             self.on_restored()
         self.on_confirmed()
+
+    async def _tidy_logged(self) -> None:
+        try:
+            await self._tidy()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("recovering the jobs of dead workers failed")
 
     async def _tidy(self) -> None:
         """After a heartbeat: give back strays, and recover the jobs of dead workers."""

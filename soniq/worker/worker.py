@@ -83,6 +83,9 @@ class Worker:
         # Async jobs cancelled when the worker fenced itself: given back (uncharged) when
         # contact returns, unless the worker was presumed dead meanwhile (then others did).
         self._given_up: dict[asyncio.Task[None], ClaimedJob] = {}
+        # The tasks of _running whose job is running now (not waiting for its start to be
+        # written, nor for its outcome to be): only those are cancelled by a fence.
+        self._executing: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
 
     # -- public API -------------------------------------------------------------------------
@@ -118,6 +121,9 @@ class Worker:
                         break
                     [current] = jobs
                     self._current = current
+                    if not await self._still_mine(current):
+                        current = self._current = None
+                        continue
                     # One job at a time: its start is written before it runs.
                     if not await self.backend.start_jobs(
                         current.claimed_by, [(current.id, current.attempt)]
@@ -154,6 +160,8 @@ class Worker:
         self._writer = None
         self._runner_in_use = None
         self._given_up = {}
+        self._executing.clear()
+        self._give_up_current.clear()
 
     def stop(self) -> None:
         """Ask a running worker to finish gracefully (what SIGTERM does)."""
@@ -197,6 +205,7 @@ class Worker:
                 threads.shutdown(wait=False, cancel_futures=True)
                 # Completions are worth waiting for a little beyond the shutdown timeout.
                 await writer.close(grace=self.settings.shutdown_timeout + 5)
+                await asyncio.gather(*self._background, return_exceptions=True)
         logger.info("worker %s stopped after %d job(s)", self.id, self._processed)
         return self._processed > 0
 
@@ -366,7 +375,13 @@ class Worker:
                     return
             else:
                 writer.add_started(job.claimed_by, job.id, job.attempt)
-            outcome = await runner.run(self._spec(job), job)
+            task = asyncio.current_task()
+            assert task is not None
+            self._executing.add(task)
+            try:
+                outcome = await runner.run(self._spec(job), job)
+            finally:
+                self._executing.discard(task)
             self._pace.finished()
             await self._record(job, outcome, writer=writer)
         finally:
@@ -428,7 +443,11 @@ class Worker:
         for task in leftovers:
             task.cancel()
         await asyncio.gather(*leftovers, return_exceptions=True)
-        interrupted = [*leftovers.values(), *waiting]
+        # Jobs cancelled by a fence whose release has not happened yet (still out of contact).
+        given_up, self._given_up = self._given_up, {}
+        await asyncio.gather(*given_up, return_exceptions=True)
+        cancelled = [job for task, job in given_up.items() if task.cancelled()]
+        interrupted = [*leftovers.values(), *waiting, *cancelled]
         if leftovers:
             logger.warning("%d job(s) did not finish in time", len(leftovers))
         await self._release(interrupted)
@@ -451,7 +470,6 @@ class Worker:
     async def _run_interruptibly(self, runner: JobRunner, job: ClaimedJob) -> Outcome | None:
         """Run one job; ``None`` when a second signal (``_force``) cancelled it, or the worker
         fenced itself and gave it up."""
-        self._give_up_current.clear()
         task = asyncio.ensure_future(runner.run(self._spec(job), job))
         forced = asyncio.ensure_future(self._force.wait())
         given_up = asyncio.ensure_future(self._give_up_current.wait())
@@ -477,6 +495,14 @@ class Worker:
         self, job: ClaimedJob, outcome: Outcome, *, writer: ProgressWriter | None
     ) -> None:
         self._processed += 1
+        if outcome.contact_lost and not outcome.succeeded:
+            # It stopped because this worker lost contact (ctx.contact_lost), not through a
+            # fault of its own: back to the queue uncharged, if it is still held here.
+            if writer is not None:
+                writer.forget_started(job.claimed_by, job.id)
+            logger.info("job %s stopped after contact was lost; putting it back", job.id)
+            await self._release([job])
+            return
         if writer is not None:
             if outcome.succeeded:
                 writer.add(job.claimed_by, job.id, job.attempt, outcome.result_json)
@@ -560,7 +586,7 @@ class Worker:
         flagged = runner.flag_contact_lost() if runner is not None else 0
         cancelled = 0
         for task, job in list(self._running.items()):
-            if self._spec(job).is_async and not task.done():
+            if task in self._executing and self._spec(job).is_async and not task.done():
                 task.cancel()
                 self._given_up[task] = job
                 cancelled += 1
@@ -579,6 +605,7 @@ class Worker:
     def _restore(self) -> None:
         """Contact is back and this worker was not presumed dead: what it cancelled is
         still claimed under its id; give it back to the queue, uncharged."""
+        self._give_up_current.clear()
         given_up, self._given_up = self._given_up, {}
         if given_up:
             task = asyncio.ensure_future(self._release_given_up(given_up))
@@ -589,7 +616,7 @@ class Worker:
         # Their cancellation may still be unwinding; a job that swallowed it and runs on
         # records its own outcome instead.
         await asyncio.wait(given_up, timeout=1.0)
-        await self._release([job for task, job in given_up.items() if task.done()])
+        await self._release([job for task, job in given_up.items() if task.cancelled()])
 
     def _doubt_identity(self, owner: str) -> None:
         """The database refused a write made under ``owner``: the job was taken back, as when

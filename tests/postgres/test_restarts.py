@@ -188,6 +188,39 @@ def test_while_the_server_is_down_calls_fail_promptly_and_write_nothing(
     assert _count(cluster, "restarts.back") == (4, 4)
 
 
+def test_an_enqueue_made_during_a_short_outage_waits_for_the_server(
+    cluster: ThrowawayCluster,
+) -> None:
+    """Within CONNECT_TIMEOUT, a call made while the server is down waits for it, and gets a
+    connection within a fraction of a second of its return (not after the pool's own
+    reconnection back-off of 1 s, 2 s, 4 s...)."""
+    task = "restarts.during_outage"
+    app = Soniq(database_url=cluster.url, connect_timeout=10)
+    backend = _backend(app)
+
+    async def scenario() -> tuple[list[Any], float]:
+        try:
+            await _warm(backend)
+            _stop(cluster)
+            sync_calls = [
+                asyncio.to_thread(app.enqueue_sync, task, args={"n": n}) for n in range(4)
+            ]
+            async_calls = [app.enqueue(task, args={"n": n}) for n in range(4, 8)]
+            calls = asyncio.gather(*sync_calls, *async_calls, return_exceptions=True)
+            await asyncio.sleep(1.0)  # the outage: every call is waiting meanwhile
+            await asyncio.to_thread(cluster.start)  # returns once it accepts connections
+            back_at = time.monotonic()
+            results = await calls
+            return results, time.monotonic() - back_at
+        finally:
+            await app.close()
+
+    results, after = asyncio.run(scenario())
+    assert [r for r in results if not isinstance(r, str)] == []
+    assert after < 1.0, f"the waiting calls got through {after:.2f}s after the server was back"
+    assert _count(cluster, task) == (8, 8)
+
+
 def test_killed_pooled_connections_are_replaced_before_use(cluster: ThrowawayCluster) -> None:
     app = _app(cluster)
     backend = _backend(app)

@@ -19,9 +19,10 @@ def test_reset_starts_again_from_the_first_delay() -> None:
     assert (backoff.failures, backoff.delay()) == (0, FIRST_DELAY)
 
 
-def test_a_cap_below_the_first_delay_wins() -> None:
-    assert Backoff(cap=0.05).delay() == 0.05
-    assert Backoff(cap=0).delay() == 0
+def test_a_cap_below_the_first_delay_never_makes_a_retry_loop_spin() -> None:
+    for cap in (0, 0.05):
+        backoff = Backoff(cap=cap)
+        assert [backoff.delay() for _ in range(3)] == [FIRST_DELAY] * 3
 
 
 def test_a_long_outage_does_not_overflow() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -69,18 +70,32 @@ async def test_out_of_contact_the_worker_gives_up_its_jobs_and_takes_nothing_new
         sync_may_end.wait(20)
         return "gave up early" if ctx.contact_lost else "ran to the end"
 
+    stopping_runs: list[bool] = []
+
+    @app.job(name="fence.sync_stops", retries=0)
+    def sync_stops(ctx: JobContext) -> str:
+        stopping_runs.append(True)
+        if len(stopping_runs) > 1:
+            return "ran again"
+        deadline = time.monotonic() + 20
+        while not ctx.contact_lost and time.monotonic() < deadline:
+            time.sleep(0.01)
+        raise RuntimeError("stopping early: the worker lost contact")
+
     @app.job(name="fence.later")
     async def later() -> str:
         return "later"
 
     async_id = await app.enqueue(long_async)
     sync_id = await app.enqueue(long_sync)
+    stops_id = await app.enqueue(sync_stops)
     worker = workers(app)
     cut = Cut(worker)
     with caplog.at_level(logging.INFO, logger="soniq.worker"):
         async with running(worker, concurrency=4):
             await eventually(lambda: "async start 1" in events)
             await eventually(lambda: _started(sync_id))
+            await eventually(lambda: _started(stops_id))
             cut.on = True
             # The lease (0.75 x 2 x 0.2 s) runs out: the async job is cancelled at once.
             await eventually(lambda: "async cancelled" in events, within=5)
@@ -95,6 +110,7 @@ async def test_out_of_contact_the_worker_gives_up_its_jobs_and_takes_nothing_new
             # Contact is back: the cancelled job was given back, uncharged, and runs again.
             await eventually(lambda: _is(async_id, "done"), within=5)
             await eventually(lambda: _is(later_id, "done"), within=5)
+            await eventually(lambda: _is(stops_id, "done"), within=5)
 
     job = await app.get_job(async_id)
     assert job is not None and job.status is JobStatus.DONE
@@ -102,11 +118,16 @@ async def test_out_of_contact_the_worker_gives_up_its_jobs_and_takes_nothing_new
     assert events[:3] == ["async start 1", "async cancelled", "async start 1"]
     synced = await app.get_job(sync_id)
     assert synced is not None and synced.result == "gave up early", "ctx.contact_lost was set"
+    stopped = await app.get_job(stops_id)
+    assert stopped is not None
+    assert (stopped.result, stopped.attempts, stopped.errors) == ("ran again", 1, []), (
+        "a job that stopped because of ctx.contact_lost is put back uncharged"
+    )
     assert cut.failed >= 2
     warnings = _messages(caplog, logging.WARNING)
     assert any("cannot reach the database" in message for message in warnings)
     assert any("no contact with the database" in message for message in warnings)
-    assert any("1 async job(s) cancelled, 1 sync job(s)" in message for message in warnings)
+    assert any("1 async job(s) cancelled, 2 sync job(s)" in message for message in warnings)
     infos = _messages(caplog, logging.INFO)
     assert any("reaches the database again" in message for message in infos)
     assert any("1 job(s) put back in the queue" in message for message in infos)

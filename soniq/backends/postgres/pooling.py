@@ -119,13 +119,34 @@ def _remaining(deadline: float, within: float) -> float:
     return remaining
 
 
+# While the server is away, the pool gives up reconnecting after one failed attempt (its own
+# back-off would otherwise wait 1 s, 2 s, 4 s... after the server is back), and only a new
+# request for a connection makes it try again. So a caller asks in short slices, each a new
+# request: it gets a connection within about a slice of the server's return. (A caller that
+# waits for a busy pool longer than a slice goes back to the end of the line; with statements
+# of milliseconds, that happens only under heavy overload.)
+SLICE_FIRST, SLICE_LONGEST = 0.05, 0.5
+
+
+def _slices() -> Iterator[float]:
+    slice_ = SLICE_FIRST
+    while True:
+        yield slice_
+        slice_ = min(slice_ * 2, SLICE_LONGEST)
+
+
 def checkout(pool: ConnectionPool[Connection[Row]], within: float) -> Connection[Row]:
     """A pooled connection not known to be dead, in ``within`` seconds (else
     ``PoolTimeout``). A dead one is closed and handed back, which makes the pool open a
     replacement at once; nothing was sent for the caller yet, so taking another is safe."""
     deadline = monotonic() + within
+    slices = _slices()
     while True:
-        connection = pool.getconn(timeout=_remaining(deadline, within))
+        wait = min(next(slices), _remaining(deadline, within))  # raises past the deadline
+        try:
+            connection = pool.getconn(timeout=wait)
+        except PoolTimeout:
+            continue
         try:
             alive = usable(connection)
         except BaseException:
@@ -141,8 +162,13 @@ async def checkout_async(
     pool: AsyncConnectionPool[AsyncConnection[Row]], within: float
 ) -> AsyncConnection[Row]:
     deadline = monotonic() + within
+    slices = _slices()
     while True:
-        connection = await pool.getconn(timeout=_remaining(deadline, within))
+        wait = min(next(slices), _remaining(deadline, within))  # raises past the deadline
+        try:
+            connection = await pool.getconn(timeout=wait)
+        except PoolTimeout:
+            continue
         try:
             alive = await usable_async(connection)
         except BaseException:

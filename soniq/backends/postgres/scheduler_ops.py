@@ -20,6 +20,7 @@ from soniq.backends.base import Row, Statement
 from soniq.backends.postgres import scheduler_statements as ss
 from soniq.backends.postgres.conninfo import server_keepalives
 from soniq.backends.postgres.executors import async_executor
+from soniq.backends.postgres.pooling import is_connection_error, unavailable
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.rows import from_json, to_utc
 from soniq.core.errors import SoniqError
@@ -205,10 +206,14 @@ class PostgresSchedulerOps:
                         await fetch(server_keepalives(self.settings, local=True))
                         yield fetch
                         await connection.execute("COMMIT", prepare=False)
-                    except Exception:
+                    except Exception as error:
                         if expired or not await _rolled_back(connection):
                             await connection.close()
                         if not expired:
+                            if isinstance(error, psycopg.OperationalError) and (
+                                is_connection_error(error, connection)
+                            ):
+                                raise unavailable(error) from error
                             raise
                         raise TimeoutError from None  # reported just below
             except TimeoutError:
