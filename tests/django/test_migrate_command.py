@@ -76,8 +76,12 @@ def test_migrate_waits_while_another_run_holds_the_lock() -> None:
         finally:
             connections.close_all()
 
-    with psycopg.connect(conninfo(), autocommit=True) as other:
+    with psycopg.connect(conninfo(), autocommit=True, application_name="other-migrate") as other:
         other.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_NAMESPACE, MIGRATE_LOCK_KEY))
+        waiting = (
+            f"{WAITING} on database 'default' (held by pid {other.info.backend_pid}, "
+            "other-migrate on 127.0.0.1)...\n"
+        )
         thread = threading.Thread(target=migrate)
         thread.start()
         try:
@@ -86,12 +90,12 @@ def test_migrate_waits_while_another_run_holds_the_lock() -> None:
             assert thread.is_alive()
             assert _lock_rows() == [True]  # held here only
             assert out.getvalue() == ""  # nothing planned, let alone applied, while waiting
-            assert err.getvalue() == f"{WAITING} on database 'default'...\n"
+            assert err.getvalue() == waiting, "it names the holder"
         finally:
             other.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, MIGRATE_LOCK_KEY))
         thread.join(30)
     assert not thread.is_alive()
     assert failures == []
     assert "No migrations to apply." in out.getvalue()
-    assert err.getvalue() == f"{WAITING} on database 'default'...\n"
+    assert err.getvalue() == waiting
     assert _lock_rows() == []

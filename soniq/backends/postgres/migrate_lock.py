@@ -42,6 +42,22 @@ def retry_delays(first: float = 0.05, longest: float = 1.0) -> Iterator[float]:
         delay = min(delay * 2, longest)
 
 
+def migrate_lock_holder() -> Statement:
+    """Who holds the migrate lock in this database: (pid, application_name, client address),
+    or no row."""
+    return Statement(
+        """
+        SELECT activity.pid, activity.application_name, host(activity.client_addr)
+        FROM pg_locks AS lock JOIN pg_stat_activity AS activity ON activity.pid = lock.pid
+        WHERE lock.locktype = 'advisory' AND lock.granted AND lock.objsubid = 2
+          AND lock.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND lock.classid::int8 = %s AND lock.objid::int8 = %s
+        """,
+        # pg_locks shows the keys as unsigned 32-bit oids.
+        (LOCK_NAMESPACE & 0xFFFFFFFF, MIGRATE_LOCK_KEY & 0xFFFFFFFF),
+    )
+
+
 def unlock_migrate() -> Statement:
     """Release the migrate lock; one boolean row (false if this session did not hold it)."""
     return Statement("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, MIGRATE_LOCK_KEY))

@@ -53,12 +53,34 @@ class Command(DjangoMigrateCommand):
             if row and row[0]:
                 return connection.connection
             if not announced and verbosity >= 1:
-                self.stderr.write(f"{WAITING} on database '{alias}'...", style_func=str)
+                self.stderr.write(
+                    f"{WAITING} on database '{alias}'{self._holder(connection)}...",
+                    style_func=str,
+                )
             announced = True
             time.sleep(next(delays))
 
     @staticmethod
-    def _unlock(connection: BaseDatabaseWrapper, held_on: Any, *, quietly: bool) -> None:
+    def _holder(connection: BaseDatabaseWrapper) -> str:
+        """`` (held by pid 123, soniq on 10.0.0.5)``, or nothing if that cannot be told."""
+        from soniq.backends.postgres import migrate_lock
+
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(*migrate_lock.migrate_lock_holder())
+                row = cursor.fetchone()
+        except DatabaseError:
+            return ""
+        if not row:
+            return ""
+        pid, application, address = row
+        where = f" on {address}" if address else ""
+        return f" (held by pid {pid}, {application or 'no application_name'}{where})"
+
+    def _unlock(self, connection: BaseDatabaseWrapper, held_on: Any, *, quietly: bool) -> None:
+        """Release the lock; say so if this session did not hold it any more: the lock and the
+        unlock went to different server connections, as through a transaction-mode pooler,
+        where the lock stays with a pooled connection and the next migrate waits for it."""
         from soniq.backends.postgres import migrate_lock
 
         raw = connection.connection
@@ -67,6 +89,13 @@ class Command(DjangoMigrateCommand):
         try:
             with connection.cursor() as cursor:
                 cursor.execute(*migrate_lock.unlock_migrate())
+                row = cursor.fetchone()
+            if not quietly and not (row and row[0]):
+                self.stderr.write(
+                    "The migrate lock was not held by this session any more: run migrate on a "
+                    "direct connection to PostgreSQL, not through a transaction-mode pooler.",
+                    style_func=str,
+                )
         except DatabaseError:
             # Unusable (an aborted transaction of the caller's, a dropped connection): the
             # lock goes when the session ends.
