@@ -11,13 +11,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
+from benchmarks.network_fault_jobs import LONG, QUICK, TALLY_ENV, Event, read_tally
 from soniq import Soniq
 from tests.acceptance.processes import ROOT
 from tests.helpers import wait_until
@@ -62,8 +62,8 @@ def _env(url: str, tally: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SONIQ_", "DJANGO_"))}
     env.update(
         SONIQ_DATABASE_URL=url,
-        SONIQ_JOBS_MODULES="tests.acceptance.network_jobs",
-        SONIQ_TEST_TALLY=str(tally),
+        SONIQ_JOBS_MODULES="benchmarks.network_fault_jobs",
+        **{TALLY_ENV: str(tally)},
         PYTHONPATH=str(ROOT),
         PYTHONUNBUFFERED="1",
         **NETWORK_SETTINGS,
@@ -99,25 +99,6 @@ class WorkerProcess:
         return self.process.returncode
 
 
-@dataclass(frozen=True)
-class Event:
-    at: float
-    pid: int
-    what: str
-    job_id: str
-    attempt: int
-
-
-def events(tally: Path) -> list[Event]:
-    if not tally.exists():
-        return []
-    found = []
-    for line in tally.read_text().splitlines():
-        at, pid, what, job_id, attempt = line.split()
-        found.append(Event(float(at), int(pid), what, job_id, int(attempt)))
-    return found
-
-
 def _enqueue(url: str, task: str, args: list[dict[str, Any]]) -> list[str]:
     app = Soniq(database_url=url)
     try:
@@ -141,20 +122,20 @@ def test_a_cut_off_worker_gives_up_its_jobs_before_others_take_them(
         cut_off = WorkerProcess(proxy.url_for(url), tally, tmp_path / "cut.log", concurrency=4)
         other: WorkerProcess | None = None
         try:
-            ids = _enqueue(url, "net.long", [{"seconds": 60}] * 4)
-            wait_until(lambda: sum(e.what == "start" for e in events(tally)) == 4, timeout=30)
+            ids = _enqueue(url, LONG, [{"seconds": 60}] * 4)
+            wait_until(lambda: sum(e.what == "start" for e in read_tally(tally)) == 4, timeout=30)
             other = WorkerProcess(url, tally, tmp_path / "other.log", concurrency=4)
             wait_until(lambda: len(_workers(url)) == 2, timeout=30)
             cut_at = time.time()
             proxy.drop()
 
             def cancelled() -> list[Event]:
-                return [e for e in events(tally) if e.what == "cancelled"]
+                return [e for e in read_tally(tally) if e.what == "cancelled"]
 
             wait_until(lambda: len(cancelled()) == 4, timeout=10)
             given_up = cancelled()
             wait_until(
-                lambda: any(e.pid == other.pid for e in events(tally) if e.what == "start"),
+                lambda: any(e.pid == other.pid for e in read_tally(tally) if e.what == "start"),
                 timeout=20,
             )
             assert "no contact with the database" in cut_off.log(), "the cut is logged"
@@ -174,7 +155,7 @@ def test_a_cut_off_worker_gives_up_its_jobs_before_others_take_them(
             if other is not None:
                 other.stop()
     gave_up_at = max(e.at for e in given_up)
-    taken_at = min(e.at for e in events(tally) if e.what == "start" and e.pid != cut_off.pid)
+    taken_at = min(e.at for e in read_tally(tally) if e.what == "start" and e.pid != cut_off.pid)
     print(
         f"the cut-off worker gave up its 4 jobs {gave_up_at - cut_at:.2f}s after the cut; the "
         f"other worker started the first of them {taken_at - cut_at:.2f}s after it"
@@ -197,13 +178,13 @@ def test_work_resumes_within_a_second_of_a_restart(
     url, tally = fresh.url, tmp_path / "tally"
     worker = WorkerProcess(url, tally, tmp_path / "worker.log", concurrency=4)
     try:
-        _enqueue(url, "net.quick", [{}] * 20)
-        wait_until(lambda: len(events(tally)) == 20, timeout=30)
+        _enqueue(url, QUICK, [{}] * 20)
+        wait_until(lambda: len(read_tally(tally)) == 20, timeout=30)
         fresh.restart(mode)  # returns once the server accepts connections
         back_at = time.time()
-        _enqueue(url, "net.quick", [{}] * 20)
-        wait_until(lambda: len(events(tally)) == 40, timeout=30)
-        first = min(e.at for e in events(tally)[20:]) - back_at
+        _enqueue(url, QUICK, [{}] * 20)
+        wait_until(lambda: len(read_tally(tally)) == 40, timeout=30)
+        first = min(e.at for e in read_tally(tally)[20:]) - back_at
         print(f"{mode} restart: first job started {first:.3f}s after the server was back")
         assert first <= 1.0
         assert worker.process.poll() is None, worker.log()
