@@ -125,20 +125,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import importlib
 import os
 import random
 import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +147,15 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:0] = [str(ROOT), str(ROOT / "testproject"), str(BENCH_DIR)]
 
 import _scratch  # noqa: E402
+
+from benchmarks.processes import ChildProcess, run_or_raise, start_logged, tail  # noqa: E402
+from benchmarks.report import (  # noqa: E402
+    Outcome,
+    add_only_option,
+    chosen_scenarios,
+    print_table,
+    run_scenarios,
+)
 
 SCRATCH_PREFIX = "soniq_bench_faults"
 POLL_EVERY = 0.1
@@ -182,25 +189,8 @@ SCENARIOS = (
 
 fault_jobs: Any = None  # imported in main(), once SONIQ_DATABASE_URL is set
 
-# Every worker process ever started, for the last-resort cleanup.
-_PROCESSES: list[subprocess.Popen[bytes]] = []
 # Every scratch database created and not dropped yet.
 _DATABASES: set[str] = set()
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """preexec_fn: the worker gets SIGKILL when this script dies, however it dies."""
-
-    def preexec() -> None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the prctl
-            os._exit(1)
-
-    return preexec
-
 
 # -- worker processes ---------------------------------------------------------------------------
 
@@ -222,27 +212,6 @@ def worker_env(url: str, overrides: dict[str, str | None]) -> dict[str, str]:
     return env
 
 
-@dataclass
-class WorkerProcess:
-    label: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    exit_code: int | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        if self.process.poll() is None:
-            return True
-        self.exit_code = self.process.returncode
-        return False
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 class Fleet:
     """``count`` worker processes; supervised: any that exits is started again 0.2 s later."""
 
@@ -262,8 +231,8 @@ class Fleet:
         self.env = env
         self.log_dir = log_dir
         self.supervised = supervised
-        self.slots: list[WorkerProcess] = []
-        self.history: list[WorkerProcess] = []
+        self.slots: list[ChildProcess] = []
+        self.history: list[ChildProcess] = []
         self.restarts = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -273,23 +242,18 @@ class Fleet:
         if self.supervised:
             self._task = asyncio.create_task(self._supervise())
 
-    def _spawn(self, index: int) -> WorkerProcess:
+    def _spawn(self, index: int) -> ChildProcess:
         label = f"{self.name}{index if self.count > 1 else ''}"
         instance = sum(1 for proc in self.history if proc.label == label)
         log_path = self.log_dir / f"{label}-{instance}.log"
         soniq = Path(sys.executable).parent / "soniq"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [str(soniq), "worker", "--concurrency", str(self.concurrency)],
-                env=self.env,
-                cwd=BENCH_DIR,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
-            )
-        _PROCESSES.append(process)
-        worker = WorkerProcess(label, process, log_path)
+        worker = start_logged(
+            label,
+            [str(soniq), "worker", "--concurrency", str(self.concurrency)],
+            env=self.env,
+            cwd=BENCH_DIR,
+            log_path=log_path,
+        )
         self.history.append(worker)
         return worker
 
@@ -307,7 +271,7 @@ class Fleet:
                     due[index] = now + RESTART_DELAY
             await asyncio.sleep(0.05)
 
-    def live(self) -> list[WorkerProcess]:
+    def live(self) -> list[ChildProcess]:
         return [worker for worker in self.slots if worker.alive()]
 
     def check_alive(self) -> None:
@@ -344,20 +308,6 @@ class Fleet:
                 worker.alive()
 
 
-def tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _kill_leftovers() -> None:
-    for process in _PROCESSES:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGCONT)
-                process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
-
-
 # -- the scratch database -----------------------------------------------------------------------
 
 
@@ -366,17 +316,13 @@ def migrate(url: str) -> None:
     once per process, and every scenario has a database of its own)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SONIQ_", "DJANGO_"))}
     env.pop("DATABASE_URL", None)
-    result = subprocess.run(
+    run_or_raise(
+        f"migrating {url}",
         [sys.executable, "-c", "import sys, _scratch; _scratch.setup_django(sys.argv[1])", url],
-        cwd=BENCH_DIR,
         env=env,
-        capture_output=True,
-        text=True,
+        cwd=BENCH_DIR,
         timeout=300,
-        check=False,
     )
-    if result.returncode:
-        raise RuntimeError(f"migrating {url} failed:\n{result.stdout}\n{result.stderr}")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(fault_jobs.CREATE_TABLE)
 
@@ -669,77 +615,6 @@ def late_start_runs(runs: Iterable[Run], workers: dict[str, WorkerRow]) -> list[
 
 def late_starts(runs: Iterable[Run], workers: dict[str, WorkerRow]) -> int:
     return len(late_start_runs(runs, workers))
-
-
-# -- results ------------------------------------------------------------------------------------
-
-
-@dataclass
-class Check:
-    what: str
-    measured: str
-    required: str
-    ok: bool
-
-
-@dataclass
-class Outcome:
-    scenario: str
-    log_dir: Path
-    figures: list[tuple[str, str]] = field(default_factory=list)
-    checks: list[Check] = field(default_factory=list)
-    error: str | None = None
-    seconds: float = 0.0
-
-    @property
-    def passed(self) -> bool:
-        return self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
-
-    def figure(self, name: str, value: object) -> None:
-        self.figures.append((name, str(value)))
-
-    def check(self, what: str, measured: str, required: str, ok: bool) -> None:
-        self.checks.append(Check(what, measured, required, ok))
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
-def print_outcome(outcome: Outcome) -> None:
-    print(f"\n== {outcome.scenario} ({outcome.seconds:.0f} s)", flush=True)
-    width = max((len(name) for name, _ in outcome.figures), default=0)
-    for name, value in outcome.figures:
-        print(f"  {name.ljust(width)}  {value}")
-    for check in outcome.checks:
-        print(
-            f"  [{verdict(check.ok)}] {check.what}: {check.measured} (required: {check.required})"
-        )
-    if outcome.error is not None:
-        print(f"  [FAIL] error: {outcome.error}")
-    if not outcome.passed:
-        print(f"  worker logs: {outcome.log_dir}")
-    sys.stdout.flush()
-
-
-def print_table(outcomes: list[Outcome]) -> None:
-    rows: list[tuple[str, str, str, str]] = []
-    for outcome in outcomes:
-        name = outcome.scenario
-        for check in outcome.checks:
-            rows.append(
-                (name, f"{check.what}: {check.measured}", check.required, verdict(check.ok))
-            )
-            name = ""
-        if outcome.error is not None:
-            first = outcome.error.strip().splitlines()[0] if outcome.error.strip() else "error"
-            rows.append((name, f"error: {first[:90]}", "no error", "FAIL"))
-    header = ("scenario", "measured", "required", "")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(4)]
-    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
-    print("  ".join("-" * w for w in widths).rstrip())
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 # -- scenarios ----------------------------------------------------------------------------------
@@ -1368,10 +1243,6 @@ async def run_scenario(name: str, base_url: str, quick: bool, seed: int) -> Outc
     return outcome
 
 
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
     global fault_jobs
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -1382,50 +1253,32 @@ def main() -> int:
         ),
         help="a database on the server; the scratch databases are created next to it",
     )
-    parser.add_argument(
-        "--only", help=f"comma-separated scenarios (default: all): {', '.join(SCENARIOS)}"
-    )
+    add_only_option(parser, SCENARIOS)
     parser.add_argument("--quick", action="store_true", help="fewer jobs, kills and pauses")
     parser.add_argument("--seed", type=int, default=1, help="seed of durations and chaos timing")
     options = parser.parse_args()
-    names = list(SCENARIOS)
-    if options.only:
-        names = [n.strip() for n in options.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in SCENARIOS]
-        if unknown or not names:
-            parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+    names = chosen_scenarios(parser, options.only, SCENARIOS)
 
     # fault_jobs builds its app from this variable at import; the enqueues here pass a
     # connection to the scenario's database, so this URL is never connected to.
     os.environ["SONIQ_DATABASE_URL"] = options.url
     fault_jobs = importlib.import_module("fault_jobs")
-    signal.signal(signal.SIGTERM, _terminate)
 
     print(
         f"soniq fault scenarios{' (quick)' if options.quick else ''}: {', '.join(names)}; "
         f"seed {options.seed}; Python {sys.version.split()[0]}, {os.cpu_count()} CPU(s)",
         flush=True,
     )
-    outcomes: list[Outcome] = []
-    interrupted = False
-    try:
-        for name in names:
-            outcome = asyncio.run(run_scenario(name, options.url, options.quick, options.seed))
-            outcomes.append(outcome)
-            print_outcome(outcome)
-    except KeyboardInterrupt:
-        interrupted = True
-        print("\ninterrupted", file=sys.stderr)
-    finally:
-        _kill_leftovers()
+
+    def run(name: str) -> Outcome:
+        return asyncio.run(run_scenario(name, options.url, options.quick, options.seed))
+
+    def drop_databases() -> None:
         for database in list(_DATABASES):
             with contextlib.suppress(Exception):
                 drop_database(options.url, database)
-    if outcomes:
-        print_table(outcomes)
-    if interrupted:
-        return 130
-    return 0 if outcomes and all(o.passed for o in outcomes) else 1
+
+    return run_scenarios(names, run, print_results=print_table, cleanup=drop_databases)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@ Every scenario starts a PostgreSQL cluster of its own (``tests/pg_server.Throwaw
 ``soniq setup`` applied), never the shared server; partitions go through the TCP proxy of
 ``tests/tcp_proxy.py``. Workers are ``python -m soniq.cli worker`` processes
 (``SONIQ_JOBS_MODULES=benchmarks.network_fault_jobs``), schedulers ``python -m soniq.cli
-scheduler``, each in a session of its own and killed if this script dies (the helper of
-``benchmarks/faults.py``); every job run appends its start, cancellation and end, with
-``time.time()``, to a tally file, so runs are lined up across processes on one clock. At the
-end of a scenario, whatever happened: proxies forward again, every process gets SIGTERM (then
-SIGKILL after 15 s), proxies and clusters are stopped. Worker logs and tallies stay in a
-temporary directory, printed when a scenario fails.
+scheduler``, each in a session of its own and killed if this script dies
+(``benchmarks/processes.py``, shared with ``benchmarks/faults.py``); every job run appends its
+start, cancellation and end, with ``time.time()``, to a tally file, so runs are lined up across
+processes on one clock. At the end of a scenario, whatever happened: proxies forward again,
+every process gets SIGTERM (then SIGKILL after 15 s), proxies and clusters are stopped. Worker
+logs and tallies stay in a temporary directory, printed when a scenario fails.
 
 1. ``partition``: heartbeat 1 s, timeout 5 s (lease 0.75 x min(5, 2 x 1) = 1.5 s). Worker A
    (concurrency 10) reaches the database through the proxy and runs 10 ``netbench.long(20)``
@@ -92,15 +92,21 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from benchmarks.faults import Outcome, _die_with_parent, print_outcome, tail, verdict
 from benchmarks.network_fault_jobs import LONG, QUICK, RERUN_ENV, TALLY_ENV, Event, read_tally
+from benchmarks.processes import ChildProcess, run_or_raise, start_logged, tail
+from benchmarks.report import (
+    Outcome,
+    add_only_option,
+    chosen_scenarios,
+    print_markdown,
+    run_scenarios,
+)
 from soniq import DatabaseUnavailableError, Soniq
 from soniq.core.settings import SoniqSettings
 from tests.pg_server import ThrowawayCluster
@@ -156,8 +162,6 @@ SCENARIOS = (
     "fired-at",
 )
 
-# Every process ever started, for the last-resort cleanup.
-_PROCESSES: list[subprocess.Popen[bytes]] = []
 # fired_at - fire_time of hung-scheduler's fires, for fired-at's report.
 _SCHEDULER_LATENESS: list[float] = []
 _BEGAN = time.monotonic()
@@ -176,28 +180,7 @@ def soniq_env(url: str, **extra: str) -> dict[str, str]:
     return env
 
 
-@dataclass
-class Proc:
-    label: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> int | None:
-        stop_all([self])
-        return self.process.returncode
-
-
-def stop_all(procs: Sequence[Proc]) -> None:
+def stop_all(procs: Sequence[ChildProcess]) -> None:
     """SIGTERM to every live one at once, SIGKILL to those still alive after 15 s."""
     live = [proc for proc in procs if proc.alive()]
     for proc in live:
@@ -213,23 +196,13 @@ def stop_all(procs: Sequence[Proc]) -> None:
             proc.process.wait(10)
 
 
-def _kill_leftovers() -> None:
-    for process in _PROCESSES:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGCONT)
-                process.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
-
-
 class Scope:
     """What one scenario started: stopped in close(), whatever happened."""
 
     def __init__(self, name: str, log_dir: Path) -> None:
         self.name = name
         self.log_dir = log_dir
-        self.procs: list[Proc] = []
+        self.procs: list[ChildProcess] = []
         self.proxies: list[TcpProxy] = []
         self.clusters: list[ThrowawayCluster] = []
         self.cleanups: list[Callable[[], object]] = []
@@ -251,26 +224,20 @@ class Scope:
         self.proxies.append(proxy)
         return proxy.start()
 
-    def spawn(self, label: str, args: Sequence[str], env: dict[str, str]) -> Proc:
-        log_path = self.log_dir / f"{label}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "soniq.cli", *args],
-                env=env,
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent(os.getpid()),
-            )
-        _PROCESSES.append(process)
-        proc = Proc(label, process, log_path)
+    def spawn(self, label: str, args: Sequence[str], env: dict[str, str]) -> ChildProcess:
+        proc = start_logged(
+            label,
+            [sys.executable, "-m", "soniq.cli", *args],
+            env=env,
+            cwd=ROOT,
+            log_path=self.log_dir / f"{label}.log",
+        )
         self.procs.append(proc)
         return proc
 
     def worker(
         self, label: str, url: str, tally: Path, concurrency: int, settings: dict[str, str]
-    ) -> Proc:
+    ) -> ChildProcess:
         env = soniq_env(url, SONIQ_JOBS_MODULES=JOBS_MODULE, **{TALLY_ENV: str(tally)})
         env.update(settings)
         return self.spawn(label, ["worker", "--concurrency", str(concurrency)], env)
@@ -292,17 +259,13 @@ class Scope:
 
 
 def run_setup(url: str) -> None:
-    result = subprocess.run(
+    run_or_raise(
+        "soniq setup",
         [sys.executable, "-m", "soniq.cli", "setup"],
         env=soniq_env(url),
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=180,
-        check=False,
     )
-    if result.returncode:
-        raise RuntimeError(f"soniq setup failed:\n{result.stdout}\n{result.stderr}")
 
 
 def stop_server(cluster: ThrowawayCluster) -> None:
@@ -333,7 +296,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float, every: float = POLL
         time.sleep(every)
 
 
-def wait_registered(url: str, proc: Proc) -> str:
+def wait_registered(url: str, proc: ChildProcess) -> str:
     """The worker's id once it has its ``running`` row."""
     found: list[str] = []
 
@@ -441,7 +404,7 @@ def scenario_partition(s: Scope, out: Outcome) -> None:
             return done == len(wanted) and again and back
 
         settled_ok = wait_until(settled, 90)
-        b.stop()
+        stop_all([b])
         report_round(out, number, cut_for, url, tally, a, b, ids, a_id, cut_at, heal_at)
         out.figure(f"round {number}: settled within 90 s of the heal", settled_ok)
 
@@ -452,8 +415,8 @@ def report_round(
     cut_for: float,
     url: str,
     tally: Path,
-    a: Proc,
-    b: Proc,
+    a: ChildProcess,
+    b: ChildProcess,
     ids: list[str],
     a_id: str,
     cut_at: float,
@@ -927,7 +890,7 @@ def scenario_setup_race(s: Scope, out: Outcome) -> None:
             try:
                 proc.process.wait(180)
             except subprocess.TimeoutExpired:
-                proc.stop()
+                stop_all([proc])
         codes = [proc.process.returncode for proc in procs]
         results.append(codes)
         waited += sum(1 for proc in procs if WAITING in proc.log()) > 0
@@ -1054,47 +1017,10 @@ def run_scenario(name: str) -> Outcome:
     return outcome
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def print_markdown(outcomes: list[Outcome]) -> None:
-    print("\n| scenario | measured | required | result |")
-    print("|---|---|---|---|")
-    for outcome in outcomes:
-        name = f"{outcome.scenario} ({outcome.seconds:.0f} s)"
-        for check in outcome.checks:
-            print(
-                f"| {_cell(name)} | {_cell(check.what)}: {_cell(check.measured)} | "
-                f"{_cell(check.required)} | {verdict(check.ok)} |"
-            )
-            name = ""
-        if outcome.error is not None:
-            lines = outcome.error.strip().splitlines()
-            print(
-                f"| {_cell(name)} | error: {_cell(lines[-1][:150] if lines else '?')} | "
-                "no error | FAIL |"
-            )
-    sys.stdout.flush()
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument(
-        "--only", help=f"comma-separated scenarios (default: all): {', '.join(SCENARIOS)}"
-    )
-    options = parser.parse_args()
-    names = list(SCENARIOS)
-    if options.only:
-        names = [n.strip() for n in options.only.split(",") if n.strip()]
-        unknown = [n for n in names if n not in SCENARIOS]
-        if unknown or not names:
-            parser.error(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
-    signal.signal(signal.SIGTERM, _terminate)
+    add_only_option(parser, SCENARIOS)
+    names = chosen_scenarios(parser, parser.parse_args().only, SCENARIOS)
     # psycopg_pool warns about every failed connection attempt while a server is down on
     # purpose; the scenarios report what the callers saw.
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
@@ -1103,23 +1029,7 @@ def main() -> int:
         f"{os.cpu_count()} CPU(s)",
         flush=True,
     )
-    outcomes: list[Outcome] = []
-    interrupted = False
-    try:
-        for name in names:
-            outcome = run_scenario(name)
-            outcomes.append(outcome)
-            print_outcome(outcome)
-    except KeyboardInterrupt:
-        interrupted = True
-        print("\ninterrupted", file=sys.stderr)
-    finally:
-        _kill_leftovers()
-    if outcomes:
-        print_markdown(outcomes)
-    if interrupted:
-        return 130
-    return 0 if outcomes and all(o.passed for o in outcomes) else 1
+    return run_scenarios(names, run_scenario, print_results=print_markdown)
 
 
 if __name__ == "__main__":
