@@ -6,5 +6,5 @@ set -euo pipefail
 
 cd testproject
 export DJANGO_SETTINGS_MODULE=config.settings
-../.venv/bin/python manage.py migrate --verbosity 0
-../.venv/bin/python manage.py shop_demo
+"$VENV/bin/python" manage.py migrate --verbosity 0
+"$VENV/bin/python" manage.py shop_demo

@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: virtualenv, lint, types, tests on SQLite and
 # PostgreSQL (SONIQ_TEST_DATABASE_URL, or a throwaway cluster when none answers).
+# PYTHON, VENV and DJANGO choose the interpreter, the virtualenv and the Django release
+# (scripts/_venv.sh); by default python3 in .venv with the newest Django it takes. .ci/run runs
+# this twice: Python 3.11 with Django 5.2 in .venv, Python 3.13 with Django 6 in .venv-django6.
+# Both legs run ruff and mypy as well: django-stubs follows Django 6, and mypy checks the code
+# as Python 3.11 code ([tool.mypy] python_version) whichever interpreter runs it.
 set -euo pipefail
 . "$(dirname "$0")/_venv.sh" "test,dev"
+"$VENV/bin/python" -c 'import django, sys; print(
+    f"== Python {sys.version.split()[0]}, Django {django.get_version()}, in '"$VENV"'")'
 
 echo "== ruff"
-.venv/bin/ruff check .
-.venv/bin/ruff format --check .
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
 echo "== mypy"
-.venv/bin/mypy
+"$VENV/bin/mypy"
 echo "== chromium"
 # The admin's browser tests (tests/browser) drive Debian's chromium through Playwright; they
 # fail, rather than skip, without it. SONIQ_CHROMIUM may name another binary.
@@ -26,4 +33,4 @@ if [ -z "${SONIQ_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
     fi
 fi
 echo "== pytest"
-.venv/bin/pytest "$@"
+"$VENV/bin/pytest" "$@"

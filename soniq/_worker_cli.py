@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from soniq.core.settings import QUEUE_NAME_RULE, is_valid_queue_name
@@ -58,15 +59,34 @@ def configure_logging(verbosity: int = 1) -> None:
         )
 
 
+# After the worker shut its job thread pool down, how long its threads get to exit before those
+# still alive count as running a job. An idle pool thread exits at once, but not before it is
+# scheduled: counting right away would take idle threads for stuck ones.
+THREAD_EXIT_GRACE = 1.0
+
+
 def run(app: Soniq, concurrency: int | None, queues: list[str] | None, run_once: bool) -> bool:
     ran = asyncio.run(app.run_worker(concurrency=concurrency, run_once=run_once, queues=queues))
-    stuck = [t for t in threading.enumerate() if t.name.startswith("soniq-job") and t.is_alive()]
+    stuck = job_threads_left(THREAD_EXIT_GRACE)
     if stuck:
         # A sync job that outlived its timeout or the shutdown cannot be interrupted; its job
         # is already back in the queue. Do not let it hold the process open.
         logging.getLogger("soniq.worker").warning(
-            "%d job thread(s) still running at exit; leaving them", len(stuck)
+            "%d job thread(s) still running at exit; leaving them", stuck
         )
         logging.shutdown()
         os._exit(0)
     return ran
+
+
+def job_threads_left(grace: float) -> int:
+    """How many of the worker's job threads (``soniq-job*``) are still running a job: the
+    threads that have not exited within ``grace`` seconds, all told, of the pool's shutdown.
+    Threads running nothing exit at once; one that finishes its job meanwhile is not left."""
+    deadline = time.monotonic() + grace
+    left = 0
+    for thread in threading.enumerate():
+        if thread.name.startswith("soniq-job"):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            left += thread.is_alive()
+    return left

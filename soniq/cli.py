@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -66,7 +67,19 @@ def worker(options: argparse.Namespace) -> int:
     _discovery.import_modules(settings.jobs_modules)
     app = _discovery.choose_app(options.app or settings.app)
     _worker_cli.configure_logging()
-    _worker_cli.run(app, options.concurrency, options.queues, options.run_once)
+    queues = options.queues
+    if queues is None:
+        # Without --queues, `soniq worker` serves every queue: the QUEUES setting
+        # (SONIQ_QUEUES, Soniq(queues=...)) is not its default. An empty list means every queue.
+        queues = []
+        if app.settings.queues:
+            logging.getLogger("soniq.worker").warning(
+                "the QUEUES setting (%s) does not apply to `soniq worker`, which serves every "
+                "queue without --queues; pass --queues=%s to serve only those",
+                ",".join(app.settings.queues),
+                ",".join(app.settings.queues),
+            )
+    _worker_cli.run(app, options.concurrency, queues, options.run_once)
     return 0
 
 

@@ -7,7 +7,8 @@ psycopg backend runs); only the executor is Django's cursor.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -30,7 +31,9 @@ from soniq.backends.postgres.executors import (
     refuse_connection,
     sync_executor,
 )
+from soniq.backends.postgres.pooling import describe
 from soniq.backends.postgres.statements import PostgresDialect
+from soniq.backends.schema import missing_table, postgres_url, schema_missing, sqlite_url
 from soniq.backends.sqlite.statements import SQLiteDialect
 from soniq.core import wakeup
 from soniq.core.errors import ConfigurationError, TransactionWarning
@@ -63,6 +66,40 @@ def django_executor(connection: BaseDatabaseWrapper) -> plans.SyncExecute:
             return cursor.fetchall() if cursor.description else []
 
     return execute
+
+
+def describe_alias(connection: BaseDatabaseWrapper) -> str:
+    """The database behind a Django alias, as a URL without password."""
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return sqlite_url(str(settings.get("NAME") or ""))
+    if connection.vendor == "postgresql":
+        return postgres_url(
+            dbname=settings.get("NAME"),
+            user=settings.get("USER"),
+            host=settings.get("HOST"),
+            port=settings.get("PORT"),
+        )
+    return f"{connection.vendor} database {settings.get('NAME')!r}"
+
+
+@contextmanager
+def schema_reported(connection: Any) -> Iterator[None]:
+    """Re-raise a missing soniq table inside the block as ``SchemaMissingError``, naming the
+    alias (or, for a psycopg ``connection=``, the database) and ``manage.py migrate``."""
+    try:
+        yield
+    except Exception as error:
+        table = missing_table(error)
+        if table is None:
+            raise
+        if isinstance(connection, BaseDatabaseWrapper):
+            missing = schema_missing(
+                table, describe_alias(connection), django_alias=connection.alias
+            )
+        else:
+            missing = schema_missing(table, describe(connection))
+        raise missing from error
 
 
 class DjangoBackend(SQLOperatorMixin):
@@ -99,6 +136,10 @@ class DjangoBackend(SQLOperatorMixin):
                 return
 
     def _run_sync(self, plan: plans.Plan[Any], connection: Any, *, needs_atomic: bool) -> Any:
+        with schema_reported(self.connection if connection is None else connection):
+            return self._run_plan(plan, connection, needs_atomic=needs_atomic)
+
+    def _run_plan(self, plan: plans.Plan[Any], connection: Any, *, needs_atomic: bool) -> Any:
         if is_sync_connection(connection):
             return plans.run_sync(plan, sync_executor(connection))
         if connection is None:
@@ -144,9 +185,10 @@ class DjangoBackend(SQLOperatorMixin):
 
     async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
         if is_async_connection(connection):
-            return await plans.run_async(
-                plans.insert_jobs(PostgresDialect(), jobs), async_executor(connection)
-            )
+            with schema_reported(connection):
+                return await plans.run_async(
+                    plans.insert_jobs(PostgresDialect(), jobs), async_executor(connection)
+                )
         if connection is not None:
             # A Django connection belongs to the thread that opened it, and a sync psycopg
             # connection would block the event loop: neither can serve an async enqueue.
@@ -162,15 +204,20 @@ class DjangoBackend(SQLOperatorMixin):
 
     def get_job_sync(self, job_id: str) -> JobInfo | None:
         wrapper = self.connection
-        result: JobInfo | None = plans.run_sync(
-            plans.get_job(dialect_for(wrapper), job_id), django_executor(wrapper)
-        )
+        with schema_reported(wrapper):
+            result: JobInfo | None = plans.run_sync(
+                plans.get_job(dialect_for(wrapper), job_id), django_executor(wrapper)
+            )
         return result
 
     async def get_job(self, job_id: str) -> JobInfo | None:
         return await sync_to_async(self.get_job_sync)(job_id)
 
     def _operate_sync(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
+        with schema_reported(self.connection):
+            return self._operate_in_transaction(action, job_ids)
+
+    def _operate_in_transaction(self, action: Action, job_ids: Sequence[str]) -> ActionResult:
         wrapper = self.connection
         dialect = dialect_for(wrapper)
         for round_ in range(KEY_RACE_ROUNDS):

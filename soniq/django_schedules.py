@@ -1,14 +1,16 @@
 """Schedules read and changed on Django's connection, for the admin.
 
-The scheduler's own statements run here on Django's cursor instead of a psycopg pool, so an
-admin action joins the request's transaction and a test's ``TestCase`` transaction, exactly
-as an enqueue does. :class:`soniq.schedule_service.SchedulerService` drives it, so pause,
+The scheduler's own statements (PostgreSQL's or SQLite's, by the alias's vendor) run here on
+Django's cursor instead of soniq's own connections, so an admin action joins the request's
+transaction and a test's ``TestCase`` transaction, exactly as an enqueue does.
+:class:`soniq.schedule_service.SchedulerService` drives it, so pause,
 resume and run-now mean the same in the admin and in ``app.scheduler``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
 from django.db import connections
@@ -16,6 +18,8 @@ from django.db import connections
 from soniq.backends.base import Row, Statement
 from soniq.backends.postgres import scheduler_statements as ss
 from soniq.backends.postgres.scheduler_ops import decode_schedule
+from soniq.backends.sqlite import scheduler_statements as sqlite_ss
+from soniq.backends.sqlite.scheduler_ops import decode_schedule as decode_sqlite_schedule
 from soniq.core.errors import ConfigurationError
 from soniq.core.periodic import Schedule
 from soniq.django_backend import django_executor
@@ -28,33 +32,49 @@ class DjangoScheduleStore:
     def __init__(self, alias: str) -> None:
         self.alias = alias
 
-    def _fetch_sync(self, statement: Statement) -> list[Row]:
-        connection = connections[self.alias]
-        if connection.vendor != "postgresql":
+    @property
+    def _sqlite(self) -> bool:
+        vendor = connections[self.alias].vendor
+        if vendor not in ("postgresql", "sqlite"):
             raise ConfigurationError(
-                f"schedules are stored on PostgreSQL only; database alias {self.alias!r} is "
-                f"{connection.vendor}"
+                f"schedules are stored on PostgreSQL or SQLite; database alias {self.alias!r} "
+                f"is {vendor}"
             )
-        return django_executor(connection)(statement)
+        return vendor == "sqlite"
+
+    def _fetch_sync(self, statement: Statement) -> list[Row]:
+        # Django's SQLite cursor takes SQLite's own "?" placeholders as they are.
+        return django_executor(connections[self.alias])(statement)
 
     async def _fetch(self, statement: Statement) -> list[Row]:
         rows: list[Row] = await sync_to_async(self._fetch_sync)(statement)
         return rows
 
+    def _decoder(self) -> Callable[[Row], Schedule]:
+        return decode_sqlite_schedule if self._sqlite else decode_schedule
+
     async def get_schedule(self, name: str) -> Schedule | None:
-        rows = await self._fetch(ss.select_schedule(name))
-        return decode_schedule(rows[0]) if rows else None
+        statements = sqlite_ss if self._sqlite else ss
+        rows = await self._fetch(statements.select_schedule(name))
+        return self._decoder()(rows[0]) if rows else None
 
     async def list_schedules(self, status: str | None = None) -> list[Schedule]:
-        return [decode_schedule(row) for row in await self._fetch(ss.list_schedules(status))]
+        statements = sqlite_ss if self._sqlite else ss
+        decode = self._decoder()
+        return [decode(row) for row in await self._fetch(statements.list_schedules(status))]
 
     async def set_schedule_status(
         self, name: str, status: str, next_fire_at: datetime | None = None
     ) -> bool:
-        return bool(await self._fetch(ss.set_status(name, status, next_fire_at)))
+        if self._sqlite:
+            statement = sqlite_ss.set_status(name, status, next_fire_at, datetime.now(UTC))
+        else:
+            statement = ss.set_status(name, status, next_fire_at)
+        return bool(await self._fetch(statement))
 
     async def delete_schedule(self, name: str) -> bool:
-        return bool(await self._fetch(ss.delete_schedule(name)))
+        statements = sqlite_ss if self._sqlite else ss
+        return bool(await self._fetch(statements.delete_schedule(name)))
 
     async def close(self) -> None:
         """Django owns the connection."""

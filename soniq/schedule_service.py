@@ -54,7 +54,7 @@ class SchedulerService:
             if not isinstance(backend, SchedulerBackend):
                 raise ConfigurationError(
                     f"schedules need a backend that stores them; {type(backend).__name__} "
-                    "does not (yet): use PostgreSQL"
+                    "does not: use PostgreSQL or SQLite"
                 )
             self._backend = backend
         return self._backend

@@ -5,6 +5,7 @@ soniq uses "default" unless a test picks the other alias.
 """
 
 import os
+import secrets
 import tempfile
 
 from config.settings import *  # noqa: F403
@@ -16,10 +17,19 @@ os.makedirs(_SQLITE_DIR, exist_ok=True)
 # Worker processes started by tests inherit the same directory.
 os.environ["SONIQ_TEST_SQLITE_DIR"] = _SQLITE_DIR
 
+# The PostgreSQL test database: SONIQ_TEST_DATABASE_NAME, or a name of this run's own
+# (test_soniq_<pid>_<random>), so that two runs on one server never share or collide on one.
+# pytest-django creates it and drops it at the end; the tests touch no other database.
+_TEST_DATABASE_NAME = (
+    os.environ.get("SONIQ_TEST_DATABASE_NAME") or f"test_soniq_{os.getpid()}_{secrets.token_hex(4)}"
+)
+# Processes started by tests (worker_env keeps SONIQ_*TEST* variables) see the same name.
+os.environ["SONIQ_TEST_DATABASE_NAME"] = _TEST_DATABASE_NAME
+
 DATABASES = {
     "default": {
         **database_from_url(ensure_postgres_url()),
-        "TEST": {"NAME": os.environ.get("SONIQ_TEST_DATABASE_NAME", "test_soniq")},
+        "TEST": {"NAME": _TEST_DATABASE_NAME},
     },
     "sqlite": {
         "ENGINE": "django.db.backends.sqlite3",

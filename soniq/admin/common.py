@@ -8,11 +8,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import django
 from django.conf import settings as django_settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connections
@@ -20,6 +22,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.constants import LOOKUP_SEP
 from django.http import Http404, HttpRequest
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
@@ -35,6 +38,10 @@ HIDDEN_FIELDS = frozenset({"args", "result", "errors", "dedup_key"})
 COUNT_LIMIT = 10_000
 # Refusal reasons listed one by one in a message; beyond, only the count per reason.
 REFUSALS_SHOWN = 5
+# Django 6.0 renders the admin's breadcrumbs as an ordered list (<ol class="breadcrumbs">, one
+# <li> per step, the current page's with aria-current="page"); 5.2 as <div class="breadcrumbs">,
+# links separated by ">". admin/soniq/_breadcrumbs.html writes the pages' own steps either way.
+BREADCRUMBS_AS_LIST = django.VERSION >= (6, 0)
 
 
 def soniq_settings() -> SoniqSettings:
@@ -63,6 +70,60 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
     capped = False
 
 
+class _CappedOpts:
+    """A model's ``_meta`` whose names say the count is a lower bound."""
+
+    def __init__(self, opts: Any) -> None:
+        self._opts = opts
+        self.verbose_name = f"{opts.verbose_name} (filter to narrow the list)"
+        self.verbose_name_plural = f"{opts.verbose_name_plural} (filter to narrow the list)"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._opts, name)
+
+
+class _CappedChangeListView:
+    """A change list as Django's own ``admin/pagination.html`` should show it once the count
+    stopped at :data:`COUNT_LIMIT`: "more than 10000 jobs (filter to narrow the list)".
+    Everything else (page links, query strings) is the change list's."""
+
+    def __init__(self, changelist: ChangeList) -> None:
+        self._changelist = changelist
+        self.result_count = f"more than {changelist.result_count}"
+        self.opts = _CappedOpts(changelist.opts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._changelist, name)
+
+
+class SoniqChangeList(ChangeList):
+    """Django's change list, and ``capped_view`` for ``admin/soniq/pagination.html``: that
+    template includes Django's own pagination, so the paginator is marked up as the Django
+    version in use marks it up (a ``<p>`` in 5.2, a ``<nav>`` with a list of pages in 6)."""
+
+    @cached_property
+    def capped_view(self) -> _CappedChangeListView:
+        return _CappedChangeListView(self)
+
+
+def breadcrumbs(*steps: tuple[str, str]) -> dict[str, Any]:
+    """The context of ``admin/soniq/_breadcrumbs.html``: after Home, each ``(label, url)``
+    step (``url`` empty for plain text), the last one being the current page."""
+    return {"soniq_breadcrumbs": list(steps), "soniq_breadcrumbs_as_list": BREADCRUMBS_AS_LIST}
+
+
+def model_breadcrumbs(
+    admin_site: admin.AdminSite, opts: Any, changelist_url: str, title: str
+) -> dict[str, Any]:
+    """Home > app > model list > ``title``, as on Django's own pages of one model."""
+    app_url = reverse(f"{admin_site.name}:app_list", kwargs={"app_label": opts.app_label})
+    return breadcrumbs(
+        (str(opts.app_config.verbose_name), app_url),
+        (str(capfirst(opts.verbose_name_plural)), changelist_url),
+        (title, ""),
+    )
+
+
 class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     """Read-only pages (rows change only through soniq's transitions), counted cheaply."""
 
@@ -74,6 +135,9 @@ class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     list_per_page = 50
     change_form_template = "admin/soniq/change_form.html"
     change_list_template = "admin/soniq/change_list.html"
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return SoniqChangeList
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -267,6 +331,12 @@ def confirm(
         "action_index": request.POST.get("index", "0"),
         # The action was posted to the change list, filters in the query string: back there.
         "back": request.get_full_path(),
+        **model_breadcrumbs(
+            modeladmin.admin_site,
+            opts,
+            reverse(f"{modeladmin.admin_site.name}:{opts.app_label}_{opts.model_name}_changelist"),
+            title,
+        ),
     }
     return TemplateResponse(request, "admin/soniq/confirm_action.html", context)
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.safestring import SafeString
 
 from soniq.admin.charts import Series, bar_chart
+from soniq.admin.common import breadcrumbs
 from soniq.core.settings import build_settings
 from soniq.core.status import JobStatus
 from soniq.models import FINISHED_STATUSES, DeadLetterJob, Job, Worker
@@ -507,7 +508,7 @@ def dashboard_view(request: HttpRequest, admin_site: AdminSite) -> TemplateRespo
         "refresh": refresh_seconds(request.GET.get("refresh")),
         "chart_minute": minute_chart(data),
         "chart_hour": hour_chart(data),
-        "app_url": _app_url(admin_site),
+        **breadcrumbs(("Soniq", _app_url(admin_site)), ("Dashboard", "")),
         "app_label": "soniq",
         **table_context(data, admin_site),
     }

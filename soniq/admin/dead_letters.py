@@ -21,6 +21,7 @@ from soniq.admin.common import (
     act_on,
     choices_filter,
     confirm,
+    model_breadcrumbs,
     operator_backend,
     report,
 )
@@ -190,9 +191,10 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
             )
             return HttpResponseRedirect(back)
         count = queryset.count()
+        title = "Requeue every matching dead letter"
         context = {
             **self.admin_site.each_context(request),
-            "title": "Requeue every matching dead letter",
+            "title": title,
             "opts": self.model._meta,
             "count": count,
             "question": f"Requeue all {count} dead letter(s) that match the current filter? "
@@ -200,6 +202,7 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
             "button": "Yes, requeue them all",
             "filters": _describe(request.GET.dict()),
             "back": back,
+            **model_breadcrumbs(self.admin_site, self.model._meta, back, title),
         }
         return TemplateResponse(request, "admin/soniq/requeue_matching.html", context)
 

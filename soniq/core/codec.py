@@ -10,12 +10,31 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from decimal import Decimal
 from typing import Any
 
 _SCALARS = (int, bool, type(None))
 # PostgreSQL's jsonb cannot hold U+0000; refusing it here beats a database error mid-insert.
 _NUL = "text contains a NUL character (\\x00), which PostgreSQL cannot store"
+# A lone surrogate (U+D800 to U+DFFF) is not valid Unicode and has no UTF-8 encoding: it usually
+# comes from bytes decoded with errors="surrogateescape" (file names, environment variables).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as it is (a NUL, a lone surrogate), or ``None``."""
+    if "\x00" in text:
+        return _NUL
+    if not text.isascii():
+        found = _SURROGATE.search(text)
+        if found is not None:
+            return (
+                f"text contains a lone surrogate ({found.group()!r} at index {found.start()}), "
+                "which is not valid Unicode and cannot be encoded as UTF-8; decode the "
+                "original bytes with errors='replace', or fix the text at its source"
+            )
+    return None
 
 
 class NotJSONError(ValueError):
@@ -53,8 +72,9 @@ def check_json(value: Any, path: str) -> None:
             if not math.isfinite(item):
                 raise NotJSONError(where, f"{item!r} is not a JSON number")
         elif isinstance(item, str):
-            if "\x00" in item:
-                raise NotJSONError(where, _NUL)
+            problem = text_problem(item)
+            if problem is not None:
+                raise NotJSONError(where, problem)
         elif isinstance(item, _SCALARS):
             continue
         elif isinstance(item, dict):
@@ -63,8 +83,9 @@ def check_json(value: Any, path: str) -> None:
                     raise NotJSONError(
                         where, f"dict key {key!r} is {type(key).__name__}; JSON keys are strings"
                     )
-                if "\x00" in key:
-                    raise NotJSONError(where, f"dict key {key!r}: {_NUL}")
+                problem = text_problem(key)
+                if problem is not None:
+                    raise NotJSONError(where, f"dict key {key!r}: {problem}")
                 stack.append((child, f"{where}[{key!r}]", depth + 1))
         elif isinstance(item, (list, tuple)):
             for index, child in enumerate(item):

@@ -84,3 +84,23 @@ class DatabaseUnavailableError(SoniqError, ConnectionError):
     have been committed: soniq never retries it on its own (a duplicate job is worse than an
     error), so check before enqueueing again when that matters.
     """
+
+
+class SchemaMissingError(SoniqError, RuntimeError):
+    """soniq's tables are not in the database: its migrations have not been applied.
+
+    Raised by enqueue, the worker and the scheduler alike. The message names the database
+    (the Django alias, or the URL without its password) and the command that creates the
+    tables: ``python manage.py migrate`` in a Django project, ``soniq setup`` standalone.
+    ``database`` (a URL without password), ``alias`` (the Django database alias, or ``None``)
+    and ``table`` (the first missing table met) hold the same facts; the database error is
+    chained as ``__cause__``.
+    """
+
+    def __init__(
+        self, message: str, *, database: str, table: str, alias: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.database = database
+        self.table = table
+        self.alias = alias

@@ -11,6 +11,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from soniq.core.codec import text_problem
 from soniq.core.settings import QUEUE_NAME_RULE, is_valid_queue_name
 
 MIN_PRIORITY = 1
@@ -38,7 +39,7 @@ def check_priority(value: Any) -> int:
 
 def check_queue(value: Any) -> str:
     if not is_valid_queue_name(value):
-        raise ValueError(f"{value!r} is not a valid queue name ({QUEUE_NAME_RULE})")
+        raise ValueError(f"{_shown(value)} is not a valid queue name ({QUEUE_NAME_RULE})")
     return str(value)
 
 
@@ -48,9 +49,19 @@ def check_task_name(value: Any) -> str:
     if len(value) > MAX_NAME_LENGTH or value != value.strip():
         raise ValueError(
             f"must be at most {MAX_NAME_LENGTH} characters without surrounding spaces, "
-            f"got {value!r}"
+            f"got {_shown(value)}"
         )
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(f"{_shown(value)}: {problem}")
     return value
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``repr(value)``, cut short: a message must not carry a megabyte of text."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    return repr(value)
 
 
 def check_retries(value: Any) -> int:
@@ -59,9 +70,16 @@ def check_retries(value: Any) -> int:
     return value
 
 
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def check_seconds(value: Any, *, allow_zero: bool = True) -> float:
     """A finite, non-negative number of seconds."""
-    if not _is_number(value) or not math.isfinite(value):
+    if not _is_number(value) or not _finite(value):
         raise ValueError(f"must be a number of seconds, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"must be {'>= 0' if allow_zero else '> 0'} seconds, got {value!r}")
@@ -81,7 +99,27 @@ def check_dedup_key(value: Any) -> str:
         raise ValueError(f"must be a non-empty string, got {value!r}")
     if len(value) > MAX_DEDUP_KEY_LENGTH:
         raise ValueError(f"must be at most {MAX_DEDUP_KEY_LENGTH} characters, got {len(value)}")
+    problem = text_problem(value)
+    if problem is not None:
+        raise ValueError(f"{_shown(value)}: {problem}")
     return value
+
+
+# The latest instant Python's datetime can hold; PostgreSQL and SQLite store any aware datetime
+# up to it.
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _too_far(given: str, value: Any = None) -> ValueError:
+    hint = ""
+    if _is_number(value) and value > 1e9:
+        hint = (
+            "; a number is a delay in seconds, not a Unix timestamp: for a timestamp pass "
+            "datetime.fromtimestamp(ts, timezone.utc)"
+        )
+    return ValueError(
+        f"{given} is past the latest date a job can be scheduled for ({LATEST.isoformat()}){hint}"
+    )
 
 
 def resolve_run_at(value: Any, now: datetime) -> datetime | None:
@@ -99,14 +137,26 @@ def resolve_run_at(value: Any, now: datetime) -> datetime | None:
                 f"must be timezone-aware, got naive {value.isoformat()}; "
                 "use datetime.now(timezone.utc) or django.utils.timezone.now()"
             )
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(
+                f"{value.isoformat()} is out of range: in UTC it falls outside the years 1 to 9999"
+            ) from None
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
         if seconds < 0:
             raise ValueError(f"must not be a negative delay, got {value}")
-        return now + value
+        try:
+            return now + value
+        except OverflowError:
+            raise _too_far(f"a delay of {value}") from None
     if _is_number(value):
-        return now + timedelta(seconds=check_seconds(value))
+        seconds = check_seconds(value)
+        try:
+            return now + timedelta(seconds=seconds)
+        except OverflowError:
+            raise _too_far(f"{value!r} seconds from now", value) from None
     raise ValueError(
         f"must be an aware datetime, a timedelta or seconds from now, got {type(value).__name__}"
     )

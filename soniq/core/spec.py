@@ -142,7 +142,9 @@ def build_job_spec(
     if not callable(func):
         raise JobDefinitionError(f"@app.job() must decorate a function, got {func!r}")
     job = default_task_name(func) if name is None else name
-    job = _checked(str(job), "name", options.check_task_name, job)
+    # A name that fails its check is shown as its repr: it may hold a NUL or a lone surrogate,
+    # which would break whoever prints the message.
+    job = _checked(repr(job), "name", options.check_task_name, job)
     if retries is not None and max_retries is not None and retries != max_retries:
         raise JobDefinitionError(
             f"@app.job() for {job}: retries={retries} and its alias max_retries={max_retries}"

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 
 from soniq.backends.base import SchedulerBackend
 from soniq.core.backoff import Backoff
+from soniq.core.errors import SchemaMissingError
 from soniq.core.periodic import ScheduleDefinition, next_slot
 from soniq.core.records import NewJob
 
@@ -101,6 +102,10 @@ class Scheduler:
                     await self.tick()
                     wait = await self._until_next_due()
                     backoff.reset()
+                except SchemaMissingError:
+                    # No tables, no schedules: retrying will not create them (the message
+                    # names the command that does).
+                    raise
                 except TimeoutError as error:
                     # The tick outlived its lease (a hang, a cut-off connection): its
                     # connection is gone, and another scheduler may fire the slots meanwhile.

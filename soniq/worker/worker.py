@@ -9,8 +9,9 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -34,6 +35,21 @@ from soniq.worker.watchdog import LoopWatchdog
 logger = logging.getLogger("soniq.worker")
 
 T = TypeVar("T")
+
+# Seconds between the INFO summaries of what a running worker did (none when nothing happened).
+SUMMARY_INTERVAL = 60.0
+# The start line names at most this many tasks, then how many more there are.
+LISTED_TASKS = 20
+# What the summary counts, in its order: job outcomes, then database writes that failed (and
+# were retried); the last two outcomes are named only when they happened.
+SUMMARY_COUNTS = (
+    ("done", "done", True),
+    ("retried", "retried", True),
+    ("dead_lettered", "dead-lettered", True),
+    ("given_up", "given up after contact was lost", False),
+    ("taken_back", "taken back from this worker", False),
+    ("failed_writes", "failed write(s)", True),
+)
 
 
 class Worker:
@@ -74,6 +90,8 @@ class Worker:
         self._pace = Pace()
         self._liveness: Liveness | None = None
         self._processed = 0
+        # Outcomes (and failed writes) since the last summary; see SUMMARY_COUNTS.
+        self._tally: Counter[str] = Counter()
         self._signals_received = 0
         # What the database may say this worker holds, besides _running and _ready: the job
         # of run_once, and finished jobs whose completion is not written yet.
@@ -130,12 +148,15 @@ class Worker:
                     ):
                         current = self._current = None
                         continue
+                    began = time.monotonic()
                     outcome = await self._run_interruptibly(runner, current)
                     if outcome is None:
                         # A second signal, or the worker fenced itself: the finally block
                         # puts the job back (or recovery will).
                         break
-                    await self._record(current, outcome, writer=None)
+                    await self._record(
+                        current, outcome, writer=None, duration=time.monotonic() - began
+                    )
                     current = self._current = None
                     ran += 1
             finally:
@@ -152,6 +173,7 @@ class Worker:
             event.clear()
         self._signals_received = 0
         self._processed = 0
+        self._tally.clear()
         self._running.clear()
         self._ready.clear()
         self._alone = None
@@ -172,7 +194,7 @@ class Worker:
 
     async def _run_continuously(self, concurrency: int, queues: tuple[str, ...] | None) -> bool:
         writer = ProgressWriter(
-            self.backend.complete_jobs,
+            self._write_progress,
             retry_delay=self.settings.error_retry_delay,
             on_refused=self._doubt_identity,
         )
@@ -183,13 +205,14 @@ class Worker:
         ):
             writer.start()
             logger.info(
-                "worker %s started: concurrency %d, prefetch up to %d, queues %s, %d job type(s)",
+                "worker %s started: concurrency %d, prefetch up to %d, queues %s, %s",
                 self.id,
                 concurrency,
                 self.settings.prefetch,
                 ",".join(queues) if queues else "all",
-                len(self.registry),
+                self._task_list(),
             )
+            summaries = asyncio.create_task(self._summaries(), name="soniq-summary")
             # Not a `with` block: leaving it would wait for sync jobs that overran their
             # timeout, and those cannot be interrupted.
             threads = ThreadPoolExecutor(concurrency, thread_name_prefix="soniq-job")
@@ -202,12 +225,58 @@ class Worker:
                     # Given-up jobs still being put back.
                     await asyncio.gather(*self._background, return_exceptions=True)
             finally:
+                summaries.cancel()
+                await asyncio.gather(summaries, return_exceptions=True)
                 threads.shutdown(wait=False, cancel_futures=True)
                 # Completions are worth waiting for a little beyond the shutdown timeout.
                 await writer.close(grace=self.settings.shutdown_timeout + 5)
                 await asyncio.gather(*self._background, return_exceptions=True)
         logger.info("worker %s stopped after %d job(s)", self.id, self._processed)
         return self._processed > 0
+
+    def _task_list(self) -> str:
+        """The tasks this worker serves, for its start line: all of them, or the first
+        ``LISTED_TASKS`` and how many more."""
+        names = self.registry.names()
+        listed = ", ".join(names[:LISTED_TASKS])
+        if len(names) > LISTED_TASKS:
+            listed += f", ... ({len(names) - LISTED_TASKS} more)"
+        return f"{len(names)} task(s): {listed}" if names else "no tasks"
+
+    async def _summaries(self) -> None:
+        """Every ``SUMMARY_INTERVAL`` seconds, one INFO line of what happened since the last
+        one, if anything did. Cancelled when the worker stops."""
+        while True:
+            interval = SUMMARY_INTERVAL
+            await asyncio.sleep(interval)
+            self._log_summary(interval)
+
+    def _log_summary(self, interval: float) -> None:
+        counts, self._tally = self._tally, Counter()
+        if any(counts.values()):
+            logger.info(
+                "worker %s, last %gs: %s",
+                self.id,
+                interval,
+                ", ".join(
+                    f"{counts[key]} {label}"
+                    for key, label, always in SUMMARY_COUNTS
+                    if always or counts[key]
+                ),
+            )
+
+    async def _write_progress(
+        self,
+        worker_id: str,
+        done: Sequence[tuple[str, int, str | None]],
+        started: Sequence[tuple[str, int]],
+    ) -> int:
+        """The progress writer's batch write, counting failures for the summary."""
+        try:
+            return await self.backend.complete_jobs(worker_id, done, started)
+        except Exception:
+            self._tally["failed_writes"] += 1
+            raise
 
     @contextlib.asynccontextmanager
     async def _watchdog(self) -> AsyncIterator[None]:
@@ -378,12 +447,13 @@ class Worker:
             task = asyncio.current_task()
             assert task is not None
             self._executing.add(task)
+            began = time.monotonic()
             try:
                 outcome = await runner.run(self._spec(job), job)
             finally:
                 self._executing.discard(task)
             self._pace.finished()
-            await self._record(job, outcome, writer=writer)
+            await self._record(job, outcome, writer=writer, duration=time.monotonic() - began)
         finally:
             task = asyncio.current_task()
             self._running.pop(task, None)  # type: ignore[arg-type]
@@ -492,7 +562,12 @@ class Worker:
     # -- recording outcomes -----------------------------------------------------------------
 
     async def _record(
-        self, job: ClaimedJob, outcome: Outcome, *, writer: ProgressWriter | None
+        self,
+        job: ClaimedJob,
+        outcome: Outcome,
+        *,
+        writer: ProgressWriter | None,
+        duration: float = 0.0,
     ) -> None:
         self._processed += 1
         if outcome.contact_lost and not outcome.succeeded:
@@ -502,10 +577,12 @@ class Worker:
                 writer.forget_started(job.claimed_by, job.id)
             logger.info("job %s stopped after contact was lost; putting it back", job.id)
             await self._release([job])
+            self._finished(job, "given_up", duration)
             return
         if writer is not None:
             if outcome.succeeded:
                 writer.add(job.claimed_by, job.id, job.attempt, outcome.result_json)
+                self._finished(job, "done", duration)
                 return
             writer.forget_started(job.claimed_by, job.id)
         applied = await self._until_written(
@@ -514,6 +591,34 @@ class Worker:
         if not applied:
             logger.warning("job %s was taken back from this worker; its outcome is dropped", job.id)
             self._doubt_identity(job.claimed_by)
+            self._finished(job, "taken_back", duration)
+        elif outcome.succeeded:
+            self._finished(job, "done", duration)
+        else:
+            final = job.attempt >= job.max_attempts
+            self._finished(job, "dead_lettered" if final else "retried", duration)
+
+    def _finished(self, job: ClaimedJob, outcome: str, duration: float) -> None:
+        """Count a finished job for the summary; log it at DEBUG, with its fields as the
+        record's attributes (job_id, task, queue, attempt, duration, outcome)."""
+        self._tally[outcome] += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "job %s (%s) %s, attempt %d, %.3fs",
+                job.id,
+                job.task_name,
+                outcome,
+                job.attempt,
+                duration,
+                extra={
+                    "job_id": job.id,
+                    "task": job.task_name,
+                    "queue": job.queue,
+                    "attempt": job.attempt,
+                    "duration": duration,
+                    "outcome": outcome,
+                },
+            )
 
     async def _until_written(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
         """Run a database write until it succeeds: a start or an outcome is never dropped
@@ -523,6 +628,7 @@ class Worker:
             try:
                 return await write()
             except Exception:
+                self._tally["failed_writes"] += 1
                 delay = backoff.delay()
                 logger.exception("could not record %s; retrying in %gs", what, delay)
                 self._confirmed.clear()

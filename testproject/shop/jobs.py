@@ -1,5 +1,7 @@
 """The shop's background jobs."""
 
+from datetime import timedelta
+
 from django.utils import timezone
 from pydantic import BaseModel, Field
 
@@ -47,3 +49,13 @@ def import_feed(url: str) -> None:
 @app.job(queue="reminders")
 async def remind(customer_email: str) -> str:
     return f"reminded {customer_email}"
+
+
+# -- a recurring job: `manage.py soniq_scheduler` enqueues it on its schedule -------------
+
+
+@app.periodic(every=timedelta(seconds=2), queue="reports")
+def count_open_orders() -> str:
+    """Every 2 seconds (short, for the demo): how many orders still wait to be fulfilled."""
+    waiting = Order.objects.filter(fulfilled_at__isnull=True).count()
+    return f"{waiting} order(s) waiting to be fulfilled"

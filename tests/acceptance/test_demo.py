@@ -34,4 +34,6 @@ def test_demo_on_sqlite_settles_every_job(tmp_path: Path) -> None:
     assert "3/4" in table["build_report"] and "done" in table["build_report"]
     assert "dead_letter" in table["import_feed"]
     assert "as scheduled" in table["remind"]
+    assert "done" in table["count_open_orders"]
+    assert "fired by the scheduler" in table["count_open_orders"]
     assert "rolled back, no order and no job" in done.stdout

@@ -1,5 +1,6 @@
 """The admin in a real browser (headless chromium driven by Playwright): log in through the
-login form, read the dashboard, requeue dead letters, pause and resume schedules.
+login form, read the dashboard, requeue dead letters, pause and resume schedules, and soniq's
+pages marked up as Django's own (breadcrumbs, action bar, paginator) in the Django version in use.
 
 With ``SONIQ_SCREENSHOTS=1`` the showcase test also writes the README's screenshots to
 ``docs/images/``; without it every assertion still runs and no file is touched.
@@ -11,7 +12,9 @@ import os
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import django
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.utils import timezone
@@ -53,6 +56,64 @@ def success_message(page: Page) -> str:
     message = page.locator("ul.messagelist li.success")
     expect(message).to_have_count(1)
     return message.inner_text()
+
+
+# An element's shape: its tag, classes and ARIA attributes, its children's shapes (a select's
+# options left out: the choices differ), and the "\u203a" separators in its text (Django 5.2's
+# breadcrumbs). Texts, links and values differ from page to page; the markup must not.
+SHAPE_JS = """(element) => {
+  const shape = (node) => ({
+    tag: node.tagName.toLowerCase(),
+    classes: [...node.classList].sort(),
+    aria: node.getAttributeNames().filter((name) => name.startsWith("aria-")).sort(),
+    children: [...node.children].filter((child) => child.tagName !== "OPTION").map(shape),
+  });
+  return { shape: shape(element), separators: (element.textContent.match(/\u203a/g) || []).length };
+}"""
+
+
+def shape_of(page: Page, url: str, selector: str) -> dict[str, Any]:
+    """The shape of the one element ``selector`` finds on the page at ``url``."""
+    if url:
+        page.goto(url)
+    element = page.locator(selector)
+    expect(element).to_have_count(1)
+    return dict(element.evaluate(SHAPE_JS))
+
+
+def test_soniq_pages_are_marked_up_as_django_s_own(page: Page, operator: User) -> None:
+    """Each soniq page's breadcrumbs, action bar and paginator have the shape of the same part
+    of a stock Django admin page with as many steps or rows: the users' list (one row, the
+    operator) and a user's page (Home > app > model > object)."""
+    make_job()
+    dead = make_dead_letter()
+    log_in(page, "operator", then="/admin/soniq/job/")
+    users, user = "/admin/auth/user/", f"/admin/auth/user/{operator.pk}/change/"
+
+    # Home > app > list: an <ol> of <li> from Django 6.0 on, a <div> of links before.
+    three_steps = shape_of(page, users, ".breadcrumbs")
+    as_list = django.VERSION >= (6, 0)
+    assert three_steps["shape"]["tag"] == ("ol" if as_list else "div")
+    assert three_steps["separators"] == (0 if as_list else 2)
+    assert shape_of(page, DASHBOARD, ".breadcrumbs") == three_steps
+    four_steps = shape_of(page, user, ".breadcrumbs")
+    assert shape_of(page, "/admin/soniq/deadletterjob/requeue-matching/", ".breadcrumbs") == (
+        four_steps
+    )
+
+    # The action bar ("Go" in 5.2, "Run" in 6) and the paginator of a one-row list.
+    action_bar = shape_of(page, users, "div.actions")
+    paginator = shape_of(page, "", ".paginator")
+    assert shape_of(page, "/admin/soniq/job/", "div.actions") == action_bar
+    assert shape_of(page, "", ".paginator") == paginator
+    assert shape_of(page, "/admin/soniq/deadletterjob/", "div.actions") == action_bar
+
+    # The confirmation an action asks for: Home > app > dead letters > what is asked.
+    page.locator(f'#result_list input.action-select[value="{dead.pk}"]').check()
+    page.locator('select[name="action"]').select_option("requeue")
+    page.locator("div.actions button[name=index]").click()
+    expect(page.locator("#soniq-confirm-question")).to_be_visible()
+    assert shape_of(page, "", ".breadcrumbs") == four_steps
 
 
 def test_log_in_and_read_the_dashboard(page: Page, operator: User) -> None:

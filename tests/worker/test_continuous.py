@@ -232,7 +232,8 @@ async def test_the_worker_registers_while_running_and_is_stopped_after(
         assert lock_key is not None
         held = await scalar(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
-            "AND objid = %s::oid AND objsubid = 2",
+            "AND objid = %s::oid AND objsubid = 2 "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (lock_key,),
         )
         assert held == 1, "the worker's session holds its liveness lock"

@@ -299,7 +299,8 @@ async def test_a_held_liveness_lock_keeps_a_silent_worker_alive_until_its_sessio
     # worker may still be re-taking it, so it is not dead yet.
     async def lock_released() -> bool:
         count = await scalar(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s::oid",
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s::oid "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (session.lock_key,),
         )
         return bool(count == 0)

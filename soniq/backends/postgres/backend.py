@@ -12,6 +12,7 @@ import psycopg
 from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from soniq import _integration
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
 from soniq.backends.operator_plans import KEY_RACE_ROUNDS, Action, SQLOperatorMixin
@@ -82,6 +83,15 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
         if not prepared_statements:
             self.connection_options["prepare_threshold"] = None
         self.checkout_timeout = checkout_timeout(self.settings, conninfo)
+        # The Django alias this database was configured through (a worker or scheduler of a
+        # Django project: settings without DATABASE_URL), named when soniq's tables are missing.
+        self.django_alias: str | None = (
+            self.settings.database
+            if settings is not None
+            and not settings.database_url
+            and _integration.django_is_configured()
+            else None
+        )
         self.dialect = PostgresDialect()
         self._min_size = min_size
         self._max_size = max_size
@@ -166,11 +176,11 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
         if given is not None:
             if not is_async_connection(given):
                 raise refuse_connection(given, accepted="a psycopg AsyncConnection")
-            with reported(given):
+            with reported(given, django_alias=self.django_alias):
                 yield given
             return
         async with self.acquire() as pooled:
-            with reported(pooled):
+            with reported(pooled, django_alias=self.django_alias):
                 yield pooled
 
     @contextmanager
@@ -178,10 +188,10 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
         if given is not None:
             if not is_sync_connection(given):
                 raise refuse_connection(given, accepted="a psycopg Connection")
-            with reported(given):
+            with reported(given, django_alias=self.django_alias):
                 yield given
             return
-        with self.acquire_sync() as pooled, reported(pooled):
+        with self.acquire_sync() as pooled, reported(pooled, django_alias=self.django_alias):
             yield pooled
 
     async def _fetch(self, statement: Statement) -> list[Row]:

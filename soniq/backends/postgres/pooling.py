@@ -28,7 +28,8 @@ from psycopg import AsyncConnection, Connection
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 from soniq.backends.base import Row
-from soniq.core.errors import DatabaseUnavailableError
+from soniq.backends.schema import missing_table, postgres_url, schema_missing
+from soniq.core.errors import DatabaseUnavailableError, SchemaMissingError
 
 # SQLSTATEs of errors that end the session: admin_shutdown, crash_shutdown, cannot_connect_now,
 # database_dropped, idle_session_timeout. Class 08 (connection_exception) counts as well.
@@ -66,9 +67,29 @@ def unavailable(error: psycopg.OperationalError) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(f"the database is unavailable: {message}")
 
 
+def describe(connection: Any) -> str:
+    """The database a psycopg connection is on, as a URL without password."""
+    info = getattr(connection, "info", None)
+    if info is None:
+        return "(unknown PostgreSQL database)"
+    return postgres_url(dbname=info.dbname, user=info.user, host=info.host, port=info.port)
+
+
+def schema_error(
+    error: BaseException, connection: Any, django_alias: str | None = None
+) -> SchemaMissingError | None:
+    """:class:`SchemaMissingError` if ``error`` is about a missing soniq table."""
+    table = missing_table(error)
+    if table is None:
+        return None
+    return schema_missing(table, describe(connection), django_alias=django_alias)
+
+
 @contextmanager
-def reported(connection: Any = None) -> Iterator[None]:
-    """Re-raise a connection failure inside the block as ``DatabaseUnavailableError``.
+def reported(connection: Any = None, *, django_alias: str | None = None) -> Iterator[None]:
+    """Re-raise a connection failure inside the block as ``DatabaseUnavailableError``, and a
+    missing soniq table as ``SchemaMissingError`` (``django_alias``: the Django database alias
+    the connection serves, if any, for the message).
 
     A sync context manager, so that it also wraps ``await`` expressions in async code."""
     try:
@@ -76,6 +97,11 @@ def reported(connection: Any = None) -> Iterator[None]:
     except psycopg.OperationalError as error:
         if is_connection_error(error, connection):
             raise unavailable(error) from error
+        raise
+    except psycopg.errors.UndefinedTable as error:
+        missing = schema_error(error, connection, django_alias)
+        if missing is not None:
+            raise missing from error
         raise
 
 

@@ -20,7 +20,7 @@ from soniq.backends.base import Row, Statement
 from soniq.backends.postgres import scheduler_statements as ss
 from soniq.backends.postgres.conninfo import server_keepalives
 from soniq.backends.postgres.executors import async_executor
-from soniq.backends.postgres.pooling import is_connection_error, unavailable
+from soniq.backends.postgres.pooling import is_connection_error, schema_error, unavailable
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.rows import from_json, to_utc
 from soniq.core.errors import SoniqError
@@ -214,6 +214,11 @@ class PostgresSchedulerOps:
                                 is_connection_error(error, connection)
                             ):
                                 raise unavailable(error) from error
+                            missing = schema_error(
+                                error, connection, getattr(self, "django_alias", None)
+                            )
+                            if missing is not None:
+                                raise missing from error
                             raise
                         raise TimeoutError from None  # reported just below
             except TimeoutError:

@@ -24,10 +24,12 @@ from soniq.backends import plans
 from soniq.backends.base import Row, Statement
 from soniq.backends.operator_plans import Action, SQLOperatorMixin
 from soniq.backends.rows import decode_claimed, to_utc, to_uuid_text
+from soniq.backends.schema import missing_table, schema_missing, sqlite_url
 from soniq.backends.sqlite import worker_statements as ws
+from soniq.backends.sqlite.scheduler_ops import SQLiteSchedulerOps
 from soniq.backends.sqlite.statements import SQLiteDialect, format_time, utc_now
 from soniq.core import wakeup
-from soniq.core.errors import ConfigurationError, InvalidConnectionError
+from soniq.core.errors import ConfigurationError, InvalidConnectionError, SchemaMissingError
 from soniq.core.operations import ActionResult
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
 from soniq.core.retry import lost_job_fate
@@ -70,7 +72,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-class SQLiteBackend(SQLOperatorMixin):
+class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
     supports_listen = False
     supports_transactional_enqueue = False
 
@@ -116,10 +118,27 @@ class SQLiteBackend(SQLOperatorMixin):
         return body(self._conn())
 
     async def _run(self, function: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, function, *args)
+        except sqlite3.OperationalError as error:
+            missing = self._schema_error(error)
+            if missing is None:
+                raise
+            raise missing from error
 
     def _run_sync(self, function: Callable[..., T], *args: Any) -> T:
-        return self._thread.submit(function, *args).result()
+        try:
+            return self._thread.submit(function, *args).result()
+        except sqlite3.OperationalError as error:
+            missing = self._schema_error(error)
+            if missing is None:
+                raise
+            raise missing from error
+
+    def _schema_error(self, error: sqlite3.OperationalError) -> SchemaMissingError | None:
+        """``SchemaMissingError`` for "no such table: soniq_..." (soniq's tables not created)."""
+        table = missing_table(error)
+        return None if table is None else schema_missing(table, sqlite_url(self.path))
 
     def _now(self) -> str:
         return format_time(self.clock())

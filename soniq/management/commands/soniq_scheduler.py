@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import autodiscover_modules
 
 from soniq import _discovery, _worker_cli
-from soniq.core.errors import ConfigurationError
+from soniq.core.errors import ConfigurationError, SchemaMissingError
 from soniq.core.settings import build_settings
 
 
@@ -35,4 +35,7 @@ class Command(BaseCommand):
             app.scheduler.backend()  # a database that cannot store schedules fails here
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
-        asyncio.run(app.run_scheduler(tick=options["tick"]))
+        try:
+            asyncio.run(app.run_scheduler(tick=options["tick"]))
+        except SchemaMissingError as exc:
+            raise CommandError(str(exc)) from exc

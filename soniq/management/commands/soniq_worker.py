@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.module_loading import autodiscover_modules
 
 from soniq import _discovery, _worker_cli
-from soniq.core.errors import ConfigurationError
+from soniq.core.errors import ConfigurationError, SchemaMissingError
 from soniq.core.settings import build_settings
 
 
@@ -31,4 +31,7 @@ class Command(BaseCommand):
             app.worker_backend(options["concurrency"] or soniq_settings.concurrency)
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
-        _worker_cli.run(app, options["concurrency"], options["queues"], options["run_once"])
+        try:
+            _worker_cli.run(app, options["concurrency"], options["queues"], options["run_once"])
+        except SchemaMissingError as exc:
+            raise CommandError(str(exc)) from exc

@@ -1,5 +1,6 @@
-"""The demo: orders placed through the real view, a few jobs that retry, fail and wait, and a
-worker that runs them all until each has settled. Works on the default SQLite database."""
+"""The demo: orders placed through the real view, a few jobs that retry, fail and wait, a
+periodic job fired by a scheduler tick, and a worker that runs them all until each has settled.
+Works on the default SQLite database."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ import asyncio
 import json
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 from django.test import Client
 
 from config.tasks import app
-from shop.jobs import build_report, import_feed, remind
+from shop.jobs import build_report, count_open_orders, import_feed, remind
 from soniq import JobInfo, JobStatus
 
 SETTLED = {JobStatus.DONE, JobStatus.DEAD_LETTER, JobStatus.CANCELLED}
@@ -41,12 +42,18 @@ class Command(BaseCommand):
             ),
         ]
         self.stdout.write("   build_report (fails twice, then works), import_feed (always fails),")
-        self.stdout.write("   remind (scheduled 3 seconds ahead)")
-        self.stdout.write("\n3. A worker runs until every job has settled:")
+        self.stdout.write("   remind (scheduled 3 seconds ahead),")
+        self.stdout.write(
+            "   count_open_orders (@app.periodic every 2 seconds: a scheduler enqueues it)"
+        )
+        self.stdout.write(
+            "\n3. A worker runs until every job has settled; a scheduler tick fires the periodic"
+        )
+        self.stdout.write("   job once its slot is due (manage.py soniq_scheduler ticks forever):")
         started = time.monotonic()
-        infos = asyncio.run(self._work_until_settled(job_ids, options["timeout"]))
+        infos, slots = asyncio.run(self._work_until_settled(job_ids, options["timeout"]))
         self.stdout.write(f"   settled in {time.monotonic() - started:.1f}s\n")
-        self._summary(infos)
+        self._summary(infos, slots)
 
     def _place_orders(self) -> list[str]:
         client = Client()
@@ -66,16 +73,32 @@ class Command(BaseCommand):
             self.stdout.write(f"   POST {email:<16} total={total:<5} -> {outcome}")
         return ids
 
-    async def _work_until_settled(self, job_ids: list[str], limit: float) -> list[JobInfo]:
+    async def _work_until_settled(
+        self, job_ids: list[str], limit: float
+    ) -> tuple[list[JobInfo], dict[str, datetime]]:
+        """The infos of ``job_ids`` and of the periodic job, once all have settled; and the
+        slot each fired job was enqueued for."""
+        # What `manage.py soniq_scheduler` does, one tick at a time: store the schedules
+        # declared in code, then fire the due ones (each slot once, whatever the number of
+        # schedulers sharing the database).
+        scheduler = app.make_scheduler()
+        await scheduler.sync()
+        schedule = await app.scheduler.get(count_open_orders.job_name)
+        assert schedule is not None and schedule.next_fire_at is not None
+        slots: dict[str, datetime] = {}
         worker = app.make_worker(concurrency=4)
         worker.settings = worker.settings.model_copy(update={"poll_interval": 0.2})
         running = asyncio.create_task(worker.run(concurrency=4))
         deadline = time.monotonic() + limit
         try:
             while True:
-                infos = [await app.get_job(job_id) for job_id in job_ids]
-                if all(info is not None and info.status in SETTLED for info in infos):
-                    return [info for info in infos if info is not None]
+                if not slots and datetime.now(UTC) >= schedule.next_fire_at:
+                    for _, slot, job_id in await scheduler.tick():
+                        slots[job_id] = slot
+                infos = [await app.get_job(job_id) for job_id in [*job_ids, *slots]]
+                settled = all(info is not None and info.status in SETTLED for info in infos)
+                if settled and slots:
+                    return [info for info in infos if info is not None], slots
                 if running.done() or time.monotonic() > deadline:
                     raise CommandError("the jobs did not settle in time")
                 await asyncio.sleep(0.1)
@@ -83,8 +106,9 @@ class Command(BaseCommand):
             worker.stop()
             await running
             await worker.backend.close()
+            await app.scheduler.close()
 
-    def _summary(self, infos: list[JobInfo]) -> None:
+    def _summary(self, infos: list[JobInfo], slots: dict[str, datetime]) -> None:
         self.stdout.write(f"   {'task':<24} {'status':<12} {'attempts':<9} outcome")
         for info in infos:
             if info.status is JobStatus.DONE:
@@ -98,6 +122,8 @@ class Command(BaseCommand):
                 assert info.scheduled_at is not None and info.created_at is not None
                 seconds = (info.scheduled_at - info.created_at).total_seconds()
                 waited = f" (ran {seconds:.0f}s after enqueue, as scheduled)"
+            if info.id in slots:
+                waited = f" (fired by the scheduler for its {slots[info.id]:%H:%M:%S} UTC slot)"
             task = info.task_name.rsplit(".", 1)[-1]
             self.stdout.write(
                 f"   {task:<24} {info.status.value:<12} {info.attempts}/{info.max_attempts:<7} "

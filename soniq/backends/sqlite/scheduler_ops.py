@@ -1,0 +1,245 @@
+"""The scheduler's storage operations on SQLite, mixed into :class:`SQLiteBackend`.
+
+A tick is one short ``BEGIN IMMEDIATE`` transaction: it takes SQLite's write lock before it
+looks for due schedules, so schedulers sharing the file tick one after another, and the next
+one sees the schedules the previous one advanced. Inside it, each slot's fire is recorded
+under the unique (schedule_name, fire_time) key of ``soniq_schedule_fires`` together with its
+job, so a slot fires once however many schedulers run (the key holds even should the lock
+ever not). A scheduler killed mid-tick loses its lock with its process and SQLite rolls its
+transaction back; nothing is left half-fired.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+from soniq.backends import plans
+from soniq.backends.base import Row, Statement
+from soniq.backends.rows import from_json, to_utc
+from soniq.backends.sqlite import scheduler_statements as ss
+from soniq.backends.sqlite.statements import SQLiteDialect
+from soniq.core import wakeup
+from soniq.core.errors import SoniqError
+from soniq.core.periodic import Schedule, ScheduleDefinition, due_slots
+from soniq.core.records import NewJob
+
+logger = logging.getLogger("soniq.scheduler")
+
+T = TypeVar("T")
+MakeJob = Callable[[ScheduleDefinition, datetime], NewJob]
+Fired = tuple[str, datetime, str]  # schedule name, slot, job id
+
+# As on PostgreSQL: a tick stops firing after this share of its lease (having fired at least
+# one slot) and commits, so a long catch-up never holds the write lock for long; the slots
+# left stay due, and the next tick fires them.
+WORK_SHARE = 0.5
+DEFAULT_LEASE = 5.0
+
+
+def decode_schedule(row: Row) -> Schedule:
+    """A schedule from a row of :data:`ss.SCHEDULE_COLUMNS` (the same columns, in the same
+    order, as on PostgreSQL; decoded here so that SQLite never imports psycopg)."""
+    (
+        name,
+        task_name,
+        cron,
+        interval,
+        timezone,
+        args,
+        queue,
+        priority,
+        status,
+        catch_up,
+        window,
+        source,
+        last_fired_at,
+        next_fire_at,
+    ) = row
+    definition = ScheduleDefinition(
+        name=name,
+        task_name=task_name,
+        cron=cron,
+        interval=None if interval is None else float(interval),
+        timezone=timezone,
+        args=from_json(args) or {},
+        queue=queue,
+        priority=None if priority is None else int(priority),
+        catch_up=catch_up,
+        catch_up_window=None if window is None else float(window),
+    )
+    return Schedule(definition, status, source, to_utc(last_fired_at), to_utc(next_fire_at))
+
+
+def _fetch(connection: sqlite3.Connection, statement: Statement) -> list[Row]:
+    return connection.execute(statement.sql, tuple(statement.params)).fetchall()
+
+
+class SQLiteSchedulerOps:
+    """Needs ``clock``, ``dialect``, ``_conn``, ``_read``, ``_write``, ``_run`` and
+    ``_executor`` from :class:`SQLiteBackend`."""
+
+    clock: Callable[[], datetime]
+    dialect: SQLiteDialect
+
+    def _conn(self) -> sqlite3.Connection:
+        raise NotImplementedError  # provided by SQLiteBackend
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError  # provided by SQLiteBackend
+
+    def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError  # provided by SQLiteBackend
+
+    async def _run(self, function: Callable[..., T], *args: Any) -> T:
+        raise NotImplementedError  # provided by SQLiteBackend
+
+    @staticmethod
+    def _executor(connection: sqlite3.Connection) -> plans.SyncExecute:
+        raise NotImplementedError  # provided by SQLiteBackend
+
+    # -- schedules, one at a time -----------------------------------------------------------
+
+    async def _schedule_write(self, statement: Statement) -> list[Row]:
+        return await self._run(self._write, lambda c: _fetch(c, statement))
+
+    async def _schedule_read(self, statement: Statement) -> list[Row]:
+        return await self._run(self._read, lambda c: _fetch(c, statement))
+
+    async def upsert_schedule(
+        self, definition: ScheduleDefinition, *, source: str, next_fire_at: datetime
+    ) -> None:
+        await self._schedule_write(
+            ss.upsert_schedule(
+                definition, source=source, next_fire_at=next_fire_at, now=self.clock()
+            )
+        )
+
+    async def get_schedule(self, name: str) -> Schedule | None:
+        rows = await self._schedule_read(ss.select_schedule(name))
+        return decode_schedule(rows[0]) if rows else None
+
+    async def list_schedules(self, status: str | None = None) -> list[Schedule]:
+        rows = await self._schedule_read(ss.list_schedules(status))
+        return [decode_schedule(row) for row in rows]
+
+    async def set_schedule_status(
+        self, name: str, status: str, next_fire_at: datetime | None = None
+    ) -> bool:
+        statement = ss.set_status(name, status, next_fire_at, self.clock())
+        return bool(await self._schedule_write(statement))
+
+    async def delete_schedule(self, name: str) -> bool:
+        return bool(await self._schedule_write(ss.delete_schedule(name)))
+
+    async def next_due_at(self) -> datetime | None:
+        rows = await self._schedule_read(ss.next_due_at())
+        return to_utc(rows[0][0]) if rows else None
+
+    # -- firing -----------------------------------------------------------------------------
+
+    async def fire_due_schedules(
+        self,
+        now: datetime,
+        make_job: MakeJob,
+        limit: int = 100,
+        *,
+        lease: float | None = None,
+    ) -> list[Fired]:
+        """Fire every due slot, each exactly once, in one ``BEGIN IMMEDIATE`` transaction.
+
+        ``lease`` (the scheduler passes ``SCHEDULER_LEASE``) bounds the tick as far as SQLite
+        allows: the tick waits at most that long for the write lock (another process holding
+        it longer raises :class:`TimeoutError`, and the scheduler retries), and stops firing
+        after half of it, committing what it fired. There is no server to end a hung tick:
+        the lock goes when the process holding it ends."""
+        lease = DEFAULT_LEASE if lease is None else lease
+        fired, queues = await self._run(self._fire_tick, now, make_job, limit, lease)
+        if queues:
+            wakeup.notify(queues)  # a worker in this process runs the jobs at once
+        return fired
+
+    def _fire_tick(
+        self, now: datetime, make_job: MakeJob, limit: int, lease: float
+    ) -> tuple[list[Fired], set[str]]:
+        connection = self._conn()
+        with _busy_timeout(connection, lease):
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                raise TimeoutError(
+                    f"another process held the database's write lock for the whole lease "
+                    f"({lease:g}s)"
+                ) from error
+        queues: set[str] = set()
+        try:
+            fired = self._fire(connection, now, make_job, limit, lease, queues)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        return fired, queues
+
+    def _fire(
+        self,
+        connection: sqlite3.Connection,
+        now: datetime,
+        make_job: MakeJob,
+        limit: int,
+        lease: float,
+        queues: set[str],
+    ) -> list[Fired]:
+        stop_at = time.monotonic() + lease * WORK_SHARE
+        execute = self._executor(connection)
+        fired: list[Fired] = []
+        done = 0  # slots dealt with by this tick
+        for row in _fetch(connection, ss.due_schedules(now, limit)):
+            schedule = decode_schedule(row)
+            assert schedule.next_fire_at is not None
+            slots, upcoming = due_slots(schedule.definition, schedule.next_fire_at, now)
+            last, following, out_of_time = None, upcoming, False
+            for slot in slots:
+                if done and time.monotonic() >= stop_at:
+                    following, out_of_time = slot, True  # this slot fires next tick
+                    break
+                try:
+                    job = make_job(schedule.definition, slot)
+                except SoniqError:
+                    # A broken schedule (its args no longer fit the job, say) must not stop
+                    # the others: it stays due, and is logged at every tick until fixed.
+                    logger.exception("schedule %s cannot fire", schedule.name)
+                    following = slot
+                    break
+                record = ss.record_fire(schedule.name, slot, str(job.id), self.clock())
+                if _fetch(connection, record):
+                    [job_id] = plans.run_sync(plans.insert_jobs(self.dialect, [job]), execute)
+                    if job_id != str(job.id):
+                        # A unique job already queued: the fire points at that one.
+                        _fetch(connection, ss.point_fire_at(schedule.name, slot, job_id))
+                    fired.append((schedule.name, slot, job_id))
+                    queues.add(job.queue)
+                last = slot
+                done += 1
+            _fetch(connection, ss.advance(schedule.name, last, following))
+            if out_of_time:
+                break  # the other due schedules stay due for the next tick
+        return fired
+
+
+@contextmanager
+def _busy_timeout(connection: sqlite3.Connection, seconds: float) -> Iterator[None]:
+    """``PRAGMA busy_timeout`` set to ``seconds`` for the block, then back as it was."""
+    previous = int(connection.execute("PRAGMA busy_timeout").fetchone()[0])
+    connection.execute(f"PRAGMA busy_timeout = {max(1, round(seconds * 1000))}")
+    try:
+        yield
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {previous}")
