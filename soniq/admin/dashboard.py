@@ -27,6 +27,7 @@ from django.utils.safestring import SafeString
 
 from soniq.admin.charts import Series, bar_chart
 from soniq.admin.common import breadcrumbs
+from soniq.admin.serving import Unserved, live_serving, unserved
 from soniq.core.settings import build_settings
 from soniq.core.status import JobStatus
 from soniq.models import FINISHED_STATUSES, DeadLetterJob, Job, Worker
@@ -107,6 +108,8 @@ class DashboardData:
     statuses: tuple[str, ...] = field(default=JOB_STATUSES)
     # Of the processing jobs, those a worker has claimed but not started (started_at empty).
     claimed: int = 0
+    # Queued jobs, by (task, queue), that no live worker serves: they would wait for good.
+    unserved: tuple[Unserved, ...] = ()
 
     @property
     def queues(self) -> list[str]:
@@ -268,7 +271,7 @@ def _worker_state(status: str, fresh: bool) -> str:
 
 
 def collect(alias: str, now: datetime, heartbeat_timeout: float) -> DashboardData:
-    """Read the dashboard from database ``alias`` at ``now``, in seven queries.
+    """Read the dashboard from database ``alias`` at ``now``, in nine queries.
 
     - jobs per ``(queue, status)``: one ``GROUP BY`` over ``soniq_jobs``;
     - dead letters per queue: one ``GROUP BY`` over ``soniq_dead_letter_jobs``;
@@ -278,6 +281,8 @@ def collect(alias: str, now: datetime, heartbeat_timeout: float) -> DashboardDat
       ``heartbeat_timeout`` seconds), ``stopping`` and stale (``running`` or ``stopping``
       with an older heartbeat: dead, not yet noticed), plus up to ``WORKER_LIST_LIMIT`` of
       them, freshest heartbeat first;
+    - the queued jobs no live worker serves: the live workers' task names and queues, and
+      queued jobs counted by ``(task_name, queue)`` (see :mod:`soniq.admin.serving`);
     - per-minute counts over the last 24 hours (one query for completed, one for failed),
       added up in Python into the 60 minute buckets and the 24 hour buckets (UTC).
 
@@ -335,6 +340,7 @@ def collect(alias: str, now: datetime, heartbeat_timeout: float) -> DashboardDat
         per_minute=_buckets(minute_start, timedelta(minutes=1), MINUTE_BUCKETS, completed, failed),
         per_hour=_buckets(hour_start, timedelta(hours=1), HOUR_BUCKETS, completed, failed),
         claimed=sum(claimed for *_, claimed in grouped),
+        unserved=tuple(unserved(alias, live_serving(alias, now, heartbeat_timeout))),
     )
 
 

@@ -11,12 +11,14 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
-from soniq.admin import display, known
+from soniq.admin import display, known, serving
 from soniq.admin.common import (
     Audit,
     SoniqModelAdmin,
@@ -230,6 +232,15 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
     def status_display(self, obj: Job) -> SafeString:
         if obj.status == "processing" and obj.started_at is None:
             return display.status_badge("claimed", "held by its worker, not started yet")
+        why = serving.why_unserved(obj)
+        if why is not None:
+            return format_html(
+                '{} <span class="soniq-unserved" title="{}">{}</span>',
+                display.status_badge(obj.status),
+                f"{why}: it stays queued until a worker that registered {obj.task_name} "
+                f"and serves queue {obj.queue} runs",
+                why,
+            )
         return display.status_badge(obj.status)
 
     @admin.display(description="after a worker died")
@@ -302,7 +313,14 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
         extra = {"dashboard_url": reverse("admin:soniq_dashboard"), **(extra_context or {})}
-        return super().changelist_view(request, extra)
+        current = soniq_settings()
+        live = serving.live_serving(current.database, timezone.now(), current.heartbeat_timeout)
+        # The status column reads it while the list renders: render here, inside.
+        with serving.serving_for_rendering(live):
+            response = super().changelist_view(request, extra)
+            if isinstance(response, TemplateResponse):
+                response.render()
+        return response
 
     def retry_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
         self.require(request, "retry_job")

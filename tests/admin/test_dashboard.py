@@ -246,7 +246,7 @@ def test_a_naive_or_other_zone_now_is_read_as_the_same_instant(alias: str) -> No
     assert data.per_minute[-1] == Bucket(datetime(2026, 3, 10, 14, 37, tzinfo=UTC), 1, 0)
 
 
-def test_collect_runs_seven_small_aggregate_queries(alias: str) -> None:
+def test_collect_runs_nine_small_aggregate_queries(alias: str) -> None:
     _job(alias, "default", "queued", scheduled_at=NOW - timedelta(minutes=1))
     _done(alias, NOW - timedelta(minutes=1))
     _dead(alias, NOW - timedelta(minutes=1))
@@ -254,7 +254,7 @@ def test_collect_runs_seven_small_aggregate_queries(alias: str) -> None:
     with CaptureQueriesContext(connections[alias]) as captured:
         collect(alias, NOW, TIMEOUT)
     statements = [query["sql"] for query in captured.captured_queries]
-    assert len(statements) == 7, statements
+    assert len(statements) == 9, statements
     for sql in statements:
         upper = sql.upper()
         if "COUNT(" in upper and re.search(r'\bFROM "SONIQ_JOBS"', upper):
