@@ -9,7 +9,6 @@ resume and run-now mean the same in the admin and in ``app.scheduler``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from asgiref.sync import sync_to_async
@@ -17,9 +16,8 @@ from django.db import connections
 
 from soniq.backends.base import Row, Statement
 from soniq.backends.postgres import scheduler_statements as ss
-from soniq.backends.postgres.scheduler_ops import decode_schedule
+from soniq.backends.rows import decode_schedule
 from soniq.backends.sqlite import scheduler_statements as sqlite_ss
-from soniq.backends.sqlite.scheduler_ops import decode_schedule as decode_sqlite_schedule
 from soniq.core.errors import ConfigurationError
 from soniq.core.periodic import Schedule
 from soniq.django_backend import django_executor
@@ -50,18 +48,16 @@ class DjangoScheduleStore:
         rows: list[Row] = await sync_to_async(self._fetch_sync)(statement)
         return rows
 
-    def _decoder(self) -> Callable[[Row], Schedule]:
-        return decode_sqlite_schedule if self._sqlite else decode_schedule
-
     async def get_schedule(self, name: str) -> Schedule | None:
         statements = sqlite_ss if self._sqlite else ss
         rows = await self._fetch(statements.select_schedule(name))
-        return self._decoder()(rows[0]) if rows else None
+        return decode_schedule(rows[0]) if rows else None
 
     async def list_schedules(self, status: str | None = None) -> list[Schedule]:
         statements = sqlite_ss if self._sqlite else ss
-        decode = self._decoder()
-        return [decode(row) for row in await self._fetch(statements.list_schedules(status))]
+        return [
+            decode_schedule(row) for row in await self._fetch(statements.list_schedules(status))
+        ]
 
     async def set_schedule_status(
         self, name: str, status: str, next_fire_at: datetime | None = None

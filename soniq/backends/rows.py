@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from soniq.core import codec
+from soniq.core.periodic import Schedule, ScheduleDefinition
 from soniq.core.records import ClaimedJob, JobInfo
 from soniq.core.status import JobStatus, Suspicion
 
@@ -103,3 +104,37 @@ def decode_claimed(row: tuple[Any, ...], worker_id: str) -> ClaimedJob:
         claimed_by=worker_id,
         suspicion=Suspicion(int(row[9] or 0)),
     )
+
+
+def decode_schedule(row: tuple[Any, ...]) -> Schedule:
+    """A schedule from a row of ``SCHEDULE_COLUMNS`` (the same columns, in the same order, in
+    PostgreSQL's and SQLite's scheduler statements)."""
+    (
+        name,
+        task_name,
+        cron,
+        interval,
+        timezone,
+        args,
+        queue,
+        priority,
+        status,
+        catch_up,
+        window,
+        source,
+        last_fired_at,
+        next_fire_at,
+    ) = row
+    definition = ScheduleDefinition(
+        name=name,
+        task_name=task_name,
+        cron=cron,
+        interval=None if interval is None else float(interval),
+        timezone=timezone,
+        args=from_json(args) or {},
+        queue=queue,
+        priority=None if priority is None else int(priority),
+        catch_up=catch_up,
+        catch_up_window=None if window is None else float(window),
+    )
+    return Schedule(definition, status, source, to_utc(last_fired_at), to_utc(next_fire_at))

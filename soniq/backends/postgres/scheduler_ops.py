@@ -22,7 +22,7 @@ from soniq.backends.postgres.conninfo import server_keepalives
 from soniq.backends.postgres.executors import async_executor
 from soniq.backends.postgres.pooling import is_connection_error, schema_error, unavailable
 from soniq.backends.postgres.statements import PostgresDialect
-from soniq.backends.rows import from_json, to_utc
+from soniq.backends.rows import decode_schedule, to_utc
 from soniq.core.errors import SoniqError
 from soniq.core.periodic import Schedule, ScheduleDefinition, due_slots
 from soniq.core.records import NewJob
@@ -47,38 +47,6 @@ INTRANS, INERROR, IDLE = (
     TransactionStatus.INERROR,
     TransactionStatus.IDLE,
 )
-
-
-def decode_schedule(row: Row) -> Schedule:
-    (
-        name,
-        task_name,
-        cron,
-        interval,
-        timezone,
-        args,
-        queue,
-        priority,
-        status,
-        catch_up,
-        window,
-        source,
-        last_fired_at,
-        next_fire_at,
-    ) = row
-    definition = ScheduleDefinition(
-        name=name,
-        task_name=task_name,
-        cron=cron,
-        interval=None if interval is None else float(interval),
-        timezone=timezone,
-        args=from_json(args) or {},
-        queue=queue,
-        priority=None if priority is None else int(priority),
-        catch_up=catch_up,
-        catch_up_window=None if window is None else float(window),
-    )
-    return Schedule(definition, status, source, to_utc(last_fired_at), to_utc(next_fire_at))
 
 
 class PostgresSchedulerOps:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
-from soniq.backends.rows import from_json, to_utc
+from soniq.backends.rows import decode_schedule, to_utc
 from soniq.backends.sqlite import scheduler_statements as ss
 from soniq.backends.sqlite.statements import SQLiteDialect
 from soniq.core import wakeup
@@ -40,40 +40,6 @@ Fired = tuple[str, datetime, str]  # schedule name, slot, job id
 # left stay due, and the next tick fires them.
 WORK_SHARE = 0.5
 DEFAULT_LEASE = 5.0
-
-
-def decode_schedule(row: Row) -> Schedule:
-    """A schedule from a row of :data:`ss.SCHEDULE_COLUMNS` (the same columns, in the same
-    order, as on PostgreSQL; decoded here so that SQLite never imports psycopg)."""
-    (
-        name,
-        task_name,
-        cron,
-        interval,
-        timezone,
-        args,
-        queue,
-        priority,
-        status,
-        catch_up,
-        window,
-        source,
-        last_fired_at,
-        next_fire_at,
-    ) = row
-    definition = ScheduleDefinition(
-        name=name,
-        task_name=task_name,
-        cron=cron,
-        interval=None if interval is None else float(interval),
-        timezone=timezone,
-        args=from_json(args) or {},
-        queue=queue,
-        priority=None if priority is None else int(priority),
-        catch_up=catch_up,
-        catch_up_window=None if window is None else float(window),
-    )
-    return Schedule(definition, status, source, to_utc(last_fired_at), to_utc(next_fire_at))
 
 
 def _fetch(connection: sqlite3.Connection, statement: Statement) -> list[Row]:
