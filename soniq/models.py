@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 
 from soniq.core.options import MAX_PRIORITY, MIN_PRIORITY
+from soniq.core.periodic import format_period
 from soniq.core.status import JobStatus, Suspicion
 
 LIVE_STATUSES = [JobStatus.QUEUED.value, JobStatus.PROCESSING.value]
@@ -226,7 +227,8 @@ class Schedule(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.name} ({self.cron or f'every {self.interval_seconds}s'})"
+        timing = self.cron or f"every {format_period(float(self.interval_seconds or 0))}"
+        return f"{self.name} ({timing})"
 
 
 class ScheduleFire(models.Model):

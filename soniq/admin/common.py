@@ -15,20 +15,22 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
 from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
-from django.db.models import Model, QuerySet
+from django.db.models import DateTimeField, Model, QuerySet
 from django.db.models.constants import LOOKUP_SEP
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.text import capfirst
 
+from soniq.admin import display
 from soniq.core.operations import BATCH_SIZE, ActionResult
 from soniq.core.settings import SoniqSettings, build_settings
 from soniq.django_backend import DjangoBackend
+from soniq.models import DeadLetterJob, Job
 
 # What the models' __str__ reads: enough for the admin log's object names.
 REPR_FIELDS = frozenset({"id", "task_name", "status", "reason", "name", "cron", "interval_seconds"})
@@ -124,8 +126,19 @@ def model_breadcrumbs(
     )
 
 
+# Where a row that is gone may have moved, keeping its id: a job that ran out of attempts is a
+# dead letter, a requeued dead letter is a job again. Links to the old page (the admin log's
+# "Recent actions" and History) follow it there.
+MOVES: dict[type[Model], tuple[type[Model], str]] = {
+    Job: (DeadLetterJob, "This job has since moved to the dead letters."),
+    DeadLetterJob: (Job, "This dead letter has since been requeued: it is a job again."),
+}
+
+
 class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
-    """Read-only pages (rows change only through soniq's transitions), counted cheaply."""
+    """Read-only pages (rows change only through soniq's transitions), counted cheaply. On an
+    object's page, times are shown to the second with their zone; the page of a job that has
+    moved to the dead letters (or back) redirects to where it is now."""
 
     paginator = CappedCountPaginator
     show_full_result_count = False
@@ -177,6 +190,77 @@ class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         if obj is None:
             raise Http404(f"no {self.model._meta.verbose_name} with id {object_id!r}")
         return obj
+
+    # -- an object's page ------------------------------------------------------------------
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """The fieldsets, each date-time field shown by :meth:`time_display` instead of by
+        Django (which shows "Nov. 22, 2026, 3:36 p.m.": to the minute, no zone)."""
+        return [
+            (name, {**options, "fields": [self._shown(field) for field in options["fields"]]})
+            for name, options in super().get_fieldsets(request, obj)
+        ]
+
+    def _shown(self, field: Any) -> Any:
+        if isinstance(field, list | tuple):  # fields on one line
+            return type(field)(self._shown(item) for item in field)
+        if isinstance(field, str) and isinstance(self._model_field(field), DateTimeField):
+            return self.time_display(field)
+        return field
+
+    def _model_field(self, name: str) -> Any:
+        try:
+            return self.model._meta.get_field(name)
+        except FieldDoesNotExist:  # a method of the admin
+            return None
+
+    def time_display(self, name: str) -> Callable[[Any], Any]:
+        """How the date-time field ``name`` shows on an object's page: a callable that Django
+        labels with the field's verbose name and marks up as ``.field-<name>``, as the field."""
+        field = self.model._meta.get_field(name)
+
+        @admin.display(description=str(field.verbose_name))
+        def show(obj: Any) -> Any:
+            value = getattr(obj, name)
+            return self.get_empty_value_display() if value is None else display.full_time(value)
+
+        show.__name__ = name
+        return show
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: Any = None,
+    ) -> HttpResponse:
+        moved = self.moved_to(request, object_id) if object_id is not None else None
+        if moved is not None:
+            return moved
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def moved_to(self, request: HttpRequest, object_id: str) -> HttpResponse | None:
+        """A redirect to the page the row has moved to (see :data:`MOVES`), when it is not
+        here any more and the user may see it there; ``None`` otherwise."""
+        if self.model not in MOVES:
+            return None
+        try:
+            pk = self.model._meta.pk.to_python(unquote(object_id))
+        except ValidationError:
+            return None
+        if self.get_queryset(request).filter(pk=pk).exists():
+            return None
+        target, note = MOVES[self.model]
+        there = self.admin_site._registry.get(target)
+        if there is None or not there.has_view_permission(request):
+            return None
+        if not there.get_queryset(request).filter(pk=pk).exists():
+            return None
+        opts = target._meta
+        messages.info(request, note)
+        return HttpResponseRedirect(
+            reverse(f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change", args=[pk])
+        )
 
     def row_buttons(self, request: HttpRequest, obj: Any) -> list[dict[str, str]]:
         """Buttons on an object's page: ``{"url", "label", "style"}`` the user may press."""

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from django.contrib import admin
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
+
+from soniq.core.periodic import format_period
 
 MASK = "********"
 PREVIEW_CHARS = 80
@@ -109,6 +111,40 @@ def compact_time(value: datetime | None, now: datetime | None = None) -> SafeStr
     return format_html('<time datetime="{}" title="{}">{}</time>', value.isoformat(), full, text)
 
 
+FULL_TIME = "%Y-%m-%d %H:%M:%S %Z"
+
+
+def full_time(value: datetime | None, zone: tzinfo | None = None) -> SafeString | str:
+    """A time to the second with its zone, for a detail page: in ``zone``, else in the
+    current time zone (as Django shows times); with the UTC time after it when the zone is
+    not UTC ("2026-11-23 06:00:00 CET (05:00:00 UTC)") only when ``zone`` is given."""
+    if value is None:
+        return "-"
+    local = value.astimezone(zone) if zone is not None else timezone.localtime(value)
+    text = local.strftime(FULL_TIME)
+    if zone is not None:
+        aside = utc_aside(value, local)
+        if aside:
+            text = f"{text} ({aside})"
+    return format_html('<time datetime="{}">{}</time>', value.isoformat(), text)
+
+
+def utc_aside(value: datetime, local: datetime) -> str:
+    """The UTC time of ``value`` when ``local`` (the same moment in another zone) is not
+    already UTC; its date too when that differs. Empty for a UTC ``local``."""
+    if local.utcoffset() == timedelta(0):
+        return ""
+    utc = value.astimezone(UTC)
+    if utc.date() == local.date():
+        return utc.strftime("%H:%M:%S UTC")
+    return utc.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def duration(seconds: float) -> str:
+    """A period as people write it: "10 s", "2.5 s", "5 min", "2 h"."""
+    return format_period(seconds)
+
+
 def time_column(field: str, label: str) -> Callable[[Any, Any], SafeString | str]:
     """A list column showing ``field`` with :func:`compact_time`, sortable by the field."""
 
@@ -125,16 +161,42 @@ def error_history(errors: Any, names: Iterable[str], secrets: Iterable[str] = ()
     if not errors:
         return format_html("<p>{}</p>", "No failed attempt.")
     entries = errors if isinstance(errors, list) else [errors]
-    items = format_html_join(
-        "\n",
-        '<li class="soniq-error"><strong>Attempt {}</strong> · <code>{}</code>: {}'
-        '<div class="soniq-error-meta">{}</div><pre class="soniq-traceback">{}</pre></li>',
-        (
-            tuple(redact(field, secrets) for field in _error_fields(entry, names))
-            for entry in entries
-        ),
+    secrets = tuple(secrets)
+    seen: dict[str, str] = {}  # traceback -> the first attempt that showed it
+    items = []
+    for entry in entries:
+        attempt, error_type, message, meta, traceback = (
+            redact(field, secrets) for field in _error_fields(entry, names)
+        )
+        items.append(
+            format_html(
+                '<li class="soniq-error"><strong>Attempt {}</strong> · <code>{}</code>: {}'
+                '<div class="soniq-error-meta">{}</div>{}</li>',
+                attempt,
+                error_type,
+                message,
+                meta,
+                _traceback(traceback, seen.get(traceback)),
+            )
+        )
+        if traceback:
+            seen.setdefault(traceback, attempt)
+    return format_html(
+        '<ol class="soniq-errors">{}</ol>', format_html_join("\n", "{}", ((i,) for i in items))
     )
-    return format_html('<ol class="soniq-errors">{}</ol>', items)
+
+
+def _traceback(text: str, same_as: str | None) -> SafeString:
+    """A traceback in full, or, when an earlier attempt had the very same one, a line saying
+    so (the text still one click away)."""
+    if same_as is None:
+        return format_html('<pre class="soniq-traceback">{}</pre>', text)
+    return format_html(
+        '<details class="soniq-traceback-same"><summary>Same traceback as attempt {}</summary>'
+        '<pre class="soniq-traceback">{}</pre></details>',
+        same_as,
+        text,
+    )
 
 
 def _error_fields(entry: Any, names: Iterable[str]) -> tuple[str, ...]:
@@ -142,7 +204,7 @@ def _error_fields(entry: Any, names: Iterable[str]) -> tuple[str, ...]:
         return ("?", "", str(entry), "", "")
     masked = mask(entry, names)
     meta = " · ".join(
-        f"{label} {masked[key]}"
+        f"{label} {_when(masked[key]) if key == 'failed_at' else masked[key]}"
         for key, label in (("failed_at", "at"), ("worker_id", "worker"))
         if masked.get(key)
     )
@@ -153,6 +215,18 @@ def _error_fields(entry: Any, names: Iterable[str]) -> tuple[str, ...]:
         meta,
         str(masked.get("traceback", "")).rstrip(),
     )
+
+
+def _when(value: Any) -> str:
+    """An attempt's ISO time as the pages show times (to the second, with the zone); any
+    other text as it is."""
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        return str(value)
+    if timezone.is_naive(moment):
+        return str(value)
+    return timezone.localtime(moment).strftime(FULL_TIME)
 
 
 def status_badge(status: str, title: str = "") -> SafeString:

@@ -29,6 +29,8 @@ from soniq.models import Schedule
 from soniq.schedule_service import SchedulerService
 
 PREVIEW_SLOTS = 5
+# A paused schedule's next fire: none until it is resumed.
+PAUSED = "paused"
 
 
 def definition_of(schedule: Schedule) -> ScheduleDefinition:
@@ -76,14 +78,14 @@ def run(call: Callable[[SchedulerService], Coroutine[Any, Any, Any]], *, builds_
 
 @admin.register(Schedule)
 class ScheduleAdmin(SoniqModelAdmin):
+    # The zone is in the timing of a cron schedule (an interval ignores it): no column of its own.
     list_display = (
         "name",
         "task_name",
         "timing",
-        "timezone",
         "status_display",
-        "last_fired_at",
-        "next_fire_at",
+        "last_fire",
+        "next_fire",
         "source",
     )
     list_filter = ("status", "source")
@@ -111,7 +113,38 @@ class ScheduleAdmin(SoniqModelAdmin):
 
     @admin.display(description="timing")
     def timing(self, obj: Schedule) -> str:
-        return definition_of(obj).describe()
+        if obj.cron or obj.interval_seconds is None:
+            return definition_of(obj).describe()
+        return f"every {display.duration(obj.interval_seconds)}"
+
+    @admin.display(description="last fire", ordering="last_fired_at")
+    def last_fire(self, obj: Schedule) -> SafeString | str:
+        return display.compact_time(obj.last_fired_at)
+
+    @admin.display(description="next fire", ordering="next_fire_at")
+    def next_fire(self, obj: Schedule) -> SafeString | str:
+        if obj.status != "active":
+            return PAUSED
+        return display.compact_time(obj.next_fire_at)
+
+    def time_display(self, name: str) -> Callable[[Any], Any]:
+        """The fire times in the schedule's own zone (with UTC beside when that differs), the
+        next one "paused" while the schedule is; other times as on every page."""
+        if name not in ("last_fired_at", "next_fire_at"):
+            return super().time_display(name)
+        field = self.model._meta.get_field(name)
+
+        @admin.display(description=str(field.verbose_name))
+        def show(obj: Schedule) -> Any:
+            if name == "next_fire_at" and obj.status != "active":
+                return PAUSED
+            value = getattr(obj, name)
+            if value is None:
+                return self.get_empty_value_display()
+            return display.full_time(value, definition_of(obj).zone)
+
+        show.__name__ = name
+        return show
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: Schedule) -> SafeString:
@@ -128,16 +161,7 @@ class ScheduleAdmin(SoniqModelAdmin):
         slots = upcoming_slots(definition_of(obj), obj.next_fire_at, PREVIEW_SLOTS)
         zone = definition_of(obj).zone
         items = format_html_join(
-            "\n",
-            "<li><time datetime='{}'>{}</time> ({})</li>",
-            (
-                (
-                    slot.isoformat(),
-                    slot.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
-                    slot.strftime("%H:%M:%S UTC"),
-                )
-                for slot in slots
-            ),
+            "\n", "<li>{}</li>", ((display.full_time(slot, zone),) for slot in slots)
         )
         return format_html('<ol class="soniq-next-fires">{}</ol>', items)
 

@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince
 
+from soniq.admin import display
 from soniq.admin.common import SoniqModelAdmin, soniq_settings
 from soniq.models import Job, Worker
 
@@ -85,8 +86,12 @@ class WorkerAdmin(SoniqModelAdmin):
         return format_html('<span class="soniq-status soniq-status-{}">{}</span>', state, state)
 
     @admin.display(description="last heartbeat", ordering="last_heartbeat_at")
-    def last_heartbeat(self, obj: Worker) -> str:
-        return f"{timesince(obj.last_heartbeat_at)} ago ({obj.last_heartbeat_at:%Y-%m-%d %H:%M:%S})"
+    def last_heartbeat(self, obj: Worker) -> SafeString:
+        return format_html(
+            "{} ago ({})",
+            timesince(obj.last_heartbeat_at),
+            display.full_time(obj.last_heartbeat_at),
+        )
 
     @admin.display(description="running")
     def running_count(self, obj: Worker) -> SafeString | int:

@@ -59,7 +59,9 @@ class ScheduleDefinition:
         return ZoneInfo(self.timezone)
 
     def describe(self) -> str:
-        return f"cron {self.cron!r} ({self.timezone})" if self.cron else f"every {self.interval}s"
+        if self.cron:
+            return f"cron {self.cron!r} ({self.timezone})"
+        return f"every {format_period(self.interval or 0)}"
 
 
 def _fail(name: str, message: str) -> JobDefinitionError:
@@ -227,3 +229,14 @@ def upcoming_slots(definition: ScheduleDefinition, first: datetime, count: int) 
     while len(slots) < count:
         slots.append(next_slot(definition, slots[-1]))
     return slots[:count]
+
+
+def format_period(seconds: float) -> str:
+    """A period as people write it: "10 s", "2.5 s", "5 min", "2 h"."""
+    if seconds > 0 and float(seconds).is_integer():
+        whole = int(seconds)
+        for unit, size in (("h", 3600), ("min", 60)):
+            if whole % size == 0:
+                return f"{whole // size} {unit}"
+        return f"{whole} s"
+    return f"{round(float(seconds), 2):g} s"

@@ -260,13 +260,19 @@ def test_a_big_argument_is_cut_in_the_list_and_whole_on_the_detail(
         args={"blob": BIG},
         errors=[{"attempt": 1, "error_type": "ValueError", "message": BIG}],
     )
-    for url, model, obj in ((JOBS, "job", job), (DEAD, "deadletterjob", dead)):
+    # The dead-letter list shows no arguments (its columns fit a 1400 px screen): only the
+    # last error, cut as the job list cuts its arguments.
+    for url, model, obj, shown in (
+        (JOBS, "job", job, 1),
+        (DEAD, "deadletterjob", dead, 0),
+    ):
         listing = html(superuser.get(url))
         assert "A" * PREVIEW_CHARS not in listing
         previews = re.findall(r'<td class="field-args_preview">([^<]*)</td>', listing)
-        assert len(previews) == 1
-        assert previews[0].endswith("…")
-        assert len(previews[0].replace("&quot;", '"')) == PREVIEW_CHARS
+        assert len(previews) == shown
+        for preview in previews:
+            assert preview.endswith("…")
+            assert len(preview.replace("&quot;", '"')) == PREVIEW_CHARS
         assert len(listing) < 40_000
         detail = html(superuser.get(change(model, obj.pk)))
         assert BIG in detail

@@ -51,8 +51,14 @@ def test_the_list_shows_timing_status_and_next_fire(pg_rows: Rows, superuser: Cl
     assert [s.pk for s in response.context["cl"].result_list] == [every.pk, cron.pk, paused.pk]
     page = html(response)
     assert "cron &#x27;0 3 * * *&#x27; (Europe/Paris)" in page
-    assert "every 90.0s" in page
+    assert '<td class="field-timing">every 90 s</td>' in page
     assert "soniq-status-active" in page and "soniq-status-paused" in page
+    # A paused schedule has no next fire; the active ones show theirs to the second.
+    next_fires = re.findall(r'<td class="field-next_fire">(.*?)</td>', page)
+    assert next_fires[2] == "paused"
+    assert all(re.search(r">\d\d:\d\d:\d\d</time>$", fire) for fire in next_fires[:2])
+    # The zone is in the timing: no column of its own.
+    assert "column-timezone" not in page
     assert "shop.jobs.remind" in page
     assert offered_actions(response) == ["pause", "resume", "run_now"]
 
@@ -88,12 +94,13 @@ def test_a_schedules_page_shows_its_next_five_fire_times(pg_rows: Rows, superuse
     response = superuser.get(change("schedule", schedule.pk))
     assert response.status_code == 200
     page = html(response)
-    fires = re.findall(r"<time datetime='([^']+)'>([^<]+)</time> \(([^)]+)\)", page)
+    fires = re.findall(r'<li><time datetime="([^"]+)">([^<]+)</time></li>', page)
     assert [f[0] for f in fires] == [
         f"2030-01-01T{hour}:00:00+00:00" for hour in ("12", "13", "14", "15", "16")
     ]
-    assert fires[0][1] == "2030-01-01 07:00:00 EST"
-    assert fires[0][2] == "12:00:00 UTC"
+    assert fires[0][1] == "2030-01-01 07:00:00 EST (12:00:00 UTC)"
+    # The next fire too, in the schedule's zone and to the second.
+    assert '<div class="readonly"><time datetime="2030-01-01T12:00:00+00:00">' in page
     assert "&quot;customer_email&quot;: &quot;a@example.com&quot;" in page
     assert "reminders" in page
 
@@ -101,10 +108,56 @@ def test_a_schedules_page_shows_its_next_five_fire_times(pg_rows: Rows, superuse
 def test_a_paused_schedules_page_says_when_it_would_start_again(
     pg_rows: Rows, superuser: Client
 ) -> None:
-    schedule = pg_rows.schedule(status="paused")
-    page = html(superuser.get(change("schedule", schedule.pk)))
+    schedule = pg_rows.schedule(status="paused", last_fired_at=None)
+    response = superuser.get(change("schedule", schedule.pk))
+    page = html(response)
     assert "paused: resuming starts from the next slot after that moment" in page
-    assert "<time" not in page
+    assert schedule.next_fire_at is not None
+    assert schedule.next_fire_at.isoformat() not in page  # no next fire while paused
+    fields = readonly_fields(page)
+    assert fields["next_fire_at"] == "paused"
+    assert fields["last_fired_at"] == "-"
+
+
+def readonly_fields(page: str) -> dict[str, str]:
+    """What each read-only field of an object's page shows, by field name."""
+    found = re.findall(
+        r'<div class="[^"]*field-(\w+)[^"]*">.*?<div class="readonly">(.*?)</div>', page, re.S
+    )
+    return {name: value.strip() for name, value in found}
+
+
+@pytest.mark.parametrize(
+    ("zone", "seconds", "timing", "shown"),
+    [
+        ("UTC", 10.0, "every 10 s", "2030-01-01 12:00:07 UTC"),
+        ("Europe/Paris", 300.0, "every 5 min", "2030-01-01 13:00:07 CET (12:00:07 UTC)"),
+        ("Asia/Tokyo", 2.5, "every 2.5 s", "2030-01-01 21:00:07 JST (12:00:07 UTC)"),
+        ("America/New_York", 7200.0, "every 2 h", "2030-01-01 07:00:07 EST (12:00:07 UTC)"),
+    ],
+)
+def test_a_schedules_page_shows_fire_times_in_its_zone_and_utc_only_when_it_differs(
+    pg_rows: Rows, superuser: Client, zone: str, seconds: float, timing: str, shown: str
+) -> None:
+    at = datetime(2030, 1, 1, 12, 0, 7, tzinfo=UTC)
+    schedule = pg_rows.schedule(
+        cron=None,
+        interval_seconds=seconds,
+        timezone=zone,
+        last_fired_at=at,
+        next_fire_at=at + timedelta(seconds=seconds),
+    )
+    fields = readonly_fields(html(superuser.get(change("schedule", schedule.pk))))
+    assert fields["timing"] == timing
+    assert re.sub(r"<[^>]+>", "", fields["last_fired_at"]) == shown
+    next_fire = strip(fields["next_fire_at"])
+    assert next_fire.endswith(" UTC)") if zone != "UTC" else "(" not in next_fire
+    # Other times: the current time zone, to the second.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", strip(fields["created_at"]))
+
+
+def strip(markup: str) -> str:
+    return re.sub(r"<[^>]+>", "", markup)
 
 
 # -- pause and resume -------------------------------------------------------------------------

@@ -289,6 +289,9 @@ def test_pause_resume_and_run_a_schedule(page: Page, operator: User) -> None:
     assert success_message(page) == "Paused 2 schedules."
     expect(page.locator("#result_list td.field-status_display")).to_have_text(["paused", "paused"])
     assert set(Schedule.objects.values_list("status", flat=True)) == {"paused"}
+    # Paused: no next fire. An interval reads as people write it.
+    expect(page.locator("#result_list td.field-next_fire")).to_have_text(["paused", "paused"])
+    expect(page.locator("#result_list td.field-timing").nth(1)).to_have_text("every 15 min")
 
     page.locator("#action-toggle").check()
     page.locator('select[name="action"]').select_option("resume")
@@ -312,6 +315,18 @@ def test_staff_without_the_permission_sees_no_requeue(page: Page) -> None:
     expect(page.get_by_role("button", name="Requeue")).to_have_count(0)
 
 
+# The screenshots' width, the width the pages are judged at: the lists must fit it.
+SCREENSHOT_VIEWPORT = {"width": 1400, "height": 900}
+
+
+def assert_not_cut_off(page: Page) -> None:
+    """The change list's table fits its box: no column hidden behind a horizontal scroll."""
+    widths = page.locator("#changelist .results").evaluate(
+        "(box) => [box.clientWidth, box.scrollWidth]"
+    )
+    assert widths[1] <= widths[0], f"the list is {widths[1]} px wide in {widths[0]} px"
+
+
 def test_showcase_pages_and_screenshots(page: Page, operator: User) -> None:
     """Every page on a realistic day of data. SONIQ_SCREENSHOTS=1 saves them for the README."""
     shots = os.environ.get("SONIQ_SCREENSHOTS") == "1"
@@ -322,6 +337,7 @@ def test_showcase_pages_and_screenshots(page: Page, operator: User) -> None:
             IMAGES.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(IMAGES / name), full_page=full_page, animations="disabled")
 
+    page.set_viewport_size(SCREENSHOT_VIEWPORT)
     log_in(page, "operator", then=DASHBOARD)
     # The wide tables need the room: fold the admin's navigation (the browser remembers).
     page.locator("#toggle-nav-sidebar").click()
@@ -359,10 +375,30 @@ def test_showcase_pages_and_screenshots(page: Page, operator: User) -> None:
     page.goto("/admin/soniq/deadletterjob/")
     expect(page.locator("#result_list tbody tr")).to_have_count(15)
     expect(page.locator("#requeue-matching")).to_be_visible()
+    assert_not_cut_off(page)
     shoot("admin-dead-letters.png")
+
+    # Every attempt failed the same way: the traceback once, then "same as attempt 1".
+    page.goto(f"/admin/soniq/deadletterjob/{seeded.dead_letter}/change/")
+    attempts = page.locator("ol.soniq-errors li.soniq-error")
+    folded = page.locator("details.soniq-traceback-same")
+    expect(folded.first).to_be_visible()
+    assert folded.count() == attempts.count() - 1
+    expect(folded.first.locator("summary")).to_have_text("Same traceback as attempt 1")
+    expect(folded.first.locator("pre.soniq-traceback")).to_be_hidden()  # one click away
+
+    page.goto("/admin/soniq/schedule/")
+    expect(page.locator("#result_list tbody tr")).to_have_count(3)
+    assert_not_cut_off(page)
+    paused = page.locator("#result_list tbody tr", has_text="weekly-reminders")
+    expect(paused.locator("td.field-next_fire")).to_have_text("paused")
 
     page.goto(f"/admin/soniq/schedule/{seeded.schedule}/change/")
     expect(page.locator(".field-status_display")).to_contain_text("active")
     expect(page.locator("ol.soniq-next-fires li")).to_have_count(5)
     expect(page.locator("ol.soniq-next-fires")).to_contain_text("06:00:00 CE")
+    # To the second, in the schedule's zone, with UTC beside it (Paris is not UTC).
+    expect(page.locator(".field-last_fired_at .readonly")).to_have_text(
+        re.compile(r"^\d{4}-\d\d-\d\d 06:00:00 CES?T \(0[45]:00:00 UTC\)$")
+    )
     shoot("admin-schedule.png")

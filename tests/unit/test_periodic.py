@@ -133,3 +133,13 @@ def test_dst_fall_back_hourly_fires_both_real_hours() -> None:
         slot = next_slot(definition, slot)
         slots.append(slot)
     assert [s.hour for s in slots] == [0, 1, 2, 3]  # UTC: every real hour, 02:00 twice locally
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(10, "10 s"), (10.0, "10 s"), (2.5, "2.5 s"), (90, "90 s"), (300, "5 min"), (7200, "2 h")],
+)
+def test_periods_read_as_people_write_them(seconds: float, text: str) -> None:
+    from soniq.core.periodic import format_period
+
+    assert format_period(seconds) == text
