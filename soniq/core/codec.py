@@ -37,6 +37,32 @@ def text_problem(text: str) -> str | None:
     return None
 
 
+def storable_text(text: str, limit: int, *, keep_end: bool = False) -> str:
+    """``text`` made storable and bounded, for what soniq writes itself (error messages and
+    tracebacks): a NUL becomes the four characters ``\\x00`` and a lone surrogate its
+    ``\\udXXX`` escape, so the text is still readable and the write cannot fail; beyond
+    ``limit`` characters it is cut, keeping the start (or, with ``keep_end``, the end, where a
+    traceback names the failing line), with a note of how much went."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    if len(text) <= limit:
+        return text
+    cut = len(text) - limit
+    if keep_end:
+        return f"[{cut} characters cut] ...{text[-limit:]}"
+    return f"{text[:limit]}... [{cut} more characters cut]"
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters escaped, for a log line that
+    job data must not be able to split or forge."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 class NotJSONError(ValueError):
     """A value cannot be stored as JSON. ``path`` locates it, e.g. ``items[2]``."""
 

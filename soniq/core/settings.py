@@ -90,6 +90,18 @@ class SoniqSettings(BaseModel):
         description="Longest a scheduler holds a tick's locks: a scheduler that hangs loses "
         "them after this, and another fires the next slot.",
     )
+    error_message_limit: int = Field(
+        default=4000,
+        ge=100,
+        description="Characters of a failed attempt's message kept in its error record (and "
+        "at most 500 in the worker's log line); the rest is cut, with a note.",
+    )
+    traceback_limit: int = Field(
+        default=20000,
+        ge=1000,
+        description="Characters of a failed attempt's traceback kept in its error record, "
+        "from the end (the failing line); the start is cut, with a note.",
+    )
     max_worker_losses: int = Field(
         default=3, ge=1, description="Dead-letter a job (worker_lost) after this many dead workers."
     )

@@ -19,6 +19,7 @@ from typing import Any
 from soniq.core import codec
 from soniq.core.context import JobContext
 from soniq.core.records import ClaimedJob
+from soniq.core.settings import SoniqSettings
 from soniq.core.spec import JobSpec
 from soniq.worker.hooks import call_hooks
 
@@ -44,13 +45,32 @@ class Outcome:
     contact_lost: bool = False
 
 
-def error_record(job: ClaimedJob, worker_id: str, exc: BaseException) -> dict[str, Any]:
+# The defaults of the ERROR_MESSAGE_LIMIT and TRACEBACK_LIMIT settings.
+MESSAGE_LIMIT = SoniqSettings.model_fields["error_message_limit"].default
+TRACEBACK_LIMIT = SoniqSettings.model_fields["traceback_limit"].default
+# A failure's message in the worker's log line.
+LOG_MESSAGE_LIMIT = 500
+
+
+def error_record(
+    job: ClaimedJob,
+    worker_id: str,
+    exc: BaseException,
+    *,
+    message_limit: int = MESSAGE_LIMIT,
+    traceback_limit: int = TRACEBACK_LIMIT,
+) -> dict[str, Any]:
+    """The record of a failed attempt. Its texts are made storable and bounded
+    (:func:`codec.storable_text`): a message with a NUL, or of 50 MB, must not make the
+    write of the outcome fail, nor fill the table."""
     kind = type(exc)
     return {
         "attempt": job.attempt,
         "error_type": f"{kind.__module__}.{kind.__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": codec.storable_text(str(exc), message_limit),
+        "traceback": codec.storable_text(
+            "".join(traceback.format_exception(exc)), traceback_limit, keep_end=True
+        ),
         "failed_at": datetime.now(UTC).isoformat(),
         "worker_id": worker_id,
     }
@@ -138,7 +158,11 @@ class JobRunner:
         hooks: dict[str, list[Callable[..., Any]]],
         sync_call_wrapper: SyncCallWrapper | None = None,
         on_thread_freed: Callable[[], None] = lambda: None,
+        message_limit: int = MESSAGE_LIMIT,
+        traceback_limit: int = TRACEBACK_LIMIT,
     ) -> None:
+        self.message_limit = message_limit
+        self.traceback_limit = traceback_limit
         self.worker_id = worker_id
         self.default_timeout = default_timeout
         self.threads = threads
@@ -199,10 +223,18 @@ class JobRunner:
             job.attempt,
             job.max_attempts,
             type(exc).__name__,
-            exc,
+            # Job data must not split or forge log lines, nor flood the log.
+            codec.one_line(codec.storable_text(str(exc), LOG_MESSAGE_LIMIT)),
         )
         await call_hooks(self.hooks["on_error"], ctx, exc)
-        return Outcome(False, error=error_record(job, job.claimed_by or self.worker_id(), exc))
+        record = error_record(
+            job,
+            job.claimed_by or self.worker_id(),
+            exc,
+            message_limit=self.message_limit,
+            traceback_limit=self.traceback_limit,
+        )
+        return Outcome(False, error=record)
 
     async def _in_thread(
         self, func: Callable[..., Any], kwargs: dict[str, Any], deadline: _Deadline

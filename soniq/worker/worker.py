@@ -760,6 +760,8 @@ class Worker:
             threads=threads,
             hooks=self.hooks,
             sync_call_wrapper=self.sync_call_wrapper,
+            message_limit=self.settings.error_message_limit,
+            traceback_limit=self.settings.traceback_limit,
         )
         self._runner_in_use = runner
         if self._writer is not None:
