@@ -69,3 +69,29 @@ async def test_poison_errors_are_recorded_escaped_and_cut(
 
 async def _settled(job_id: str) -> bool:
     return await status_of(job_id) in ("done", "dead_letter")
+
+
+@pytest.mark.asyncio
+async def test_results_that_cannot_be_stored_do_not_hold_up_the_batch(
+    app: Soniq, workers: Callable[..., Worker]
+) -> None:
+    @app.job(name="poison.result")
+    def poison_result(kind: str) -> dict[str, str]:
+        return {"f": "caf\udce9.txt"} if kind == "surrogate" else {"s": "a\x00b"}
+
+    @app.job(name="poison.fine")
+    def fine(n: int) -> int:
+        return n
+
+    poison = [await app.enqueue(poison_result, kind=kind) for kind in ("surrogate", "nul")]
+    healthy = await app.enqueue_many(fine, [{"n": n} for n in range(20)])
+    async with running(workers(app), concurrency=4):
+        for job_id in [*poison, *healthy]:
+            await eventually(lambda job_id=job_id: _settled(job_id), within=15)
+    for job_id in poison:
+        info = await app.get_job(job_id)
+        assert info is not None and info.status.value == "done"
+        assert set(info.result) == {"unserializable_result"}, info.result
+    for n, job_id in enumerate(healthy):
+        info = await app.get_job(job_id)
+        assert info is not None and info.result == n
