@@ -224,7 +224,11 @@ def test_an_enqueue_made_during_a_short_outage_waits_for_the_server(
 def test_killed_pooled_connections_are_replaced_before_use(cluster: ThrowawayCluster) -> None:
     app = _app(cluster)
     backend = _backend(app)
-    sessions = "SELECT pid FROM pg_stat_activity WHERE application_name = 'soniq'"
+    # This module's own cluster, and of it only this database's pooled sessions.
+    sessions = (
+        "SELECT pid FROM pg_stat_activity "
+        "WHERE application_name = 'soniq' AND datname = current_database()"
+    )
 
     def kill_all() -> None:
         """Terminate every pooled connection open now, and wait until they are gone."""

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 
@@ -17,25 +17,24 @@ from psycopg.pq import TransactionStatus
 
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
+from soniq.backends.fire_plan import Fired, FireStatements, MakeJob, fire_due
 from soniq.backends.postgres import scheduler_statements as ss
 from soniq.backends.postgres.conninfo import server_keepalives
 from soniq.backends.postgres.executors import async_executor
 from soniq.backends.postgres.pooling import is_connection_error, schema_error, unavailable
 from soniq.backends.postgres.statements import PostgresDialect
 from soniq.backends.rows import decode_schedule, to_utc
-from soniq.core.errors import SoniqError
-from soniq.core.periodic import Schedule, ScheduleDefinition, due_slots
-from soniq.core.records import NewJob
+from soniq.core.periodic import Schedule, ScheduleDefinition
 from soniq.core.settings import SoniqSettings
 
 logger = logging.getLogger("soniq.scheduler")
 
-MakeJob = Callable[[ScheduleDefinition, datetime], NewJob]
-Fired = tuple[str, datetime, str]  # schedule name, slot, job id
-
-# A tick stops firing after this share of its lease (having fired at least one slot) and
-# commits: the slots left stay due, and the next tick fires them.
-WORK_SHARE = 0.5
+STATEMENTS = FireStatements(
+    due=ss.lock_due_schedules,
+    record_fire=ss.record_fire,
+    point_fire_at=ss.point_fire_at,
+    advance=ss.advance,
+)
 # The client gives up a tick this many leases after it began: slightly after the server has
 # ended a hung tick (about one lease after its last statement).
 CLIENT_DEADLINE_FACTOR = 1.2
@@ -98,46 +97,10 @@ class PostgresSchedulerOps:
         has fired for half its lease stops there and commits; the slots left stay due for the
         next tick, so a long catch-up never outgrows the lease."""
         lease = self.settings.scheduler_lease if lease is None else lease
-        loop = asyncio.get_running_loop()
-
-        async def fire(fetch: plans.AsyncExecute) -> list[Fired]:
-            stop_at = loop.time() + lease * WORK_SHARE
-            fired: list[Fired] = []
-            dialect = PostgresDialect()
-            done = 0  # slots dealt with by this tick
-            for row in await fetch(ss.lock_due_schedules(now, limit)):
-                schedule = decode_schedule(row)
-                assert schedule.next_fire_at is not None
-                slots, upcoming = due_slots(schedule.definition, schedule.next_fire_at, now)
-                last, following, out_of_time = None, upcoming, False
-                for slot in slots:
-                    if done and loop.time() >= stop_at:
-                        following, out_of_time = slot, True  # this slot fires next tick
-                        break
-                    try:
-                        job = make_job(schedule.definition, slot)
-                    except SoniqError:
-                        # A broken schedule (its args no longer fit the job, say) must not
-                        # stop the others: it stays due, and is logged at every tick until
-                        # fixed.
-                        logger.exception("schedule %s cannot fire", schedule.name)
-                        following = slot
-                        break
-                    if await fetch(ss.record_fire(schedule.name, slot, str(job.id))):
-                        [job_id] = await plans.run_async(plans.insert_jobs(dialect, [job]), fetch)
-                        if job_id != str(job.id):
-                            # A unique job already queued: the fire points at that one.
-                            await fetch(ss.point_fire_at(schedule.name, slot, job_id))
-                        fired.append((schedule.name, slot, job_id))
-                    last = slot
-                    done += 1
-                await fetch(ss.advance(schedule.name, last, following))
-                if out_of_time:
-                    break  # the other schedules locked here stay due for the next tick
-            return fired
-
+        plan = fire_due(PostgresDialect(), STATEMENTS, now, make_job, limit, lease)
         async with self._tick_transaction(lease) as fetch:
-            return await fire(fetch)
+            tick = await plans.run_async(plan, fetch)
+        return tick.fired
 
     @asynccontextmanager
     async def _tick_transaction(self, lease: float) -> AsyncIterator[plans.AsyncExecute]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -21,24 +20,16 @@ from typing import Any, TypeVar
 
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
+from soniq.backends.fire_plan import Fired, FireStatements, MakeJob, fire_due
 from soniq.backends.rows import decode_schedule, to_utc
 from soniq.backends.sqlite import scheduler_statements as ss
 from soniq.backends.sqlite.statements import SQLiteDialect
 from soniq.core import wakeup
-from soniq.core.errors import SoniqError
-from soniq.core.periodic import Schedule, ScheduleDefinition, due_slots
-from soniq.core.records import NewJob
+from soniq.core.periodic import Schedule, ScheduleDefinition
 
 logger = logging.getLogger("soniq.scheduler")
 
 T = TypeVar("T")
-MakeJob = Callable[[ScheduleDefinition, datetime], NewJob]
-Fired = tuple[str, datetime, str]  # schedule name, slot, job id
-
-# As on PostgreSQL: a tick stops firing after this share of its lease (having fired at least
-# one slot) and commits, so a long catch-up never holds the write lock for long; the slots
-# left stay due, and the next tick fires them.
-WORK_SHARE = 0.5
 DEFAULT_LEASE = 5.0
 
 
@@ -144,60 +135,24 @@ class SQLiteSchedulerOps:
                     f"another process held the database's write lock for the whole lease "
                     f"({lease:g}s)"
                 ) from error
-        queues: set[str] = set()
+        plan = fire_due(self.dialect, self._fire_statements(), now, make_job, limit, lease)
         try:
-            fired = self._fire(connection, now, make_job, limit, lease, queues)
+            tick = plans.run_sync(plan, self._executor(connection))
             connection.execute("COMMIT")
         except BaseException:
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
             raise
-        return fired, queues
+        return tick.fired, tick.queues
 
-    def _fire(
-        self,
-        connection: sqlite3.Connection,
-        now: datetime,
-        make_job: MakeJob,
-        limit: int,
-        lease: float,
-        queues: set[str],
-    ) -> list[Fired]:
-        stop_at = time.monotonic() + lease * WORK_SHARE
-        execute = self._executor(connection)
-        fired: list[Fired] = []
-        done = 0  # slots dealt with by this tick
-        for row in _fetch(connection, ss.due_schedules(now, limit)):
-            schedule = decode_schedule(row)
-            assert schedule.next_fire_at is not None
-            slots, upcoming = due_slots(schedule.definition, schedule.next_fire_at, now)
-            last, following, out_of_time = None, upcoming, False
-            for slot in slots:
-                if done and time.monotonic() >= stop_at:
-                    following, out_of_time = slot, True  # this slot fires next tick
-                    break
-                try:
-                    job = make_job(schedule.definition, slot)
-                except SoniqError:
-                    # A broken schedule (its args no longer fit the job, say) must not stop
-                    # the others: it stays due, and is logged at every tick until fixed.
-                    logger.exception("schedule %s cannot fire", schedule.name)
-                    following = slot
-                    break
-                record = ss.record_fire(schedule.name, slot, str(job.id), self.clock())
-                if _fetch(connection, record):
-                    [job_id] = plans.run_sync(plans.insert_jobs(self.dialect, [job]), execute)
-                    if job_id != str(job.id):
-                        # A unique job already queued: the fire points at that one.
-                        _fetch(connection, ss.point_fire_at(schedule.name, slot, job_id))
-                    fired.append((schedule.name, slot, job_id))
-                    queues.add(job.queue)
-                last = slot
-                done += 1
-            _fetch(connection, ss.advance(schedule.name, last, following))
-            if out_of_time:
-                break  # the other due schedules stay due for the next tick
-        return fired
+    def _fire_statements(self) -> FireStatements:
+        return FireStatements(
+            due=ss.due_schedules,
+            # The time of the fire, from the backend's clock (SQLite has no clock_timestamp).
+            record_fire=lambda name, slot, job_id: ss.record_fire(name, slot, job_id, self.clock()),
+            point_fire_at=ss.point_fire_at,
+            advance=ss.advance,
+        )
 
 
 @contextmanager
