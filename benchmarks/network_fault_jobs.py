@@ -13,6 +13,7 @@ their wall clocks line up with the benchmark's.
   time). A cancellation is recorded (``cancelled``) and re-raised. Returns ``{"pid": ...}``:
   which process's completion the database kept.
 - ``netbench.quick()``: async; records its start and returns at once.
+- ``netbench.wait_for_file(path)``: sync; runs until ``path`` exists, then returns it.
 """
 
 from __future__ import annotations
@@ -77,3 +78,17 @@ def read_tally(path: Path) -> list[Event]:
             at, pid, what, job_id, attempt = parts
             found.append(Event(float(at), int(pid), what, job_id, int(attempt)))
     return found
+
+
+WAIT_FOR_FILE = "netbench.wait_for_file"
+
+
+@app.job(name=WAIT_FOR_FILE, retries=0, timeout=600)
+def wait_for_file(path: str, ctx: JobContext) -> str:
+    """Sync; runs until ``path`` exists (looked for every 20 ms), then returns it: a job whose
+    end the test chooses, e.g. after the database went away."""
+    _tally("start", ctx)
+    while not os.path.exists(path):
+        time.sleep(0.02)
+    _tally("end", ctx)
+    return path

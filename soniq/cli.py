@@ -42,6 +42,15 @@ def _configure_django(database_url: str) -> None:
     django.setup()
 
 
+def _find_modules_in_working_directory() -> None:
+    """Let the jobs modules be imported from the current directory, but only after installed
+    packages: a file in the directory the command runs in (``psycopg_pool.py``, ``django.py``)
+    must never stand in for a library soniq or the jobs import."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.append(here)
+
+
 def setup(_: argparse.Namespace) -> int:
     """Create (or upgrade) soniq's tables in SONIQ_DATABASE_URL by applying its migrations."""
     url = build_settings().database_url
@@ -62,8 +71,7 @@ def worker(options: argparse.Namespace) -> int:
         raise ConfigurationError(
             "set SONIQ_JOBS_MODULES (comma-separated modules that define your jobs) or --app"
         )
-    # The jobs modules are imported from the current directory, as `python -m` would.
-    sys.path.insert(0, os.getcwd())
+    _find_modules_in_working_directory()
     _discovery.import_modules(settings.jobs_modules)
     app = _discovery.choose_app(options.app or settings.app)
     _worker_cli.configure_logging()
@@ -91,7 +99,7 @@ def scheduler(options: argparse.Namespace) -> int:
         )
     if options.tick <= 0:
         raise ConfigurationError(f"--tick must be positive seconds, got {options.tick}")
-    sys.path.insert(0, os.getcwd())
+    _find_modules_in_working_directory()
     _discovery.import_modules(settings.jobs_modules)
     app = _discovery.choose_app(options.app or settings.app)
     _worker_cli.configure_logging()

@@ -27,7 +27,8 @@ from soniq.backends.sqlite.statements import format_time
 from soniq.core.errors import ConfigurationError
 from soniq.core.records import ClaimedJob
 from soniq.core.retry import retry_delay_seconds
-from soniq.worker.execution import encode_result, error_record, job_arguments, job_context
+from soniq.worker.execution import error_record, job_arguments, job_context
+from soniq.worker.results import ResultTooLargeError, encode_result
 
 __all__ = ["assert_enqueued", "assert_not_enqueued", "drain", "enqueued"]
 
@@ -102,14 +103,12 @@ class _Inline:
             run_at = self._now(datetime.now(UTC) + timedelta(seconds=delay))
             self.run(sqlite.retry_job(self.worker_id, job.id, job.attempt, run_at, error))
 
-    def dead_letter(self, job: ClaimedJob, error: str) -> None:
+    def dead_letter(self, job: ClaimedJob, error: str, reason: str = "max_attempts") -> None:
         if self.vendor == "postgresql":
-            self.run(
-                postgres.dead_letter_job(self.worker_id, job.id, job.attempt, error, "max_attempts")
-            )
+            self.run(postgres.dead_letter_job(self.worker_id, job.id, job.attempt, error, reason))
         else:
             for statement in sqlite.dead_letter_job(
-                self.worker_id, job.id, job.attempt, error, "max_attempts", self._now(None)
+                self.worker_id, job.id, job.attempt, error, reason, self._now(None)
             ):
                 self.run(statement)
 
@@ -150,7 +149,20 @@ def drain(
             else:
                 inline.retry(job, retry_delay_seconds(spec, job.attempt), error)
             continue
-        inline.complete(job, encode_result(job, value))
+        settings = application.settings
+        try:
+            result = encode_result(
+                job,
+                value,
+                max_bytes=settings.max_result_bytes,
+                masked_names=settings.admin_masked_args,
+            )
+        except ResultTooLargeError as exc:
+            inline.dead_letter(
+                job, json.dumps(error_record(job, inline.worker_id, exc)), exc.reason
+            )
+            continue
+        inline.complete(job, result)
     return ran
 
 

@@ -102,6 +102,10 @@ class ThrowawayCluster:
         """``fast``: sessions are told to end; ``immediate``: the server dies and recovers."""
         self._ctl("-m", mode, "restart")
 
+    def halt(self) -> None:
+        """Stop the server, keeping its data: :meth:`start` brings it back."""
+        self._ctl("-m", "fast", "stop")
+
     def stop(self) -> None:
         subprocess.run(
             [*self.run_as, self.pg_ctl, "-D", str(self.data), "-m", "immediate", "stop"],

@@ -43,16 +43,38 @@ def storable_text(text: str, limit: int, *, keep_end: bool = False) -> str:
     ``\\udXXX`` escape, so the text is still readable and the write cannot fail; beyond
     ``limit`` characters it is cut, keeping the start (or, with ``keep_end``, the end, where a
     traceback names the failing line), with a note of how much went."""
-    if "\x00" in text:
-        text = text.replace("\x00", "\\x00")
-    if not text.isascii() and _SURROGATE.search(text):
-        text = _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    text = escape_text(text)
     if len(text) <= limit:
         return text
     cut = len(text) - limit
     if keep_end:
         return f"[{cut} characters cut] ...{text[-limit:]}"
     return f"{text[:limit]}... [{cut} more characters cut]"
+
+
+def escape_text(text: str) -> str:
+    """``text`` with a NUL as the four characters ``\\x00`` and each lone surrogate as its
+    ``\\udXXX`` escape: readable, and storable as UTF-8 and in jsonb."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    return text
+
+
+def escape_texts(value: Any) -> Any:
+    """``value`` with :func:`escape_text` applied to every string in it, dict keys included
+    (dicts and lists are copied; anything else is returned as it is)."""
+    if isinstance(value, str):
+        return escape_text(value)
+    if isinstance(value, dict):
+        return {
+            escape_text(key) if isinstance(key, str) else key: escape_texts(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [escape_texts(item) for item in value]
+    return value
 
 
 def one_line(text: str) -> str:
@@ -66,10 +88,12 @@ def one_line(text: str) -> str:
 class NotJSONError(ValueError):
     """A value cannot be stored as JSON. ``path`` locates it, e.g. ``items[2]``."""
 
-    def __init__(self, path: str, reason: str) -> None:
+    def __init__(self, path: str, reason: str, *, unstorable_text: bool = False) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
+        # The value is JSON, but holds text PostgreSQL cannot store (a NUL, a lone surrogate).
+        self.unstorable_text = unstorable_text
 
 
 def _describe(value: object) -> str:
@@ -100,7 +124,7 @@ def check_json(value: Any, path: str) -> None:
         elif isinstance(item, str):
             problem = text_problem(item)
             if problem is not None:
-                raise NotJSONError(where, problem)
+                raise NotJSONError(where, problem, unstorable_text=True)
         elif isinstance(item, _SCALARS):
             continue
         elif isinstance(item, dict):
@@ -111,7 +135,7 @@ def check_json(value: Any, path: str) -> None:
                     )
                 problem = text_problem(key)
                 if problem is not None:
-                    raise NotJSONError(where, f"dict key {key!r}: {problem}")
+                    raise NotJSONError(where, f"dict key {key!r}: {problem}", unstorable_text=True)
                 stack.append((child, f"{where}[{key!r}]", depth + 1))
         elif isinstance(item, (list, tuple)):
             for index, child in enumerate(item):

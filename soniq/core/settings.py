@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from soniq.core.errors import ConfigurationError
+from soniq.core.masking import DEFAULT_MASKED_NAMES
 
 ENV_PREFIX = "SONIQ_"
 QUEUE_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,62}$")
@@ -102,6 +103,18 @@ class SoniqSettings(BaseModel):
         description="Characters of a failed attempt's traceback kept in its error record, "
         "from the end (the failing line); the start is cut, with a note.",
     )
+    error_history_limit: int = Field(
+        default=20,
+        ge=1,
+        description="Error entries kept per job (the newest); older ones are dropped and "
+        "counted (errors_dropped), across requeues too.",
+    )
+    max_result_bytes: int = Field(
+        default=1024 * 1024,
+        ge=1024,
+        description="Largest result stored, as UTF-8 JSON; a job returning more is "
+        "dead-lettered (result_too_large) instead of stored.",
+    )
     max_worker_losses: int = Field(
         default=3, ge=1, description="Dead-letter a job (worker_lost) after this many dead workers."
     )
@@ -125,9 +138,13 @@ class SoniqSettings(BaseModel):
     )
 
     admin_masked_args: tuple[str, ...] = Field(
-        default=("password", "token", "secret", "api_key", "authorization"),
-        description="Argument names masked in the admin: any key (at any depth of args and "
-        "results) whose name contains one of these, case-insensitive.",
+        default=DEFAULT_MASKED_NAMES,
+        description="Names masked in the admin and the worker's log lines: any key (at any "
+        "depth of args, results and error entries) whose name contains one of these, "
+        "ignoring case and punctuation; their values are also hidden in free text.",
+    )
+    admin_hide_dedup_keys: bool = Field(
+        default=False, description="Never show deduplication keys in the admin."
     )
 
     @field_validator("jobs_modules", "queues", "admin_masked_args", mode="before")

@@ -16,12 +16,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from soniq.core import codec
+from soniq.core import codec, masking
 from soniq.core.context import JobContext
 from soniq.core.records import ClaimedJob
 from soniq.core.settings import SoniqSettings
 from soniq.core.spec import JobSpec
 from soniq.worker.hooks import call_hooks
+from soniq.worker.results import (
+    MAX_RESULT_BYTES,
+    ResultTooLargeError,
+    encode_result,
+    refused_result,
+)
 
 logger = logging.getLogger("soniq.worker")
 
@@ -43,12 +49,15 @@ class Outcome:
     error: dict[str, Any] | None = None
     # The worker had lost contact with the database when the job ended (ctx.contact_lost).
     contact_lost: bool = False
+    # Straight to the dead letters with this reason, whatever attempts are left: running the
+    # job again would only repeat what happened (a result too large to store).
+    dead_letter_reason: str | None = None
 
 
 # The defaults of the ERROR_MESSAGE_LIMIT and TRACEBACK_LIMIT settings.
 MESSAGE_LIMIT = SoniqSettings.model_fields["error_message_limit"].default
 TRACEBACK_LIMIT = SoniqSettings.model_fields["traceback_limit"].default
-# A failure's message in the worker's log line.
+# Characters of a failure's message in the worker's log line.
 LOG_MESSAGE_LIMIT = 500
 
 
@@ -69,30 +78,73 @@ def error_record(
         "error_type": f"{kind.__module__}.{kind.__qualname__}",
         "message": codec.storable_text(str(exc), message_limit),
         "traceback": codec.storable_text(
-            "".join(traceback.format_exception(exc)), traceback_limit, keep_end=True
+            _traceback_text(exc, message_limit), traceback_limit, keep_end=True
         ),
         "failed_at": datetime.now(UTC).isoformat(),
         "worker_id": worker_id,
     }
 
 
-def encode_result(job: ClaimedJob, value: Any) -> str | None:
-    if value is None:
-        return None
-    try:
-        codec.check_json(value, "result")
-    except codec.NotJSONError as exc:
-        # The job's work is done; failing it now would run it again. Keep a readable trace.
-        logger.warning(
-            "job %s (%s) returned a value that is not JSON: %s", job.id, job.task_name, exc
-        )
-        return codec.dumps({"unserializable_result": repr(value)[:2000]})
-    return codec.dumps(value)
+def _traceback_text(exc: BaseException, message_limit: int) -> str:
+    """The traceback of ``exc``, each exception's message line in it cut to about
+    ``message_limit`` characters: a 50 MB message must not fill the traceback (whose end is
+    kept) and hide the frames, nor be copied whole once more into a joined text."""
+    chunks = traceback.TracebackException.from_exception(exc).format()
+    return "".join(
+        chunk if len(chunk) <= message_limit else codec.storable_text(chunk, message_limit) + "\n"
+        for chunk in chunks
+    )
 
 
-@dataclass(frozen=True, slots=True)
+def stripped(outcome: Outcome, refusal: BaseException) -> Outcome:
+    """``outcome`` without the data the database refused to store (``refusal``): a result
+    becomes ``{"unstorable_result": "<why>"}``; an error record keeps its attempt, type, time
+    and worker, with a message saying why its text is missing and no traceback."""
+    why = codec.one_line(codec.storable_text(str(refusal), LOG_MESSAGE_LIMIT))
+    if outcome.succeeded:
+        return dataclasses.replace(outcome, result_json=refused_result(refusal))
+    error = dict(outcome.error or {})
+    kept: dict[str, Any] = {
+        key: error[key] for key in ("attempt", "failed_at", "worker_id") if key in error
+    }
+    return dataclasses.replace(
+        outcome,
+        error={
+            **kept,
+            "error_type": codec.escape_text(str(error.get("error_type", "")))[:200],
+            "message": f"the error record was not stored: {why}",
+            "traceback": "",
+        },
+    )
+
+
+def log_message(
+    exc: BaseException, args: Any, masked_names: tuple[str, ...], message_limit: int
+) -> str:
+    """A failure's message as the worker logs it: masked as the admin masks it (the values of
+    the job's masked arguments, and values written after a masked name, hidden), on one line
+    (job data must not split or forge log lines) and at most :data:`LOG_MESSAGE_LIMIT`
+    characters (nor flood the log)."""
+    # Cut before masking, to the stored length: masking a 50 MB message would take seconds.
+    text = codec.storable_text(str(exc), max(message_limit, LOG_MESSAGE_LIMIT))
+    text = masking.redact(text, masking.secrets_in(args, masked_names), masked_names)
+    return codec.one_line(codec.storable_text(text, LOG_MESSAGE_LIMIT))
+
+
 class _Raised:
-    exception: Exception
+    """An exception carried out of a job's thread as a value. Taken out once: the thread
+    pool's future and the asyncio future wrapping it reference each other until the garbage
+    collector runs, and must not keep the exception (and its traceback's frames) alive."""
+
+    __slots__ = ("_exception",)
+
+    def __init__(self, exception: Exception) -> None:
+        self._exception: Exception | None = exception
+
+    def take(self) -> Exception:
+        exception, self._exception = self._exception, None
+        assert exception is not None, "taken twice"
+        return exception
 
 
 def job_context(
@@ -160,9 +212,13 @@ class JobRunner:
         on_thread_freed: Callable[[], None] = lambda: None,
         message_limit: int = MESSAGE_LIMIT,
         traceback_limit: int = TRACEBACK_LIMIT,
+        max_result_bytes: int = MAX_RESULT_BYTES,
+        masked_names: tuple[str, ...] = masking.DEFAULT_MASKED_NAMES,
     ) -> None:
         self.message_limit = message_limit
         self.traceback_limit = traceback_limit
+        self.max_result_bytes = max_result_bytes
+        self.masked_names = masked_names
         self.worker_id = worker_id
         self.default_timeout = default_timeout
         self.threads = threads
@@ -212,8 +268,15 @@ class JobRunner:
                 exc = JobTimeoutError(f"{job.task_name} timed out after {limit:g} s")
             outcome = await self._failed(ctx, job, exc)
             return dataclasses.replace(outcome, contact_lost=flag.is_set())
+        try:
+            result_json = encode_result(
+                job, value, max_bytes=self.max_result_bytes, masked_names=self.masked_names
+            )
+        except ResultTooLargeError as exc:
+            outcome = await self._failed(ctx, job, exc)
+            return dataclasses.replace(outcome, dead_letter_reason=exc.reason)
         await call_hooks(self.hooks["after_job"], ctx, value)
-        return Outcome(True, result_json=encode_result(job, value))
+        return Outcome(True, result_json=result_json)
 
     async def _failed(self, ctx: JobContext, job: ClaimedJob, exc: Exception) -> Outcome:
         logger.warning(
@@ -223,8 +286,7 @@ class JobRunner:
             job.attempt,
             job.max_attempts,
             type(exc).__name__,
-            # Job data must not split or forge log lines, nor flood the log.
-            codec.one_line(codec.storable_text(str(exc), LOG_MESSAGE_LIMIT)),
+            log_message(exc, job.args, self.masked_names, self.message_limit),
         )
         await call_hooks(self.hooks["on_error"], ctx, exc)
         record = error_record(
@@ -276,7 +338,7 @@ class JobRunner:
                 inner.add_done_callback(lambda _: self._call_on(loop, inner))
             raise
         if isinstance(value, _Raised):
-            raise value.exception
+            raise value.take()
         return value
 
     def _call_on(self, loop: asyncio.AbstractEventLoop, inner: Future[Any]) -> None:

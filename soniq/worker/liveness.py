@@ -41,6 +41,9 @@ from soniq.core.settings import SoniqSettings, recovery_deadline, worker_lease
 
 logger = logging.getLogger("soniq.worker")
 
+# Longest a stopping worker waits to mark its row stopped.
+DEREGISTER_TIMEOUT = 2.0
+
 
 class Liveness:
     def __init__(
@@ -152,9 +155,16 @@ class Liveness:
             logger.warning("background task(s) did not stop: %s", pending)
         self._tasks.clear()
         try:
-            await self.backend.deregister_worker(self.info.id)
-        except Exception:
-            logger.exception("could not deregister worker %s", self.info.id)
+            # Bounded: a stopping worker must not wait CONNECT_TIMEOUT for a server that is
+            # gone. A row left running is found dead by the others like any silent worker.
+            await asyncio.wait_for(self.backend.deregister_worker(self.info.id), DEREGISTER_TIMEOUT)
+        except Exception as error:
+            logger.error(
+                "could not deregister worker %s (%s: %s); other workers will find it dead",
+                self.info.id,
+                type(error).__name__,
+                str(error)[:500],
+            )
         if self.session is not None:
             await self.session.close()
             self.session = None

@@ -16,6 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from soniq.core.backoff import Backoff
+from soniq.core.codec import one_line, storable_text
+from soniq.worker.results import refused_result
 
 logger = logging.getLogger("soniq.worker")
 
@@ -40,8 +42,11 @@ class ProgressWriter:
         *,
         retry_delay: float,
         on_refused: Callable[[str], None] = lambda owner: None,
+        unstorable: Callable[[BaseException], bool] = lambda error: False,
     ) -> None:
         self._write = write
+        # Whether a write's error means the database will never take its data.
+        self._unstorable = unstorable
         self._backoff = Backoff(retry_delay)
         self._retry = asyncio.Event()
         # Called with a worker id when the database refused completions made under it: the
@@ -122,12 +127,24 @@ class ProgressWriter:
                 [entry for by, entry in started if by == owner],
             )
 
-    async def _write_owner(self, owner: str, done: list[Done], started: list[Started]) -> None:
+    async def _write_owner(
+        self, owner: str, done: list[Done], started: list[Started], *, placeholder: bool = False
+    ) -> None:
         # Never dropped: if the database is away, keep the batch and retry.
         while True:
             try:
                 applied = await self._write(owner, done, started)
-            except Exception:
+            except Exception as error:
+                if self._unstorable(error) and placeholder:
+                    logger.error(
+                        "the database refused even a placeholder result for job %s; left "
+                        "to recovery",
+                        done[0][0],
+                    )
+                    return
+                if self._unstorable(error):
+                    await self._write_apart(owner, done, started, error)
+                    return
                 delay = self._backoff.delay()
                 logger.exception(
                     "could not record %d finished and %d started job(s); retrying in %gs",
@@ -149,6 +166,36 @@ class ProgressWriter:
                 )
                 self._on_refused(owner)
             return
+
+    async def _write_apart(
+        self, owner: str, done: list[Done], started: list[Started], refusal: BaseException
+    ) -> None:
+        """The database refuses the data of a batch (``refusal``): retrying it as it is would
+        fail for ever. Split it in halves until the row at fault is alone, and write that
+        job's completion with a placeholder for its result, so every other job in the batch
+        is written as it is."""
+        if len(done) + len(started) > 1:
+            half = len(done) // 2
+            if half:
+                await self._write_owner(owner, done[:half], started)
+                await self._write_owner(owner, done[half:], [])
+            else:  # starts alone carry no data; written one by one all the same
+                middle = len(started) // 2
+                await self._write_owner(owner, done, started[:middle])
+                await self._write_owner(owner, [], started[middle:])
+            return
+        if not done:
+            logger.error("the database refused the start of job %s: %s", started[0][0], refusal)
+            return
+        job_id, attempt, _ = done[0]
+        logger.error(
+            "the database refused the result of job %s (%s); storing a placeholder",
+            job_id,
+            one_line(storable_text(str(refusal), 500)),
+        )
+        await self._write_owner(
+            owner, [(job_id, attempt, refused_result(refusal))], [], placeholder=True
+        )
 
     async def flush(self) -> None:
         """Wait until everything added so far is written."""

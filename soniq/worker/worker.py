@@ -18,14 +18,15 @@ from typing import Any, TypeVar
 
 from soniq._version import __version__
 from soniq.backends.base import WorkerBackend
-from soniq.core import wakeup
+from soniq.worker.unstorable import is_unstorable
+from soniq.core import codec, wakeup
 from soniq.core.backoff import Backoff
 from soniq.core.records import ClaimedJob, WorkerInfo
 from soniq.core.registry import JobRegistry
 from soniq.core.retry import retry_delay_seconds
 from soniq.core.settings import SoniqSettings, build_settings
 from soniq.core.spec import JobSpec
-from soniq.worker.execution import JobRunner, Outcome, SyncCallWrapper
+from soniq.worker.execution import JobRunner, Outcome, SyncCallWrapper, stripped
 from soniq.worker.hooks import Hooks, check_hooks
 from soniq.worker.liveness import Liveness
 from soniq.worker.pace import Pace
@@ -38,6 +39,8 @@ T = TypeVar("T")
 
 # Seconds between the INFO summaries of what a running worker did (none when nothing happened).
 SUMMARY_INTERVAL = 60.0
+# Seconds a stopping worker still tries to record outcomes after SHUTDOWN_TIMEOUT.
+WRITE_GRACE = 5.0
 # The start line names at most this many tasks, then how many more there are.
 LISTED_TASKS = 20
 # What the summary counts, in its order: job outcomes, then database writes that failed (and
@@ -48,6 +51,7 @@ SUMMARY_COUNTS = (
     ("dead_lettered", "dead-lettered", True),
     ("given_up", "given up after contact was lost", False),
     ("taken_back", "taken back from this worker", False),
+    ("unrecorded", "not recorded (left to recovery)", False),
     ("failed_writes", "failed write(s)", True),
 )
 
@@ -75,6 +79,7 @@ class Worker:
         self.sync_call_wrapper = sync_call_wrapper
         self.id = str(uuid.uuid4())
         self._stopping = asyncio.Event()
+        self._stop_requested_at: float | None = None  # time.monotonic() of the stop request
         self._force = asyncio.Event()
         # run_once's job is given up (the worker fenced itself): like _force, for that job.
         self._give_up_current = asyncio.Event()
@@ -172,6 +177,7 @@ class Worker:
         for event in (self._stopping, self._force, self._wake, self._slot_freed, self._confirmed):
             event.clear()
         self._signals_received = 0
+        self._stop_requested_at = None
         self._processed = 0
         self._tally.clear()
         self._running.clear()
@@ -187,6 +193,8 @@ class Worker:
 
     def stop(self) -> None:
         """Ask a running worker to finish gracefully (what SIGTERM does)."""
+        if self._stop_requested_at is None:
+            self._stop_requested_at = time.monotonic()
         self._stopping.set()
         self._wake.set()
 
@@ -197,6 +205,7 @@ class Worker:
             self._write_progress,
             retry_delay=self.settings.error_retry_delay,
             on_refused=self._doubt_identity,
+            unstorable=is_unstorable,
         )
         self._writer = writer
         async with (
@@ -229,7 +238,7 @@ class Worker:
                 await asyncio.gather(summaries, return_exceptions=True)
                 threads.shutdown(wait=False, cancel_futures=True)
                 # Completions are worth waiting for a little beyond the shutdown timeout.
-                await writer.close(grace=self.settings.shutdown_timeout + 5)
+                await writer.close(grace=self.settings.shutdown_timeout + WRITE_GRACE)
                 await asyncio.gather(*self._background, return_exceptions=True)
         logger.info("worker %s stopped after %d job(s)", self.id, self._processed)
         return self._processed > 0
@@ -486,6 +495,8 @@ class Worker:
             f"the start of job {job.id}",
             lambda: self.backend.start_jobs(job.claimed_by, [(job.id, job.attempt)]),
         )
+        if started is None:
+            return False
         if not started:
             logger.warning("job %s was taken back from this worker before it started", job.id)
             self._doubt_identity(job.claimed_by)
@@ -588,14 +599,18 @@ class Worker:
         applied = await self._until_written(
             f"the outcome of job {job.id}", lambda: self._write_outcome(job, outcome)
         )
-        if not applied:
+        if applied is None:
+            # Given up (the worker is stopping, or even a stripped outcome was refused): the
+            # job stays claimed by this worker, and recovery takes it back once it is gone.
+            self._finished(job, "unrecorded", duration)
+        elif not applied:
             logger.warning("job %s was taken back from this worker; its outcome is dropped", job.id)
             self._doubt_identity(job.claimed_by)
             self._finished(job, "taken_back", duration)
         elif outcome.succeeded:
             self._finished(job, "done", duration)
         else:
-            final = job.attempt >= job.max_attempts
+            final = job.attempt >= job.max_attempts or outcome.dead_letter_reason is not None
             self._finished(job, "dead_lettered" if final else "retried", duration)
 
     def _finished(self, job: ClaimedJob, outcome: str, duration: float) -> None:
@@ -620,31 +635,92 @@ class Worker:
                 },
             )
 
-    async def _until_written(self, what: str, write: Callable[[], Awaitable[T]]) -> T:
+    async def _until_written(self, what: str, write: Callable[[], Awaitable[T]]) -> T | None:
         """Run a database write until it succeeds: a start or an outcome is never dropped
-        because the database blinked."""
+        because the database blinked. ``None`` when it will never succeed (the database
+        refuses its data, see :func:`is_unstorable`) or may no longer be waited for: the
+        worker is stopping and its shutdown time (``SHUTDOWN_TIMEOUT`` + 5 s) is over, or a
+        second signal came."""
         backoff = Backoff(self.settings.error_retry_delay)
         while True:
             try:
-                return await write()
-            except Exception:
+                left = self._shutdown_time_left()
+                if left is None:
+                    return await write()
+                # Stopping: no attempt may outlast the shutdown time (one waiting for a
+                # connection to a server that is gone would take CONNECT_TIMEOUT).
+                return await asyncio.wait_for(write(), max(left, 0.0))
+            except Exception as error:
                 self._tally["failed_writes"] += 1
+                if is_unstorable(error):
+                    logger.error(
+                        "could not record %s: the database refuses its data (%s)",
+                        what,
+                        codec.one_line(codec.storable_text(str(error), 500)),
+                    )
+                    return None
+                if self._past_shutdown():
+                    logger.error(
+                        "could not record %s, and the worker is stopping: given up; recovery "
+                        "will take the job back (%s)",
+                        what,
+                        codec.one_line(codec.storable_text(str(error), 500)),
+                    )
+                    return None
                 delay = backoff.delay()
                 logger.exception("could not record %s; retrying in %gs", what, delay)
                 self._confirmed.clear()
                 await self._until(self._confirmed, at_most=delay)
 
+    def _past_shutdown(self) -> bool:
+        """The worker was asked to stop and may no longer wait for the database."""
+        left = self._shutdown_time_left()
+        return left is not None and left <= 0
+
+    def _shutdown_time_left(self) -> float | None:
+        """Seconds a stopping worker may still spend on writes (``SHUTDOWN_TIMEOUT`` +
+        :data:`WRITE_GRACE` from the stop request; none after a second signal), ``None``
+        while it is not stopping."""
+        if self._force.is_set():
+            return 0.0
+        if self._stop_requested_at is None:
+            return None
+        waited = time.monotonic() - self._stop_requested_at
+        return self.settings.shutdown_timeout + WRITE_GRACE - waited
+
     async def _write_outcome(self, job: ClaimedJob, outcome: Outcome) -> bool:
+        """Write what came of ``job``; if the database refuses its data (a result or an error
+        it cannot store), write it again stripped of that data, so the job still ends."""
+        try:
+            return await self._write_outcome_as_is(job, outcome)
+        except Exception as error:
+            if not is_unstorable(error):
+                raise
+            logger.error(
+                "the database refused the %s of job %s (%s): %s; storing a placeholder",
+                "result" if outcome.succeeded else "error record",
+                job.id,
+                job.task_name,
+                codec.one_line(codec.storable_text(str(error), 500)),
+            )
+            return await self._write_outcome_as_is(job, stripped(outcome, error))
+
+    async def _write_outcome_as_is(self, job: ClaimedJob, outcome: Outcome) -> bool:
         if outcome.succeeded:
             done = [(job.id, job.attempt, outcome.result_json)]
             return await self.backend.complete_jobs(job.claimed_by, done) == 1
         assert outcome.error is not None
-        if job.attempt >= job.max_attempts:
+        reason = outcome.dead_letter_reason
+        if reason is None and job.attempt >= job.max_attempts:
+            reason = "max_attempts"
+        if reason is not None:
             applied = await self.backend.dead_letter_job(
-                job.claimed_by, job.id, job.attempt, outcome.error, "max_attempts"
+                job.claimed_by, job.id, job.attempt, outcome.error, reason
             )
             if applied:
-                logger.error("job %s (%s) moved to dead letters", job.id, job.task_name)
+                logger.error(
+                    "job %s (%s) moved to dead letters (%s)", job.id, job.task_name, reason
+                )
             return applied
         delay = retry_delay_seconds(self._spec(job), job.attempt)
         return await self.backend.retry_job(
@@ -762,6 +838,8 @@ class Worker:
             sync_call_wrapper=self.sync_call_wrapper,
             message_limit=self.settings.error_message_limit,
             traceback_limit=self.settings.traceback_limit,
+            max_result_bytes=self.settings.max_result_bytes,
+            masked_names=self.settings.admin_masked_args,
         )
         self._runner_in_use = runner
         if self._writer is not None:

@@ -162,3 +162,10 @@ async def tally(path: str, seconds: float, ctx: JobContext) -> None:
     with open(path, "a") as out:  # noqa: ASYNC230 - a few bytes, appended atomically
         out.write(f"{ctx.job_id} {os.getpid()} {ctx.worker_id} {started!r}\n")
     await asyncio.sleep(seconds)
+
+
+@app.job(name="acc.huge_error", retries=3, retry_delay=0)
+def huge_error(ctx: JobContext) -> None:
+    """Fails every attempt with a 50 MB message."""
+    record("huge_error", ctx)
+    raise ValueError("X" * 50 * 2**20)

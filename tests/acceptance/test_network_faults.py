@@ -17,8 +17,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from benchmarks.network_fault_jobs import LONG, QUICK, TALLY_ENV, Event, read_tally
+from benchmarks.network_fault_jobs import LONG, QUICK, TALLY_ENV, WAIT_FOR_FILE, Event, read_tally
 from soniq import Soniq
+from soniq.worker.liveness import DEREGISTER_TIMEOUT
+from soniq.worker.worker import WRITE_GRACE
 from tests.acceptance.processes import ROOT
 from tests.helpers import wait_until
 from tests.pg_server import ThrowawayCluster
@@ -72,11 +74,19 @@ def _env(url: str, tally: Path) -> dict[str, str]:
 
 
 class WorkerProcess:
-    def __init__(self, url: str, tally: Path, log: Path, concurrency: int) -> None:
+    def __init__(self, url: str, tally: Path, log: Path, concurrency: int, *flags: str) -> None:
         self.log_path = log
         self._log = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "soniq.cli", "worker", "--concurrency", str(concurrency)],
+            [
+                sys.executable,
+                "-m",
+                "soniq.cli",
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                *flags,
+            ],
             env=_env(url, tally),
             cwd=ROOT,
             stdout=self._log,
@@ -191,3 +201,41 @@ def test_work_resumes_within_a_second_of_a_restart(
     finally:
         code = worker.stop()
     assert code == 0, worker.log()
+
+
+@pytest.mark.parametrize("mode", ["continuous", "run-once"])
+def test_a_worker_retrying_a_write_still_stops_on_sigterm(
+    cluster: ThrowawayCluster, tmp_path: Path, mode: str
+) -> None:
+    """The database goes away while a job runs: the worker retries recording its outcome, and
+    SIGTERM still ends it within SHUTDOWN_TIMEOUT (2 s) + WRITE_GRACE (5 s) + the deregistration
+    bound (2 s), leaving the job to recovery."""
+    url, tally, finish = cluster.url, tmp_path / "tally", tmp_path / "finish"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("TRUNCATE soniq_jobs, soniq_workers, soniq_dead_letter_jobs")
+    [job_id] = _enqueue(url, WAIT_FOR_FILE, [{"path": str(finish)}])
+    flags = ("--run-once",) if mode == "run-once" else ()
+    worker = WorkerProcess(url, tally, tmp_path / "worker.log", 1, *flags)
+    try:
+        wait_until(lambda: [e.what for e in read_tally(tally)] == ["start"], timeout=30)
+        cluster.halt()
+        try:
+            finish.touch()
+            wait_until(lambda: "could not record" in worker.log(), timeout=30)
+            signalled = time.monotonic()
+            worker.process.send_signal(signal.SIGTERM)
+            code = worker.process.wait(30)
+            took = time.monotonic() - signalled
+        finally:
+            cluster.start()
+    finally:
+        worker.stop()
+    print(f"{mode}: stopped {took:.2f}s after SIGTERM while retrying a write")
+    assert took < 2 + WRITE_GRACE + DEREGISTER_TIMEOUT + 2, worker.log()
+    assert "given up" in worker.log() or "gave up" in worker.log(), worker.log()
+    assert code in (0, 1), worker.log()
+    with psycopg.connect(url) as conn:
+        [(status,)] = conn.execute(
+            "SELECT status FROM soniq_jobs WHERE id = %s", (job_id,)
+        ).fetchall()
+    assert status == "processing", "left to recovery, not lost"

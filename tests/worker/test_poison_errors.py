@@ -4,13 +4,17 @@ huge are recorded anyway, escaped and cut, next to healthy jobs: no write retrie
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from soniq import Soniq
+from soniq import JobContext, Soniq
 from soniq.worker import Worker
-from tests.worker.conftest import eventually, make_app, running, status_of
+from tests.worker.conftest import eventually, make_app, rows, running, status_of
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 
@@ -72,26 +76,78 @@ async def _settled(job_id: str) -> bool:
 
 
 @pytest.mark.asyncio
-async def test_results_that_cannot_be_stored_do_not_hold_up_the_batch(
-    app: Soniq, workers: Callable[..., Worker]
+async def test_poison_results_next_to_healthy_jobs_end_visibly_and_run_once(
+    workers: Callable[..., Worker], caplog: pytest.LogCaptureFixture
 ) -> None:
-    @app.job(name="poison.result")
-    def poison_result(kind: str) -> dict[str, str]:
-        return {"f": "caf\udce9.txt"} if kind == "surrogate" else {"s": "a\x00b"}
+    """Text PostgreSQL cannot store is escaped, a value JSON cannot hold is kept as a masked
+    trace, a result over MAX_RESULT_BYTES dead-letters its job, and a result the database
+    refuses (a number too large for jsonb) gets a placeholder; 20 healthy jobs finishing in
+    the same batches are all done, and every job ran exactly once."""
+    app: Soniq = make_app(max_result_bytes=256 * 1024)
+    runs: Counter[str] = Counter()
+    try:
 
-    @app.job(name="poison.fine")
-    def fine(n: int) -> int:
-        return n
+        @app.job(name="poison.result", retries=3)
+        def poison_result(kind: str, ctx: JobContext) -> Any:
+            runs[ctx.job_id] += 1
+            return POISON[kind]()
 
-    poison = [await app.enqueue(poison_result, kind=kind) for kind in ("surrogate", "nul")]
-    healthy = await app.enqueue_many(fine, [{"n": n} for n in range(20)])
-    async with running(workers(app), concurrency=4):
-        for job_id in [*poison, *healthy]:
-            await eventually(lambda job_id=job_id: _settled(job_id), within=15)
-    for job_id in poison:
-        info = await app.get_job(job_id)
-        assert info is not None and info.status.value == "done"
-        assert set(info.result) == {"unserializable_result"}, info.result
-    for n, job_id in enumerate(healthy):
-        info = await app.get_job(job_id)
-        assert info is not None and info.result == n
+        @app.job(name="poison.fine")
+        def fine(n: int, ctx: JobContext) -> int:
+            runs[ctx.job_id] += 1
+            return n
+
+        kinds = list(POISON)
+        poison = {kind: await app.enqueue(poison_result, kind=kind) for kind in kinds}
+        healthy = await app.enqueue_many(fine, [{"n": n} for n in range(20)])
+        every = [*poison.values(), *healthy]
+        previous = sys.get_int_max_str_digits()
+        sys.set_int_max_str_digits(0)  # lets the job's huge number reach the database
+        try:
+            with caplog.at_level(logging.WARNING, logger="soniq.worker"):
+                async with running(workers(app), concurrency=8):
+                    for job_id in every:
+                        await eventually(lambda job_id=job_id: _settled(job_id), within=20)
+        finally:
+            sys.set_int_max_str_digits(previous)
+        assert all(runs[job_id] == 1 for job_id in every), runs
+
+        infos = {kind: await app.get_job(job_id) for kind, job_id in poison.items()}
+        assert infos["surrogate"].result == {"f": "caf\\udce9.txt"}  # type: ignore[union-attr]
+        assert infos["nul"].result == {"s": "a\\x00b", "k\\x00": 1}  # type: ignore[union-attr]
+        trace = infos["object"].result["unserializable_result"]  # type: ignore[union-attr]
+        assert trace.startswith("{'password': '********'") and "hunter22" not in trace
+        assert "{1, 2}" in trace
+        too_large = infos["too_large"]
+        assert too_large is not None and too_large.status.value == "dead_letter"
+        [error] = too_large.errors
+        assert error["error_type"].endswith("ResultTooLargeError")
+        assert "MAX_RESULT_BYTES" in error["message"]
+        assert await _reason(poison["too_large"]) == "result_too_large"
+        refused = infos["huge_number"]
+        assert refused is not None and refused.status.value == "done"
+        assert refused.result["unstorable_result"].startswith("not stored: ")  # type: ignore[index]
+        for n, job_id in enumerate(healthy):
+            info = await app.get_job(job_id)
+            assert info is not None and (info.status.value, info.result) == ("done", n)
+        logged = "\n".join(record.getMessage() for record in caplog.records)
+        assert "stored escaped" in logged and "not JSON" in logged
+        assert "refused the result" in logged
+        assert "hunter22" not in logged
+    finally:
+        await app.close()
+
+
+POISON: dict[str, Callable[[], Any]] = {
+    "surrogate": lambda: {"f": os.fsdecode(b"caf\xe9.txt")},
+    "nul": lambda: {"s": "a\x00b", "k\x00": 1},
+    "object": lambda: {"password": "hunter22", "when": {1, 2}},
+    "too_large": lambda: {"blob": "x" * 300 * 1024},
+    # jsonb numbers have at most 131072 digits before the point: the database refuses it.
+    "huge_number": lambda: {"n": 10**140000},
+}
+
+
+async def _reason(job_id: str) -> str:
+    [[reason]] = await rows("SELECT reason FROM soniq_dead_letter_jobs WHERE id = %s", (job_id,))
+    return str(reason)
