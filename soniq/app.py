@@ -130,14 +130,14 @@ class Soniq:
                 from soniq.backends.memory import MemoryBackend
                 from soniq.core import wakeup
 
-                memory = MemoryBackend()
+                memory = MemoryBackend(settings=settings)
                 # Wakes workers of this process (the only ones that can see these jobs).
                 memory.on_insert.append(lambda queue: wakeup.notify([queue]))
                 return memory
             if url.startswith("sqlite"):
                 from soniq.backends.sqlite.backend import SQLiteBackend, path_from_url
 
-                return SQLiteBackend(path_from_url(url))
+                return SQLiteBackend(path_from_url(url), settings=settings)
             from soniq.backends.postgres import PostgresBackend
 
             return PostgresBackend(
@@ -262,7 +262,7 @@ class Soniq:
         if settings.database_url and settings.database_url.startswith("sqlite"):
             from soniq.backends.sqlite.backend import SQLiteBackend, path_from_url
 
-            return SQLiteBackend(path_from_url(settings.database_url))
+            return SQLiteBackend(path_from_url(settings.database_url), settings=settings)
         if settings.database_url:
             from soniq.backends.postgres import PostgresBackend
 

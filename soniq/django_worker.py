@@ -50,7 +50,7 @@ def worker_backend(
     if connections[alias].vendor == "sqlite":
         from soniq.backends.sqlite.backend import SQLiteBackend
 
-        return SQLiteBackend(str(connections[alias].settings_dict["NAME"]))
+        return SQLiteBackend(str(connections[alias].settings_dict["NAME"]), settings=settings)
     from soniq.backends.postgres import PostgresBackend
 
     # The claim, the completion writer and the heartbeat each hold a connection briefly.

@@ -50,7 +50,13 @@ class Job(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     worker_id = models.UUIDField(null=True, blank=True, help_text="Worker holding the job.")
     result = models.JSONField(null=True, blank=True)
-    errors = models.JSONField(default=list, help_text="One entry per failed attempt.")
+    errors = models.JSONField(
+        default=list, help_text="One entry per failed attempt, the newest ERROR_HISTORY_LIMIT."
+    )
+    # A database default: soniq's enqueue statements leave the column out.
+    errors_dropped = models.IntegerField(
+        db_default=0, help_text="Error entries dropped beyond ERROR_HISTORY_LIMIT (the oldest)."
+    )
     dedup_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     worker_losses = models.IntegerField(
         default=0, help_text="Times the worker running this job died."
@@ -135,7 +141,12 @@ class DeadLetterJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     dead_lettered_at = models.DateTimeField()
     worker_id = models.UUIDField(null=True, blank=True)
-    errors = models.JSONField(default=list, help_text="One entry per failed attempt.")
+    errors = models.JSONField(
+        default=list, help_text="One entry per failed attempt, the newest ERROR_HISTORY_LIMIT."
+    )
+    errors_dropped = models.IntegerField(
+        db_default=0, help_text="Error entries dropped beyond ERROR_HISTORY_LIMIT (the oldest)."
+    )
     reason = models.CharField(
         max_length=32, help_text="Why it stopped: max_attempts, worker_lost, ..."
     )

@@ -63,6 +63,7 @@ class _Inline:
         if self.vendor not in ("postgresql", "sqlite"):
             raise ConfigurationError(f"soniq.testing needs PostgreSQL or SQLite, not {self.vendor}")
         self.worker_id = str(uuid.uuid4())
+        self.history_limit = app.settings.error_history_limit
 
     def run(self, statement: Statement) -> tuple[list[Row], int]:
         with self.connection.cursor() as cursor:
@@ -98,17 +99,50 @@ class _Inline:
 
     def retry(self, job: ClaimedJob, delay: float, error: str) -> None:
         if self.vendor == "postgresql":
-            self.run(postgres.retry_job(self.worker_id, job.id, job.attempt, delay, error))
+            self.run(
+                postgres.retry_job(
+                    self.worker_id,
+                    job.id,
+                    job.attempt,
+                    delay,
+                    error,
+                    history_limit=self.history_limit,
+                )
+            )
         else:
             run_at = self._now(datetime.now(UTC) + timedelta(seconds=delay))
-            self.run(sqlite.retry_job(self.worker_id, job.id, job.attempt, run_at, error))
+            self.run(
+                sqlite.retry_job(
+                    self.worker_id,
+                    job.id,
+                    job.attempt,
+                    run_at,
+                    error,
+                    history_limit=self.history_limit,
+                )
+            )
 
     def dead_letter(self, job: ClaimedJob, error: str, reason: str = "max_attempts") -> None:
         if self.vendor == "postgresql":
-            self.run(postgres.dead_letter_job(self.worker_id, job.id, job.attempt, error, reason))
+            self.run(
+                postgres.dead_letter_job(
+                    self.worker_id,
+                    job.id,
+                    job.attempt,
+                    error,
+                    reason,
+                    history_limit=self.history_limit,
+                )
+            )
         else:
             for statement in sqlite.dead_letter_job(
-                self.worker_id, job.id, job.attempt, error, reason, self._now(None)
+                self.worker_id,
+                job.id,
+                job.attempt,
+                error,
+                reason,
+                self._now(None),
+                history_limit=self.history_limit,
             ):
                 self.run(statement)
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import django
 from django.conf import settings as django_settings
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import CHANGE, DELETION, LogEntry
-from django.contrib.admin.utils import unquote
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.utils import label_for_field, unquote
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.core.exceptions import FieldDoesNotExist, PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.db import connections
@@ -65,7 +65,8 @@ class CappedCountPaginator(Paginator):  # type: ignore[type-arg]
         queryset = self.object_list
         if not isinstance(queryset, QuerySet):
             return len(queryset)
-        capped = queryset.order_by()[: COUNT_LIMIT + 1].count()
+        # Only the ids: the list's annotations (a row's last error) are not computed to count.
+        capped = queryset.order_by().values("pk")[: COUNT_LIMIT + 1].count()
         self.capped = capped > COUNT_LIMIT
         return min(capped, COUNT_LIMIT)
 
@@ -98,14 +99,69 @@ class _CappedChangeListView:
         return getattr(self._changelist, name)
 
 
+class UnsortableOrder(Exception):
+    """``?o=`` asked for an order the list does not offer (see :class:`SoniqChangeList`)."""
+
+
 class SoniqChangeList(ChangeList):
-    """Django's change list, and ``capped_view`` for ``admin/soniq/pagination.html``: that
-    template includes Django's own pagination, so the paginator is marked up as the Django
-    version in use marks it up (a ``<p>`` in 5.2, a ``<nav>`` with a list of pages in 6)."""
+    """Django's change list, reading what the model admin's :meth:`~SoniqModelAdmin.
+    list_queryset` says, sorted only by the columns in ``sortable_by``; and ``capped_view`` for
+    ``admin/soniq/pagination.html``: that template includes Django's own pagination, so the
+    paginator is marked up as the Django version in use marks it up (a ``<p>`` in 5.2, a
+    ``<nav>`` with a list of pages in 6)."""
 
     @cached_property
     def capped_view(self) -> _CappedChangeListView:
         return _CappedChangeListView(self)
+
+    def get_queryset(self, request: HttpRequest, exclude_parameters: Any = None) -> QuerySet[Any]:
+        queryset = super().get_queryset(request, exclude_parameters)
+        model_admin: Any = self.model_admin
+        shown: QuerySet[Any] = model_admin.list_queryset(queryset)
+        return shown
+
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet[Any]) -> list[Any]:
+        """Django sorts by any column ``?o=`` names, whatever ``sortable_by`` says (that only
+        hides the header links): refuse every other column before a query sorts by it. Sorting
+        a big table by a column no index keeps in order reads and sorts all its rows."""
+        refused = self.unsortable_columns()
+        if refused:
+            offered = " or ".join(self._label(name) for name in self.sortable_by or ()) or "nothing"
+            raise UnsortableOrder(
+                f"This list cannot be sorted by {', '.join(refused)}: only by {offered}, "
+                "the orders an index keeps. It is shown in its default order."
+            )
+        ordering: list[Any] = super().get_ordering(request, queryset)
+        return ordering
+
+    def unsortable_columns(self) -> list[str]:
+        """The columns ``?o=`` names outside ``sortable_by`` (or the parts it cannot read)."""
+        raw = self.params.get(ORDER_VAR) or ""
+        refused = []
+        for part in raw.split(".") if raw else []:
+            index = part.rpartition("-")[2]
+            if not index.isdigit() or int(index) >= len(self.list_display):
+                refused.append(repr(part))
+                continue
+            name = self.list_display[int(index)]
+            if name not in (self.sortable_by or ()):
+                refused.append(self._label(name))
+        return refused
+
+    def _label(self, name: Any) -> str:
+        if name == "action_checkbox":  # its label is the "select all" box itself
+            return "the selection column"
+        try:
+            return str(label_for_field(name, self.model, self.model_admin))
+        except AttributeError:
+            return str(name)
+
+
+def without_order(request: HttpRequest) -> str:
+    """The request's path and query string without ``?o=``."""
+    query = request.GET.copy()
+    query.pop(ORDER_VAR, None)
+    return f"{request.path}?{query.urlencode()}" if query else request.path
 
 
 def breadcrumbs(*steps: tuple[str, str]) -> dict[str, Any]:
@@ -146,11 +202,27 @@ class SoniqModelAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     # whole table: never offered.
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 50
+    # The columns a list may be sorted by: those an index keeps in order (see each model's
+    # Meta indexes). A request for any other is refused (SoniqChangeList.get_ordering).
+    sortable_by: ClassVar[tuple[str, ...]] = ()
     change_form_template = "admin/soniq/change_form.html"
     change_list_template = "admin/soniq/change_list.html"
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return SoniqChangeList
+
+    def list_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        """What the list page reads of each row (a model admin leaves out big columns)."""
+        return queryset
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> HttpResponse:
+        try:
+            return super().changelist_view(request, extra_context)
+        except UnsortableOrder as refused:
+            # Back to the same list (filters, search, page kept) in its default order, saying
+            # why: clearer than Django's bare "?e=1" redirect, which drops the filters too.
+            messages.warning(request, str(refused))
+            return HttpResponseRedirect(without_order(request))
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

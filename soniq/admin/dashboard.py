@@ -1,9 +1,11 @@
 """The operator dashboard in the admin: jobs per queue and status, dead letters, the oldest due
 job per queue, the workers, and charts of completed and failed jobs.
 
-:func:`collect` reads everything in a fixed, small number of aggregate queries (seven), each
-on an index or a small table; :func:`dashboard_view` renders it. The view does not check
-permissions: the admin site wraps it (``admin_view`` and the ``soniq.view_job`` permission).
+:func:`collect` reads everything in a fixed, small number of aggregate queries (nine at most),
+each on an index or a small table; :func:`dashboard_view` renders it. The view does not check
+the permission to open it: the admin site wraps it (``admin_view`` and ``soniq.view_job``).
+It shows dead letters and workers only to a user who may open their own list pages
+(:func:`sections_for`): the dashboard tells nobody more than the pages it links to.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from urllib.parse import urlencode
 from uuid import UUID
 
 from django.conf import settings
-from django.db.models import BooleanField, Count, Min, Q, QuerySet
+from django.contrib.admin.exceptions import NotRegistered
+from django.db.models import BooleanField, Count, Min, Model, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import TruncMinute
 from django.template.response import TemplateResponse
@@ -51,6 +54,17 @@ LIVE_WORKER_STATUSES = ("running", "stopping")
 
 COMPLETED_COLOR = "#417690"
 FAILED_COLOR = "#ba2121"
+
+
+@dataclass(frozen=True)
+class Sections:
+    """The parts of the dashboard beyond jobs, each shown (and read) or not."""
+
+    dead_letters: bool = True
+    workers: bool = True
+
+
+EVERYTHING = Sections()
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,8 @@ class DashboardData:
     claimed: int = 0
     # Queued jobs, by (task, queue), that no live worker serves: they would wait for good.
     unserved: tuple[Unserved, ...] = ()
+    # What was read: a part left out has empty figures, and the page leaves it out too.
+    sections: Sections = EVERYTHING
 
     @property
     def queues(self) -> list[str]:
@@ -270,8 +286,11 @@ def _worker_state(status: str, fresh: bool) -> str:
     return "online" if status == "running" else status
 
 
-def collect(alias: str, now: datetime, heartbeat_timeout: float) -> DashboardData:
-    """Read the dashboard from database ``alias`` at ``now``, in nine queries.
+def collect(
+    alias: str, now: datetime, heartbeat_timeout: float, sections: Sections = EVERYTHING
+) -> DashboardData:
+    """Read the dashboard from database ``alias`` at ``now``, in nine queries; two fewer for
+    each of the dead letters and the workers left out of ``sections`` (not read at all).
 
     - jobs per ``(queue, status)``: one ``GROUP BY`` over ``soniq_jobs``;
     - dead letters per queue: one ``GROUP BY`` over ``soniq_dead_letter_jobs``;
@@ -296,13 +315,50 @@ def collect(alias: str, now: datetime, heartbeat_timeout: float) -> DashboardDat
 
     grouped = list(job_counts_query(alias))
     counts = {(queue, status): n for queue, status, n, _ in grouped}
-    dead_letters = dict(dead_letter_counts_query(alias))
+    dead_letters = dict(dead_letter_counts_query(alias)) if sections.dead_letters else {}
     oldest_due = {queue: _utc(oldest) for queue, oldest in oldest_due_query(alias, now)}
 
+    worker_counts, workers = (
+        _workers(alias, now, heartbeat_timeout) if sections.workers else (_NO_WORKERS, [])
+    )
+
+    completed = _per_minute_counts(completed_per_minute_query(alias, hour_start, end))
+    failed = (
+        _per_minute_counts(failed_per_minute_query(alias, hour_start, end))
+        if sections.dead_letters
+        else {}
+    )
+
+    return DashboardData(
+        alias=alias,
+        now=now,
+        heartbeat_timeout=heartbeat_timeout,
+        counts=counts,
+        dead_letters=dead_letters,
+        oldest_due=oldest_due,
+        workers_online=worker_counts["online"],
+        workers_stale=worker_counts["stale"],
+        workers_stopping=worker_counts["stopping"],
+        workers=workers,
+        per_minute=_buckets(minute_start, timedelta(minutes=1), MINUTE_BUCKETS, completed, failed),
+        per_hour=_buckets(hour_start, timedelta(hours=1), HOUR_BUCKETS, completed, failed),
+        claimed=sum(claimed for *_, claimed in grouped),
+        unserved=tuple(unserved(alias, live_serving(alias, now, heartbeat_timeout))),
+        sections=sections,
+    )
+
+
+_NO_WORKERS = {"online": 0, "stopping": 0, "stale": 0}
+
+
+def _workers(
+    alias: str, now: datetime, heartbeat_timeout: float
+) -> tuple[dict[str, int], list[WorkerInfo]]:
+    """The live workers counted by state, and the freshest ``WORKER_LIST_LIMIT`` of them."""
     cutoff = now - timedelta(seconds=heartbeat_timeout)
     live = Worker.objects.using(alias).filter(status__in=LIVE_WORKER_STATUSES).order_by()
     fresh = Q(last_heartbeat_at__gte=cutoff)
-    worker_counts = live.aggregate(
+    counts = live.aggregate(
         online=Count("id", filter=Q(status="running") & fresh),
         stopping=Count("id", filter=Q(status="stopping") & fresh),
         stale=Count("id", filter=~fresh),
@@ -322,26 +378,7 @@ def collect(alias: str, now: datetime, heartbeat_timeout: float) -> DashboardDat
         )
         for worker in live.order_by("-last_heartbeat_at", "hostname", "pid")[:WORKER_LIST_LIMIT]
     ]
-
-    completed = _per_minute_counts(completed_per_minute_query(alias, hour_start, end))
-    failed = _per_minute_counts(failed_per_minute_query(alias, hour_start, end))
-
-    return DashboardData(
-        alias=alias,
-        now=now,
-        heartbeat_timeout=heartbeat_timeout,
-        counts=counts,
-        dead_letters=dead_letters,
-        oldest_due=oldest_due,
-        workers_online=worker_counts["online"],
-        workers_stale=worker_counts["stale"],
-        workers_stopping=worker_counts["stopping"],
-        workers=workers,
-        per_minute=_buckets(minute_start, timedelta(minutes=1), MINUTE_BUCKETS, completed, failed),
-        per_hour=_buckets(hour_start, timedelta(hours=1), HOUR_BUCKETS, completed, failed),
-        claimed=sum(claimed for *_, claimed in grouped),
-        unserved=tuple(unserved(alias, live_serving(alias, now, heartbeat_timeout))),
-    )
+    return counts, workers
 
 
 # -- presentation -----------------------------------------------------------------------------
@@ -379,10 +416,12 @@ def minute_chart(data: DashboardData) -> SafeString:
     return bar_chart(
         f"Jobs per minute, last hour ({zone})",
         [f"{start:%H:%M} {zone}" for start in starts],
-        _series(buckets),
+        _series(buckets, data.sections.dead_letters),
         tick_labels=[f"{start:%H:%M}" if start.minute % 10 == 0 else "" for start in starts],
         chart_id="chart-minute",
-        description=_description(buckets, "minute", f"{starts[0]:%H:%M}", f"{starts[-1]:%H:%M}"),
+        description=_description(
+            buckets, "minute", f"{starts[0]:%H:%M}", f"{starts[-1]:%H:%M}", data.sections
+        ),
     )
 
 
@@ -393,25 +432,33 @@ def hour_chart(data: DashboardData) -> SafeString:
     return bar_chart(
         f"Jobs per hour, last day ({zone})",
         [f"{start:%Y-%m-%d %H:%M} {zone}" for start in starts],
-        _series(buckets),
+        _series(buckets, data.sections.dead_letters),
         tick_labels=[f"{start:%H:%M}" if start.hour % 3 == 0 else "" for start in starts],
         chart_id="chart-hour",
-        description=_description(buckets, "hour", f"{starts[0]:%H:%M}", f"{starts[-1]:%H:%M}"),
+        description=_description(
+            buckets, "hour", f"{starts[0]:%H:%M}", f"{starts[-1]:%H:%M}", data.sections
+        ),
     )
 
 
-def _series(buckets: list[Bucket]) -> list[Series]:
-    return [
-        Series("Completed", [b.completed for b in buckets], COMPLETED_COLOR, "completed"),
-        Series("Failed", [b.failed for b in buckets], FAILED_COLOR, "failed"),
-    ]
+def _series(buckets: list[Bucket], with_failed: bool) -> list[Series]:
+    """Completed jobs, and failed ones (dead letters) for a user who may see those."""
+    completed = Series("Completed", [b.completed for b in buckets], COMPLETED_COLOR, "completed")
+    if not with_failed:
+        return [completed]
+    return [completed, Series("Failed", [b.failed for b in buckets], FAILED_COLOR, "failed")]
 
 
-def _description(buckets: list[Bucket], unit: str, first: str, last: str) -> str:
+def _description(
+    buckets: list[Bucket], unit: str, first: str, last: str, sections: Sections
+) -> str:
     completed = sum(b.completed for b in buckets)
+    bars = f"one per {unit} from {first} to {last}"
+    if not sections.dead_letters:
+        return f"Bars, {bars}: {completed:,} jobs completed in total."
     failed = sum(b.failed for b in buckets)
     return (
-        f"Stacked bars, one per {unit} from {first} to {last}: {completed:,} jobs completed "
+        f"Stacked bars, {bars}: {completed:,} jobs completed "
         f"and {failed:,} failed (moved to the dead letters) in total."
     )
 
@@ -447,7 +494,11 @@ def refresh_seconds(raw: str | None) -> int | None:
 def table_context(data: DashboardData, admin_site: AdminSite) -> dict[str, Any]:
     """The rows of the dashboard's tables, links precomputed (``""``: no link)."""
     jobs_url = _admin_url("soniq_job_changelist", admin_site)
-    dead_url = _admin_url("soniq_deadletterjob_changelist", admin_site)
+    # No link to a page the user may not see (they are shown no figure of it either).
+    shown = data.sections
+    dead_url = (
+        _admin_url("soniq_deadletterjob_changelist", admin_site) if shown.dead_letters else ""
+    )
 
     def job_link(**query: str) -> str:
         # The job list's status filter is Django's field filter, whose parameter is
@@ -490,7 +541,7 @@ def table_context(data: DashboardData, admin_site: AdminSite) -> dict[str, Any]:
         "claimed_href": f"{jobs_url}?state=claimed" if jobs_url else "",
         "jobs_url": jobs_url,
         "dead_letters_url": dead_url,
-        "workers_url": _admin_url("soniq_worker_changelist", admin_site),
+        "workers_url": (_admin_url("soniq_worker_changelist", admin_site) if shown.workers else ""),
         "worker_rows": [
             {"worker": worker, "heartbeat_age": format_age(worker.heartbeat_age)}
             for worker in data.workers
@@ -501,11 +552,34 @@ def table_context(data: DashboardData, admin_site: AdminSite) -> dict[str, Any]:
     }
 
 
+def sections_for(request: HttpRequest, admin_site: AdminSite) -> Sections:
+    """The parts of the dashboard this user may see: those whose list page they may open."""
+    return Sections(
+        dead_letters=_may_view(request, admin_site, DeadLetterJob),
+        workers=_may_view(request, admin_site, Worker),
+    )
+
+
+def _may_view(request: HttpRequest, admin_site: AdminSite, model: type[Model]) -> bool:
+    """Whether ``model``'s own admin pages would answer this user (not 403, not missing)."""
+    try:
+        model_admin = admin_site.get_model_admin(model)
+    except NotRegistered:
+        return False
+    return bool(model_admin.has_view_permission(request))
+
+
 def dashboard_view(request: HttpRequest, admin_site: AdminSite) -> TemplateResponse:
-    """The dashboard page. The caller checks permissions (``admin_site.admin_view`` and
-    ``soniq.view_job``); the database is ``SONIQ["DATABASE"]``."""
+    """The dashboard page. The caller checks the permission to open it
+    (``admin_site.admin_view`` and ``soniq.view_job``); the dead letters and the workers are
+    shown to whom may see their pages; the database is ``SONIQ["DATABASE"]``."""
     soniq_settings = build_settings(django_values=getattr(settings, "SONIQ", None))
-    data = collect(soniq_settings.database, timezone.now(), soniq_settings.heartbeat_timeout)
+    data = collect(
+        soniq_settings.database,
+        timezone.now(),
+        soniq_settings.heartbeat_timeout,
+        sections_for(request, admin_site),
+    )
     request.current_app = admin_site.name
     context: dict[str, Any] = {
         **admin_site.each_context(request),

@@ -3,6 +3,7 @@ every one the current filter matches, after a confirmation that shows the count)
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlencode
 
@@ -18,6 +19,7 @@ from soniq.admin import display
 from soniq.admin.common import (
     Audit,
     SoniqModelAdmin,
+    UnsortableOrder,
     act_on,
     choices_filter,
     confirm,
@@ -26,6 +28,8 @@ from soniq.admin.common import (
     report,
 )
 from soniq.admin.jobs import JobDataMixin, QueueFilter, TaskFilter
+from soniq.admin.last_error import LastError
+from soniq.admin.redaction import Redaction
 from soniq.core.operations import ActionResult
 from soniq.models import DeadLetterJob, Job
 
@@ -34,6 +38,9 @@ DEAD_LETTERS = ("dead letter", "dead letters")
 # list instead of Django's SELECT DISTINCT over the whole table on every page load.
 REASONS = ("max_attempts", "worker_lost")
 ReasonFilter = choices_filter("reason", "reason", "reason", lambda: REASONS)
+# Characters of the last error's class read for the list (a class name is short; a crafted
+# one is cut).
+ERROR_TYPE_CHARS = 200
 
 
 @admin.register(DeadLetterJob)
@@ -60,6 +67,7 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
     )
     search_fields = ("task_name",)
     search_help_text = "A job id (or its first 8+ characters), or part of a task name."
+    # The primary key and soniq_dead_at_idx.
     sortable_by = ("short_id", "dead_lettered")
     actions = ("requeue", "delete_dead_letters")
     change_list_template = "admin/soniq/deadletterjob/change_list.html"
@@ -78,16 +86,26 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
         "dedup_key_display",
     )
 
+    def list_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        # Not the error history (a traceback per attempt, megabytes a row): only the start of
+        # its last entry, cut by the database.
+        shown: QuerySet[Any] = queryset.defer("errors").annotate(
+            last_error_type=LastError("error_type", ERROR_TYPE_CHARS),
+            last_error_message=LastError("message", display.PREVIEW_SOURCE_CHARS),
+        )
+        return shown
+
     @admin.display(description="last error")
     def last_error(self, obj: DeadLetterJob) -> str:
-        errors = obj.errors if isinstance(obj.errors, list) else []
-        if not errors or not isinstance(errors[-1], dict):
+        error_type = getattr(obj, "last_error_type", None)
+        message = getattr(obj, "last_error_message", None)
+        if error_type is None and message is None:
             return "-"
-        last = display.mask(errors[-1], self.masked_names())
+        redaction = self.redaction(obj)
         # The class without its module ("HTTPError", not "requests.exceptions.HTTPError").
-        error_type = str(last.get("error_type", "")).rsplit(".", 1)[-1]
-        text = f"{error_type}: {last.get('message', '')}"
-        return display.truncate(display.redact(text, self.secrets(obj)))
+        short_type = (error_type or "").rsplit(".", 1)[-1]
+        text = f"{short_type}: {_message_text(message or '', redaction)}"
+        return display.shown_text(text, redaction)
 
     dead_lettered = display.time_column("dead_lettered_at", "dead lettered")
 
@@ -181,7 +199,7 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
         back = f"{changelist_url}?{query}" if query else changelist_url
         try:
             queryset = self.matching(request)
-        except IncorrectLookupParameters:
+        except (IncorrectLookupParameters, UnsortableOrder):
             return HttpResponseRedirect(changelist_url)
         if request.method == "POST":
             report(
@@ -234,6 +252,19 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
             url = reverse("admin:soniq_deadletterjob_requeue_matching")
             extra["requeue_matching_url"] = f"{url}?{query}" if query else url
         return super().changelist_view(request, extra)
+
+
+def _message_text(message: str, redaction: Redaction) -> str:
+    """A last error's message as the list shows it. A structured message (JSON text, whole)
+    is masked as a structure first, as on the dead letter's page; text, or a structure the
+    database cut, is redacted as text by the caller."""
+    if message[:1] not in ("{", "["):
+        return message
+    try:
+        parsed = json.loads(message)
+    except ValueError:
+        return message
+    return str(redaction.value(parsed))
 
 
 def _describe(query: dict[str, str]) -> list[tuple[str, str]]:

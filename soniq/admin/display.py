@@ -1,14 +1,15 @@
 """How job data is shown in the admin: masked, escaped, pretty-printed, truncated.
 
 Job arguments and results are whatever applications put there, so nothing is trusted: every
-value goes through Django's escaping, and keys that look like credentials are masked at any
-depth before anything is rendered.
+value goes through Django's escaping, and is masked and redacted
+(:class:`~soniq.admin.redaction.Redaction`) before anything is rendered; list columns redact a
+text before they cut it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
@@ -17,65 +18,15 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from soniq.admin.redaction import Redaction
+from soniq.core import masking
 from soniq.core.periodic import format_period
 
-MASK = "********"
+MASK = masking.MASK
 PREVIEW_CHARS = 80
-
-
-def mask(value: Any, names: Iterable[str]) -> Any:
-    """``value`` with every dict entry whose key contains one of ``names`` (case-insensitive)
-    replaced by :data:`MASK`, in nested dicts and lists too."""
-    lowered = tuple(name.lower() for name in names if name)
-    return _mask(value, lowered)
-
-
-def _mask(value: Any, names: tuple[str, ...]) -> Any:
-    if isinstance(value, dict):
-        return {
-            key: MASK if _sensitive(key, names) else _mask(item, names)
-            for key, item in value.items()
-        }
-    if isinstance(value, list):
-        return [_mask(item, names) for item in value]
-    return value
-
-
-def _sensitive(key: object, names: tuple[str, ...]) -> bool:
-    text = str(key).lower()
-    return any(name in text for name in names)
-
-
-# Shorter masked values are not looked for in free text: "1" or "eu" would mask half a page.
-MIN_SECRET_CHARS = 4
-
-
-def secrets_in(value: Any, names: Iterable[str]) -> set[str]:
-    """The values :func:`mask` hides in ``value`` (every scalar under a masked key, as text),
-    so that they can be hidden in free text too: messages, tracebacks."""
-    lowered = tuple(name.lower() for name in names if name)
-    found: set[str] = set()
-    _collect(value, lowered, found, hidden=False)
-    return {secret for secret in found if len(secret) >= MIN_SECRET_CHARS}
-
-
-def _collect(value: Any, names: tuple[str, ...], found: set[str], *, hidden: bool) -> None:
-    if isinstance(value, dict):
-        for key, item in value.items():
-            _collect(item, names, found, hidden=hidden or _sensitive(key, names))
-    elif isinstance(value, list):
-        for item in value:
-            _collect(item, names, found, hidden=hidden)
-    elif hidden and value is not None and not isinstance(value, bool):
-        found.add(str(value))
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of a secret replaced by :data:`MASK` (longest first, so
-    a secret containing another is hidden whole)."""
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
+# What a list reads of a long text before cutting it to a column: more than it shows, so that a
+# secret across the cut is recognised whole and hidden, not shown in part.
+PREVIEW_SOURCE_CHARS = 1000
 
 
 def pretty_json(value: Any) -> SafeString:
@@ -84,10 +35,20 @@ def pretty_json(value: Any) -> SafeString:
     return format_html('<pre class="soniq-json">{}</pre>', text)
 
 
-def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
-    """One line of compact JSON, cut to ``limit`` characters (list pages)."""
-    text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False, default=str)
-    return truncate(text, limit)
+def preview(value: Any, redaction: Redaction, limit: int = PREVIEW_CHARS) -> str:
+    """One line of compact JSON of ``value`` for a list: masked, and redacted as text over its
+    first :data:`PREVIEW_SOURCE_CHARS` characters only (a list never scans a big value whole),
+    then cut to ``limit``."""
+    text = json.dumps(
+        redaction.masked(value), separators=(", ", ": "), ensure_ascii=False, default=str
+    )
+    return shown_text(text, redaction, limit)
+
+
+def shown_text(text: str, redaction: Redaction, limit: int = PREVIEW_CHARS) -> str:
+    """The start of ``text`` for a list column: redacted before it is cut to ``limit``, so a
+    secret that straddles the cut is hidden whole instead of shown in part."""
+    return truncate(redaction.text(text[:PREVIEW_SOURCE_CHARS]), limit)
 
 
 def truncate(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -155,19 +116,20 @@ def time_column(field: str, label: str) -> Callable[[Any, Any], SafeString | str
     return column
 
 
-def error_history(errors: Any, names: Iterable[str], secrets: Iterable[str] = ()) -> SafeString:
-    """Every failed attempt, oldest first: type, message, when, where, and the traceback.
-    Masked keys are masked; the job's masked values (``secrets``) are hidden in the text."""
+def error_history(errors: Any, redaction: Redaction, dropped: int = 0) -> SafeString:
+    """Every failed attempt kept, oldest first: type, message, when, where, and the traceback,
+    each masked and redacted (:class:`~soniq.admin.redaction.Redaction`). ``dropped``: older
+    attempts not kept (``ERROR_HISTORY_LIMIT``), said first so nobody reads the first entry
+    shown as the first failure."""
+    note = _dropped_note(dropped)
     if not errors:
-        return format_html("<p>{}</p>", "No failed attempt.")
+        empty = "No failed attempt kept." if dropped else "No failed attempt."
+        return format_html("{}<p>{}</p>", note, empty)
     entries = errors if isinstance(errors, list) else [errors]
-    secrets = tuple(secrets)
     seen: dict[str, str] = {}  # traceback -> the first attempt that showed it
     items = []
     for entry in entries:
-        attempt, error_type, message, meta, traceback = (
-            redact(field, secrets) for field in _error_fields(entry, names)
-        )
+        attempt, error_type, message, meta, traceback = _error_fields(entry, redaction)
         items.append(
             format_html(
                 '<li class="soniq-error"><strong>Attempt {}</strong> · <code>{}</code>: {}'
@@ -182,7 +144,21 @@ def error_history(errors: Any, names: Iterable[str], secrets: Iterable[str] = ()
         if traceback:
             seen.setdefault(traceback, attempt)
     return format_html(
-        '<ol class="soniq-errors">{}</ol>', format_html_join("\n", "{}", ((i,) for i in items))
+        '{}<ol class="soniq-errors">{}</ol>',
+        note,
+        format_html_join("\n", "{}", ((i,) for i in items)),
+    )
+
+
+def _dropped_note(dropped: int) -> SafeString | str:
+    if dropped <= 0:
+        return ""
+    attempts = "attempt" if dropped == 1 else "attempts"
+    return format_html(
+        '<p class="soniq-errors-dropped">{} earlier failed {} not kept '
+        "(only the newest are: ERROR_HISTORY_LIMIT).</p>",
+        dropped,
+        attempts,
     )
 
 
@@ -199,22 +175,30 @@ def _traceback(text: str, same_as: str | None) -> SafeString:
     )
 
 
-def _error_fields(entry: Any, names: Iterable[str]) -> tuple[str, ...]:
+def _error_fields(entry: Any, redaction: Redaction) -> tuple[str, ...]:
+    """``(attempt, type, message, meta, traceback)`` of an error entry, masked and redacted
+    (a message may be a structure: it is masked as one before it is written as text)."""
     if not isinstance(entry, dict):
-        return ("?", "", str(entry), "", "")
-    masked = mask(entry, names)
+        return ("?", "", redaction.text(str(entry)), "", "")
+    shown = redaction.value(entry)
     meta = " · ".join(
-        f"{label} {_when(masked[key]) if key == 'failed_at' else masked[key]}"
+        f"{label} {_when(shown[key]) if key == 'failed_at' else shown[key]}"
         for key, label in (("failed_at", "at"), ("worker_id", "worker"))
-        if masked.get(key)
+        if shown.get(key)
     )
     return (
-        str(masked.get("attempt", "?")),
-        str(masked.get("error_type", "")),
-        str(masked.get("message", "")),
-        meta,
-        str(masked.get("traceback", "")).rstrip(),
+        _as_text(shown.get("attempt", "?"), redaction),
+        _as_text(shown.get("error_type", ""), redaction),
+        _as_text(shown.get("message", ""), redaction),
+        redaction.text(meta),
+        _as_text(shown.get("traceback", ""), redaction).rstrip(),
     )
+
+
+def _as_text(value: Any, redaction: Redaction) -> str:
+    """A field of a redacted entry as text. Strings are redacted already; the ``repr`` of
+    anything else writes its strings again, escaped, and its numbers: redact it as text."""
+    return value if isinstance(value, str) else redaction.text(str(value))
 
 
 def _when(value: Any) -> str:

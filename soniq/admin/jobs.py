@@ -28,6 +28,7 @@ from soniq.admin.common import (
     report,
     soniq_settings,
 )
+from soniq.admin.redaction import Redaction
 from soniq.core.operations import ActionResult
 from soniq.models import FINISHED_STATUSES, Job
 
@@ -74,6 +75,13 @@ class RunStateFilter(admin.SimpleListFilter):
 ID_PREFIX = re.compile(r"[0-9a-f]{8,31}")
 
 
+def _loaded(obj: Any, field: str) -> bool:
+    """Whether the row has ``field`` and the query read it (a list defers big columns:
+    touching one would load it, row by row)."""
+    names = {f.attname for f in obj._meta.concrete_fields}
+    return field in names and field not in obj.get_deferred_fields()
+
+
 def uuid_or_none(term: str) -> uuid.UUID | None:
     try:
         return uuid.UUID(term.strip())
@@ -101,32 +109,53 @@ class JobDataMixin:
 
     @admin.display(description="args")
     def args_preview(self, obj: Any) -> str:
-        return display.preview(display.mask(obj.args, self.masked_names()))
+        return display.preview(obj.args, self.redaction(obj))
 
     @admin.display(description="arguments")
     def args_pretty(self, obj: Any) -> SafeString:
-        return display.pretty_json(display.mask(obj.args, self.masked_names()))
+        return display.pretty_json(self.redaction(obj).value(obj.args))
 
-    def secrets(self, obj: Any) -> set[str]:
-        """The job's masked values, hidden wherever free text could repeat them."""
-        names = self.masked_names()
-        return display.secrets_in(obj.args, names) | display.secrets_in(
-            getattr(obj, "result", None), names
-        )
+    def redaction(self, obj: Any) -> Redaction:
+        """How the row's data is shown: its masked values (from its arguments, and its result
+        when the page read it) hidden wherever free text could repeat them. Kept on the row:
+        every column of a page asks."""
+        cached = obj.__dict__.get("_soniq_redaction")
+        if cached is None:
+            sources = [obj.args]
+            if _loaded(obj, "result"):
+                sources.append(obj.result)
+            cached = obj.__dict__["_soniq_redaction"] = Redaction.of(self.masked_names(), *sources)
+        redaction: Redaction = cached
+        return redaction
 
     @admin.display(description="error history")
     def error_history(self, obj: Any) -> SafeString:
-        return display.error_history(obj.errors, self.masked_names(), self.secrets(obj))
+        return display.error_history(obj.errors, self.redaction(obj), obj.errors_dropped)
 
     @admin.display(description="dedup key")
     def dedup_key_display(self, obj: Any) -> str:
+        if soniq_settings().admin_hide_dedup_keys:
+            return "hidden (ADMIN_HIDE_DEDUP_KEYS)"
         if obj.dedup_key is None:
             return "-"
+        redaction = self.redaction(obj)
         # For unique=True the key is a hash of the arguments: with a masked value among them,
         # a weak secret could be guessed from it offline.
-        if self.secrets(obj):
+        if redaction.secrets:
             return "set (hidden: the arguments hold masked values)"
-        return str(obj.dedup_key)
+        # A key the application built may embed a token ("reset:token=..."): redacted.
+        return redaction.text(str(obj.dedup_key))
+
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        """The fieldsets, without the dedup key under ``ADMIN_HIDE_DEDUP_KEYS``."""
+        fieldsets = super().get_fieldsets(request, obj)  # type: ignore[misc]
+        if not soniq_settings().admin_hide_dedup_keys:
+            return fieldsets
+        hidden = "dedup_key_display"
+        return [
+            (name, {**options, "fields": [f for f in options["fields"] if f != hidden]})
+            for name, options in fieldsets
+        ]
 
     @admin.display(description="worker")
     def worker_link(self, obj: Any) -> SafeString | str:
@@ -182,7 +211,8 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
     )
     search_fields = ("task_name",)  # shows the box; get_search_results decides
     search_help_text = "A job id (or its first 8+ characters), or part of a task name."
-    # Only orders an index serves: sorting a million rows by another column takes seconds.
+    # Only orders an index serves (the primary key, soniq_jobs_created_idx): sorting a million
+    # rows by another column takes seconds.
     sortable_by = ("short_id", "created")
     actions = ("retry_now", "cancel")
     change_list_template = "admin/soniq/job/change_list.html"
@@ -247,19 +277,15 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
     def suspicion_display(self, obj: Job) -> str:
         return "-" if not obj.suspicion else str(obj.get_suspicion_display())
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
-        queryset = super().get_queryset(request)
-        match = getattr(request, "resolver_match", None)
-        if match is not None and match.url_name == "soniq_job_changelist":
-            # The list shows neither: leave a big result or traceback history in the table.
-            queryset = queryset.defer("result", "errors")
-        return queryset
+    def list_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        # The list shows neither: a result or an error history can weigh megabytes a row.
+        return queryset.defer("result", "errors")
 
     @admin.display(description="result")
     def result_pretty(self, obj: Job) -> SafeString | str:
         if obj.result is None:
             return "-"
-        return display.pretty_json(display.mask(obj.result, self.masked_names()))
+        return display.pretty_json(self.redaction(obj).value(obj.result))
 
     # -- permissions ------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 
 from soniq.admin import display
 from soniq.admin.common import SoniqModelAdmin, soniq_settings
+from soniq.admin.redaction import Redaction
 from soniq.core.errors import SoniqError
 from soniq.core.periodic import ScheduleDefinition, upcoming_slots
 from soniq.django_backend import DjangoBackend
@@ -89,6 +90,8 @@ class ScheduleAdmin(SoniqModelAdmin):
         "source",
     )
     list_filter = ("status", "source")
+    # The unique index on the name (the default order too).
+    sortable_by = ("name",)
     search_fields = ("name", "task_name")
     actions = ("pause", "resume", "run_now")
     fields = (
@@ -152,7 +155,8 @@ class ScheduleAdmin(SoniqModelAdmin):
 
     @admin.display(description="arguments")
     def args_pretty(self, obj: Schedule) -> SafeString:
-        return display.pretty_json(display.mask(obj.args, self.masked_names()))
+        redaction = Redaction.of(self.masked_names(), obj.args)
+        return display.pretty_json(redaction.value(obj.args))
 
     @admin.display(description="next fire times")
     def next_fires(self, obj: Schedule) -> SafeString | str:

@@ -44,6 +44,8 @@ class WorkerAdmin(SoniqModelAdmin):
         "version",
     )
     list_filter = ("status", ("last_heartbeat_at", admin.DateFieldListFilter))
+    # The state: the first column of soniq_workers_hb_idx (status, last_heartbeat_at).
+    sortable_by = ("liveness_display",)
     search_fields = ("hostname",)
     fields = (
         "id",

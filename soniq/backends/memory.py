@@ -52,12 +52,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from soniq.backends.base import WorkerSessionProtocol
+from soniq.backends.error_history import append_capped
 from soniq.backends.operator_plans import Explain, batches
 from soniq.core import operations
 from soniq.core.errors import ConfigurationError, InvalidConnectionError
 from soniq.core.operations import ActionResult, JobState
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
 from soniq.core.retry import lost_job_fate
+from soniq.core.settings import SoniqSettings
 from soniq.core.status import JobStatus, Suspicion
 
 logger = logging.getLogger("soniq.backends.memory")
@@ -128,6 +130,7 @@ class _Job:
     worker_id: str | None = None
     result_json: str | None = None
     errors: list[str] = field(default_factory=list)  # one JSON text per entry
+    errors_dropped: int = 0
     worker_losses: int = 0
     suspicion: Suspicion = Suspicion.NONE
 
@@ -148,6 +151,7 @@ class _Job:
             worker_id=self.worker_id,
             result=_loads(self.result_json),
             errors=[json.loads(entry) for entry in self.errors],
+            errors_dropped=self.errors_dropped,
             dedup_key=self.dedup_key,
         )
 
@@ -202,15 +206,17 @@ class MemoryBackend:
     """Storage and worker operations on dicts of this process (see the module docstring).
 
     ``clock`` stands for the database clock; ``on_insert`` holds the in-process wake-up
-    callbacks, each called with a queue name after jobs were stored in that queue.
+    callbacks, each called with a queue name after jobs were stored in that queue. Of
+    ``settings``, the error history's limit applies (``ERROR_HISTORY_LIMIT``).
     """
 
     supports_listen = False
     supports_transactional_enqueue = False
     survives_close = True  # Soniq.close() keeps this instance and its jobs
 
-    def __init__(self, clock: Clock = _utc_now) -> None:
+    def __init__(self, clock: Clock = _utc_now, *, settings: SoniqSettings | None = None) -> None:
         self.clock = clock
+        self.settings = settings if settings is not None else SoniqSettings()
         self.on_insert: list[InsertCallback] = []
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
@@ -287,9 +293,13 @@ class MemoryBackend:
         job.started_at = None
         job.attempts = max(job.attempts - 1, 0)
 
+    def _append_error(self, job: _Job, error: str) -> None:
+        """``error`` appended to the job's history, which keeps its newest entries."""
+        job.errors_dropped += append_capped(job.errors, error, self.settings.error_history_limit)
+
     def _dead_letter(self, job: _Job, now: datetime, error: str, reason: str) -> None:
         self._delete(job)
-        job.errors.append(error)
+        self._append_error(job, error)
         self._dead[job.id] = _DeadLetter(job, now, reason)
 
     # -- StorageBackend ---------------------------------------------------------------------
@@ -499,7 +509,7 @@ class MemoryBackend:
             self._set_status(job, JobStatus.QUEUED)
             job.scheduled_at = _shifted(self._now(), delay)
             job.worker_id = None
-            job.errors.append(entry)
+            self._append_error(job, entry)
             return True
 
     async def dead_letter_job(
@@ -659,7 +669,7 @@ class MemoryBackend:
                     job.started_at = None
                     job.worker_losses += 1
                     job.suspicion = Suspicion.LOST_WHILE_RUNNING
-                    job.errors.append(error)
+                    self._append_error(job, error)
                     requeued += 1
         return RecoveryReport(dead, requeued, dead_lettered, released)
 
@@ -714,8 +724,9 @@ class MemoryBackend:
         return job
 
     def _requeue(self, job_id: str, now: datetime) -> _Job | None:
-        """A dead letter back in the jobs, the same id: its error history kept, its attempts
-        and worker losses reset, due now. Left alone while a live job holds its dedup key."""
+        """A dead letter back in the jobs, the same id: its error history (and the count of
+        entries dropped from it) kept, its attempts and worker losses reset, due now. Left
+        alone while a live job holds its dedup key."""
         dead = self._dead.get(job_id)
         if dead is None or self._key_taken(dead.job):
             return None

@@ -33,6 +33,7 @@ JOB_COLUMNS = (
     "worker_id",
     "result",
     "errors",
+    "errors_dropped",
     "dedup_key",
     "dead_letter_reason",
 )
@@ -83,6 +84,7 @@ def decode_job_info(row: tuple[Any, ...]) -> JobInfo:
         worker_id=to_uuid_text(data["worker_id"]),
         result=from_json(data["result"]),
         errors=from_json(data["errors"]) or [],
+        errors_dropped=int(data["errors_dropped"]),
         dedup_key=data["dedup_key"],
         dead_letter_reason=data["dead_letter_reason"],
     )

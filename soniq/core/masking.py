@@ -246,6 +246,7 @@ def _secrets_pattern(secrets: frozenset[str]) -> re.Pattern[str] | None:
 _ASSIGNED = (
     r"(?P<key>{names})(?P<sep>[\"']?\s*[:=]\s*(?:(?:bearer|basic|token)\s+)?)"
     r"(?:(?P<quote>[\"'])(?P<quoted>(?:\\.|(?!(?P=quote)).)*)(?P=quote)"
+    r"|(?P<braced>\{{[^{{}}]*\}}|\[[^\[\]]*\])"
     r"|(?P<bare>[^\s,;&\"'(){{}}\[\]<>]+))"
 )
 # A credential-looking word after a masked name in prose: "token tok_live_SECRET123". Only words
@@ -293,5 +294,10 @@ def redact(text: str, secrets: Iterable[str], names: Iterable[str] = ()) -> str:
     return text
 
 
+_SEPARATORS = str.maketrans("", "", "_.-")
+
+
 def _mentions(lowered: str, needles: tuple[str, ...]) -> bool:
-    return any(needle[:3] in lowered for needle in needles)
+    # As the pattern spells names: separators between the letters are allowed.
+    squeezed = lowered.translate(_SEPARATORS)
+    return any(needle in squeezed for needle in needles)

@@ -30,7 +30,9 @@ class JobInfo:
     """A job's state as :meth:`Soniq.get_job` reports it.
 
     ``errors`` holds one entry per failed attempt (oldest first), each a dict with at least
-    ``attempt``, ``error_type``, ``message`` and ``traceback``.
+    ``attempt``, ``error_type``, ``message`` and ``traceback``: the newest
+    ``ERROR_HISTORY_LIMIT`` of them. ``errors_dropped`` counts the older entries dropped to keep
+    to that limit, over the job's whole life (requeues of a dead letter included).
     """
 
     id: str
@@ -48,6 +50,7 @@ class JobInfo:
     worker_id: str | None = None
     result: Any = None
     errors: list[dict[str, Any]] = field(default_factory=list)
+    errors_dropped: int = 0
     dedup_key: str | None = None
     dead_letter_reason: str | None = None
 

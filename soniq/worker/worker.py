@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 
 from soniq._version import __version__
 from soniq.backends.base import WorkerBackend
-from soniq.worker.unstorable import is_unstorable
 from soniq.core import codec, wakeup
 from soniq.core.backoff import Backoff
 from soniq.core.records import ClaimedJob, WorkerInfo
@@ -31,6 +30,7 @@ from soniq.worker.hooks import Hooks, check_hooks
 from soniq.worker.liveness import Liveness
 from soniq.worker.pace import Pace
 from soniq.worker.progress import ProgressWriter
+from soniq.worker.unstorable import is_unstorable
 from soniq.worker.watchdog import LoopWatchdog
 
 logger = logging.getLogger("soniq.worker")

@@ -300,7 +300,7 @@ def _queries_to_check(client: Client, model: str) -> list[str]:
         url,
         f"{url}?q=send",
         f"{url}?queue=default&task=tests.send_email",
-        f"{url}?o=-3",
+        f"{url}?o=-1",  # newest id first: a sortable column
         f"{url}?p=2",
         f"{url}?_facets=True",
     ]

@@ -312,7 +312,7 @@ def test_delete_every_dead_letter_matching_a_search(rows: Rows, superuser: Clien
 
 def test_the_list_links_to_requeue_matching_with_its_filters(rows: Rows, superuser: Client) -> None:
     rows.dead_letter()
-    page = html(superuser.get(DEAD, {"reason": "worker_lost", "q": "pay", "p": "1", "o": "2"}))
+    page = html(superuser.get(DEAD, {"reason": "worker_lost", "q": "pay", "p": "1", "o": "-7"}))
     link = f"{MATCHING}?{urlencode({'reason': 'worker_lost', 'q': 'pay'})}"
     assert f'href="{link.replace("&", "&amp;")}" id="requeue-matching"' in page
     assert f'href="{MATCHING}" id="requeue-matching"' in html(superuser.get(DEAD))

@@ -9,6 +9,7 @@ import pytest
 from django.test import override_settings
 
 from soniq.admin import display
+from soniq.admin.redaction import Redaction
 
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=UTC)
 
@@ -34,9 +35,8 @@ def test_truncate_keeps_short_text_and_marks_the_cut() -> None:
 
 
 def test_mask_matches_parts_of_names_at_any_depth() -> None:
-    masked = display.mask(
-        {"DB_Password": "p", "nested": [{"x-authorization": "a", "keep": 1}], "user": "u"},
-        ["password", "authorization"],
+    masked = Redaction.of(["password", "authorization"]).value(
+        {"DB_Password": "p", "nested": [{"x-authorization": "a", "keep": 1}], "user": "u"}
     )
     assert masked == {
         "DB_Password": display.MASK,
@@ -83,9 +83,33 @@ def test_error_history_shows_a_repeated_traceback_once() -> None:
     ]
     errors[0]["failed_at"] = "2026-11-22T09:05:07.123456+00:00"
     errors[1]["failed_at"] = "yesterday"
-    page = str(display.error_history(errors, ()))
+    page = str(display.error_history(errors, Redaction(())))
     assert page.count("Same traceback as attempt") == 2
     assert "Same traceback as attempt 1" in page and "Same traceback as attempt 4" in page
     assert "at 2026-11-22 09:05:07 UTC" in page and "at yesterday" in page
     # Folded, not gone: the text is one click away.
     assert page.count("Traceback (most recent call last)") == 2
+
+
+def test_a_redaction_hides_the_secrets_in_every_string_keys_included() -> None:
+    redaction = Redaction.of(["token"], {"token": "tok-12345"})
+    shown = redaction.value(
+        {
+            "token": "tok-12345",
+            "echo": ["got TOK-12345", 12345, {"tok-12345": 1, display.MASK: 2}],
+            "note": "password=hunter22 ok",
+        }
+    )
+    assert shown == {
+        "token": display.MASK,
+        # Two keys that redact alike both stay listed.
+        "echo": ["got ********", 12345, {display.MASK: 1, f"{display.MASK} (2)": 2}],
+        "note": "password=hunter22 ok",  # "password" is not among this redaction's names
+    }
+    assert Redaction.of(["password"]).text("password=hunter22 ok") == "password=******** ok"
+
+
+def test_a_list_cell_is_redacted_before_it_is_cut() -> None:
+    redaction = Redaction.of(["api_key"], {"api_key": "sk-abcdefghijkl"})
+    cell = display.shown_text("x" * 75 + "sk-abcdefghijkl", redaction)
+    assert len(cell) == display.PREVIEW_CHARS and "sk-ab" not in cell

@@ -318,6 +318,7 @@ def _job_row(job_id: Any) -> tuple[Any, ...]:
         "worker_id": None,
         "result": None,
         "errors": "[]",
+        "errors_dropped": 0,
         "dedup_key": None,
         "dead_letter_reason": None,
     }

@@ -85,7 +85,8 @@ RETURNING job.id
 
 # The reverse of the worker's dead-lettering, in one statement: DELETE ... RETURNING feeding
 # the INSERT, so a job is never in both tables nor in neither. The job keeps its id and its
-# error history, and starts over with its full number of attempts.
+# error history (with the count of entries dropped from it), and starts over with its full
+# number of attempts.
 _REQUEUE_DEAD_LETTERS = f"""
 WITH moved AS (
     DELETE FROM soniq_dead_letter_jobs AS dead
@@ -95,10 +96,10 @@ WITH moved AS (
 ),
 changed AS (
     INSERT INTO soniq_jobs (id, task_name, args, queue, priority, status, attempts,
-                            max_attempts, scheduled_at, created_at, errors, dedup_key,
-                            worker_losses)
+                            max_attempts, scheduled_at, created_at, errors, errors_dropped,
+                            dedup_key, worker_losses)
     SELECT id, task_name, args, queue, priority, 'queued', 0, max_attempts, now(), created_at,
-           errors, dedup_key, 0
+           errors, errors_dropped, dedup_key, 0
     FROM moved
     RETURNING id, queue
 )

@@ -61,12 +61,12 @@ WHERE task_name = %s AND dedup_key = %s AND status IN ('queued', 'processing')
 _SELECT_JOB = """
 SELECT id, task_name, status, args::text, queue, priority, attempts, max_attempts,
        scheduled_at, created_at, started_at, finished_at, worker_id, result::text,
-       errors::text, dedup_key, NULL::text
+       errors::text, errors_dropped, dedup_key, NULL::text
 FROM soniq_jobs WHERE id = %s::uuid
 UNION ALL
 SELECT id, task_name, 'dead_letter', args::text, queue, priority, attempts, max_attempts,
        scheduled_at, created_at, started_at, dead_lettered_at, worker_id, NULL::text,
-       errors::text, dedup_key, reason
+       errors::text, errors_dropped, dedup_key, reason
 FROM soniq_dead_letter_jobs WHERE id = %s::uuid
 LIMIT 1
 """

@@ -64,14 +64,30 @@ class PostgresWorkerOps:
     async def retry_job(
         self, worker_id: str, job_id: str, attempt: int, delay: float, error: dict[str, Any]
     ) -> bool:
-        rows = await self._fetch(ws.retry_job(worker_id, job_id, attempt, delay, json.dumps(error)))
+        rows = await self._fetch(
+            ws.retry_job(
+                worker_id,
+                job_id,
+                attempt,
+                delay,
+                json.dumps(error),
+                history_limit=self.settings.error_history_limit,
+            )
+        )
         return bool(rows)
 
     async def dead_letter_job(
         self, worker_id: str, job_id: str, attempt: int, error: dict[str, Any], reason: str
     ) -> bool:
         rows = await self._fetch(
-            ws.dead_letter_job(worker_id, job_id, attempt, json.dumps(error), reason)
+            ws.dead_letter_job(
+                worker_id,
+                job_id,
+                attempt,
+                json.dumps(error),
+                reason,
+                history_limit=self.settings.error_history_limit,
+            )
         )
         return bool(rows)
 
@@ -120,7 +136,10 @@ class PostgresWorkerOps:
         time (the others skip the pass rather than wait)."""
         [[led, dead, dead_lettered, requeued, released]] = await self._fetch(
             ws.recovery_pass(
-                heartbeat_timeout=heartbeat_timeout, lock_grace=lock_grace, max_losses=max_losses
+                heartbeat_timeout=heartbeat_timeout,
+                lock_grace=lock_grace,
+                max_losses=max_losses,
+                history_limit=self.settings.error_history_limit,
             )
         )
         if not led:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from soniq.backends.base import Statement
+from soniq.backends.error_history import DEFAULT_HISTORY_LIMIT
 from soniq.core.status import Suspicion
 
 # First key of every soniq advisory lock (a 32-bit "namespace"); the second key is the worker's
@@ -146,13 +147,46 @@ def record_progress(
     )
 
 
+# The error history keeps its newest entries, at most ERROR_HISTORY_LIMIT, and counts the
+# ones it drops in errors_dropped, in the statement that appends (see error_history.py).
+# ``history`` is the SQL of the jsonb array with the new entry appended, ``limit`` that of the
+# limit.
+
+
+def _kept_errors(history: str, limit: str) -> str:
+    # The tail of the array. In lax mode (jsonpath's default) a range that starts before the
+    # first element is cut to the array, so a history within the limit is kept whole.
+    return (
+        f"jsonb_path_query_array({history}, '$[last - $limit + 1 to last]', "
+        f"jsonb_build_object('limit', {limit}))"
+    )
+
+
+def _dropped_errors(history: str, limit: str) -> str:
+    return f"GREATEST(jsonb_array_length({history}) - {limit}, 0)"
+
+
+# The new entry and the limit come in once, as a one-row CTE that the capped history reads.
+_FAILURE = "failure AS (SELECT %s::jsonb AS entry, %s::int AS history_limit)"
+
+
+def _failure_params(error_json: str, history_limit: int) -> tuple[str, int]:
+    return f"[{error_json}]", history_limit
+
+
+_RETRIED_HISTORY = "job.errors || failure.entry"
+
 # The delay is added to the database clock, the same clock the claim compares with.
 _RETRY_JOB = f"""
-UPDATE soniq_jobs
+WITH {_FAILURE}
+UPDATE soniq_jobs AS job
 SET status = 'queued', scheduled_at = {_NOW} + make_interval(secs => %s), worker_id = NULL,
-    errors = errors || %s::jsonb
-WHERE id = %s::uuid AND attempts = %s AND {_FENCE}
-RETURNING id
+    errors = {_kept_errors(_RETRIED_HISTORY, "failure.history_limit")},
+    errors_dropped = job.errors_dropped
+        + {_dropped_errors(_RETRIED_HISTORY, "failure.history_limit")}
+FROM failure
+WHERE job.id = %s::uuid AND job.attempts = %s AND job.{_FENCE}
+RETURNING job.id
 """
 
 
@@ -163,28 +197,40 @@ def retry_job(
     delay: float,
     error_json: str,
     now: datetime | None = None,
+    *,
+    history_limit: int = DEFAULT_HISTORY_LIMIT,
 ) -> Statement:
-    """Back to the queue ``delay`` seconds from now, the error appended to the history."""
-    return Statement(_RETRY_JOB, (now, delay, f"[{error_json}]", job_id, attempt, worker_id))
+    """Back to the queue ``delay`` seconds from now, the error appended to the history (of
+    which the newest ``history_limit`` entries are kept)."""
+    return Statement(
+        _RETRY_JOB,
+        (*_failure_params(error_json, history_limit), now, delay, job_id, attempt, worker_id),
+    )
 
 
 _DEAD_LETTER_COLUMNS = (
     "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
-    "started_at, dead_lettered_at, worker_id, errors, reason, dedup_key"
+    "started_at, dead_lettered_at, worker_id, errors, errors_dropped, reason, dedup_key"
 )
+
+_DEAD_HISTORY = "moved.errors || failure.entry"
 
 # DELETE ... RETURNING feeding the INSERT: the move is one statement, so a job is never in
 # both tables nor in neither.
 _DEAD_LETTER_JOB = f"""
-WITH moved AS (
+WITH {_FAILURE},
+moved AS (
     DELETE FROM soniq_jobs
     WHERE id = %s::uuid AND attempts = %s AND {_FENCE}
     RETURNING *
 )
 INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
 SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
-       started_at, {_NOW}, worker_id, errors || %s::jsonb, %s, dedup_key
-FROM moved
+       started_at, {_NOW}, worker_id,
+       {_kept_errors(_DEAD_HISTORY, "failure.history_limit")},
+       errors_dropped + {_dropped_errors(_DEAD_HISTORY, "failure.history_limit")},
+       %s, dedup_key
+FROM moved, failure
 RETURNING id
 """
 
@@ -196,8 +242,13 @@ def dead_letter_job(
     error_json: str,
     reason: str,
     now: datetime | None = None,
+    *,
+    history_limit: int = DEFAULT_HISTORY_LIMIT,
 ) -> Statement:
-    return Statement(_DEAD_LETTER_JOB, (job_id, attempt, worker_id, now, f"[{error_json}]", reason))
+    return Statement(
+        _DEAD_LETTER_JOB,
+        (*_failure_params(error_json, history_limit), job_id, attempt, worker_id, now, reason),
+    )
 
 
 # A job interrupted by shutdown, or claimed and never started, goes back without the attempt
@@ -320,12 +371,16 @@ _DEAD_WORKER = f"""worker.status IN ('running', 'stopping') AND (
 #   worker_lost: a job that kills its worker must not loop forever), or when that was its
 #   last attempt (reason max_attempts).
 # Jobs keep their scheduled_at, and so their place in the queue.
+# The entry is built once per lost job (in ``lost``), where the moved and the requeued jobs
+# read it, with the history limit.
 _LOST_ERROR = (
-    "jsonb_build_array(jsonb_build_object('attempt', lost.attempts, 'error_type', "
+    "jsonb_build_array(jsonb_build_object('attempt', job.attempts, 'error_type', "
     "'soniq.WorkerLost', "
     "'message', 'the worker running this job stopped responding', 'traceback', '', "
-    f"'worker_id', lost.worker_id::text, 'failed_at', {_NOW}))"
+    f"'worker_id', job.worker_id::text, 'failed_at', {_NOW}))"
 )
+_MOVED_HISTORY = "moved.errors || moved.lost_error"
+_REQUEUED_HISTORY = "job.errors || lost.lost_error"
 
 # The whole recovery pass is ONE statement: one worker at a time runs it (the leader lock, a
 # transaction-level advisory lock taken without waiting), and a lock held across round trips
@@ -351,7 +406,8 @@ lost AS (
     -- stopped or was pruned while still holding a job: an interrupted shutdown, for example).
     SELECT id, attempts, max_attempts, worker_id, worker_losses,
            started_at IS NOT NULL AS ran,
-           worker_losses + 1 >= %s AS quarantined
+           worker_losses + 1 >= %s AS quarantined,
+           {_LOST_ERROR} AS lost_error, %s::int AS history_limit
     FROM soniq_jobs AS job, leader
     WHERE leader.granted AND status = 'processing' AND (
         worker_id IN (SELECT id FROM found)
@@ -365,13 +421,16 @@ lost AS (
 moved AS (
     DELETE FROM soniq_jobs AS job USING lost
     WHERE job.id = lost.id AND lost.ran AND (lost.quarantined OR lost.attempts >= lost.max_attempts)
-    RETURNING job.*, {_LOST_ERROR} AS lost_error,
+    RETURNING job.*, lost.lost_error, lost.history_limit,
               CASE WHEN lost.quarantined THEN 'worker_lost' ELSE 'max_attempts' END AS reason
 ),
 dead AS (
     INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
     SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at,
-           created_at, started_at, {_NOW}, worker_id, errors || lost_error, reason, dedup_key
+           created_at, started_at, {_NOW}, worker_id,
+           {_kept_errors(_MOVED_HISTORY, "moved.history_limit")},
+           errors_dropped + {_dropped_errors(_MOVED_HISTORY, "moved.history_limit")},
+           reason, dedup_key
     FROM moved
     RETURNING id
 ),
@@ -379,7 +438,9 @@ requeued AS (
     UPDATE soniq_jobs AS job
     SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
         worker_losses = job.worker_losses + 1, suspicion = {Suspicion.LOST_WHILE_RUNNING.value},
-        errors = job.errors || {_LOST_ERROR}
+        errors = {_kept_errors(_REQUEUED_HISTORY, "lost.history_limit")},
+        errors_dropped = job.errors_dropped
+            + {_dropped_errors(_REQUEUED_HISTORY, "lost.history_limit")}
     FROM lost
     WHERE job.id = lost.id AND lost.ran
       AND NOT (lost.quarantined OR lost.attempts >= lost.max_attempts)
@@ -405,13 +466,14 @@ def recovery_pass(
     heartbeat_timeout: float,
     lock_grace: float,
     max_losses: int,
+    history_limit: int = DEFAULT_HISTORY_LIMIT,
     now: datetime | None = None,
 ) -> Statement:
     """Find dead workers, mark them, and put back the jobs of every worker that is not
     running; one row: (led this pass, dead worker ids, dead-lettered, requeued, released)."""
     # Parameter order follows the placeholders: leader, found (dead worker, with the lock
-    # grace twice: since the heartbeat, and since the server started), marked, lost,
-    # moved (error), dead, requeued (error).
+    # grace twice: since the heartbeat, and since the server started), marked, lost (losses,
+    # the error's time, the history limit), dead.
     return Statement(
         _RECOVERY_PASS,
         (
@@ -427,7 +489,7 @@ def recovery_pass(
             now,
             max_losses,
             now,
-            now,
+            history_limit,
             now,
         ),
     )

@@ -33,6 +33,7 @@ from soniq.core.errors import ConfigurationError, InvalidConnectionError, Schema
 from soniq.core.operations import ActionResult
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
 from soniq.core.retry import lost_job_fate
+from soniq.core.settings import SoniqSettings
 
 T = TypeVar("T")
 PRUNE_BATCH = 5000
@@ -76,11 +77,18 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
     supports_listen = False
     supports_transactional_enqueue = False
 
-    def __init__(self, path: str, *, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        settings: SoniqSettings | None = None,
+    ) -> None:
         if not path:
             raise ConfigurationError("SQLiteBackend needs a database file path")
         self.path = path
         self.clock = clock
+        self.settings = settings if settings is not None else SoniqSettings()
         self.dialect = SQLiteDialect(clock)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="soniq-sqlite")
         self._connection: sqlite3.Connection | None = None
@@ -269,7 +277,14 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
         self, worker_id: str, job_id: str, attempt: int, delay: float, error: dict[str, Any]
     ) -> bool:
         run_at = format_time(self.clock() + timedelta(seconds=delay))
-        statement = ws.retry_job(worker_id, job_id, attempt, run_at, json.dumps(error))
+        statement = ws.retry_job(
+            worker_id,
+            job_id,
+            attempt,
+            run_at,
+            json.dumps(error),
+            history_limit=self.settings.error_history_limit,
+        )
         count = await self._run(self._write, lambda c: _count(c, statement))
         if count:
             wakeup.notify(())
@@ -279,7 +294,13 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
         self, worker_id: str, job_id: str, attempt: int, error: dict[str, Any], reason: str
     ) -> bool:
         copy, delete = ws.dead_letter_job(
-            worker_id, job_id, attempt, json.dumps(error), reason, self._now()
+            worker_id,
+            job_id,
+            attempt,
+            json.dumps(error),
+            reason,
+            self._now(),
+            history_limit=self.settings.error_history_limit,
         )
 
         def body(connection: sqlite3.Connection) -> bool:
@@ -352,6 +373,7 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
                 connection.execute(ws.MARK_WORKER_DEAD, (format_time(now), worker_id))
         requeued = dead_lettered = released = 0
         stamp = format_time(now)
+        limit = self.settings.error_history_limit
         lost = connection.execute(ws.LOST_JOBS, (json.dumps(dead),)).fetchall()
         for job_id, attempts, max_attempts, worker_id, losses, ran in lost:
             if not ran:
@@ -370,11 +392,11 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
             )
             reason = lost_job_fate(attempts, max_attempts, losses, max_losses)
             if reason is not None:
-                connection.execute(ws.DEAD_LETTER_LOST, (stamp, error, reason, job_id))
-                connection.execute(ws.DELETE_LOST, (job_id,))
+                for statement in ws.dead_letter_lost(job_id, error, reason, stamp, limit):
+                    _count(connection, statement)
                 dead_lettered += 1
             else:
-                connection.execute(ws.REQUEUE_LOST, (error, job_id))
+                _count(connection, ws.requeue_lost(job_id, error, limit))
                 requeued += 1
         return RecoveryReport(
             tuple(to_uuid_text(worker) or "" for worker in dead), requeued, dead_lettered, released

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Sequence
 
 from soniq.backends.base import Statement
+from soniq.backends.error_history import DEFAULT_HISTORY_LIMIT
 
 _FENCE = "status = 'processing' AND worker_id = ? AND attempts = ? AND id = ?"
 
@@ -45,23 +46,40 @@ WHERE {_FENCE}
 # A claimed job started: started_at tells it from a job only claimed.
 START = f"UPDATE soniq_jobs SET started_at = coalesce(started_at, ?), suspicion = 0 WHERE {_FENCE}"
 
+# The error history with one entry appended, its newest entries kept: at most the limit
+# (see error_history.py). Parameters: the entry's JSON, then the limit. json_each walks the
+# array in order, and json_group_array keeps the order it is given. ``errors`` is the row's
+# history before the append (in an UPDATE, every SET expression reads the old row).
+_KEPT_ERRORS = """(
+    SELECT json_group_array(value) FROM json_each(json_insert(errors, '$[#]', json(?)))
+    WHERE key >= json_array_length(errors) + 1 - ?
+)"""
+# The count of dropped entries, with those this append drops. Parameter: the limit.
+_DROPPED_ERRORS = "errors_dropped + max(json_array_length(errors) + 1 - ?, 0)"
+
+
+def _appended(error_json: str, history_limit: int) -> tuple[str, int, int]:
+    """The parameters of ``_KEPT_ERRORS`` followed by ``_DROPPED_ERRORS``."""
+    return error_json, history_limit, history_limit
+
+
 RETRY = f"""
 UPDATE soniq_jobs
 SET status = 'queued', scheduled_at = ?, worker_id = NULL,
-    errors = json_insert(errors, '$[#]', json(?))
+    errors = {_KEPT_ERRORS}, errors_dropped = {_DROPPED_ERRORS}
 WHERE {_FENCE}
 """
 
 _DEAD_LETTER_COLUMNS = (
     "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
-    "started_at, dead_lettered_at, worker_id, errors, reason, dedup_key"
+    "started_at, dead_lettered_at, worker_id, errors, errors_dropped, reason, dedup_key"
 )
 
 # Two statements in one transaction (SQLite has no DELETE ... RETURNING feeding an INSERT).
 COPY_TO_DEAD_LETTERS = f"""
 INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
 SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
-       started_at, ?, worker_id, json_insert(errors, '$[#]', json(?)), ?, dedup_key
+       started_at, ?, worker_id, {_KEPT_ERRORS}, {_DROPPED_ERRORS}, ?, dedup_key
 FROM soniq_jobs WHERE {_FENCE}
 """
 DELETE_FENCED = f"DELETE FROM soniq_jobs WHERE {_FENCE}"
@@ -115,11 +133,11 @@ WHERE status = 'processing' AND (
 # What becomes of them is decided as on PostgreSQL (see its worker_statements): a job that was
 # running is charged its attempt and a lost worker, and runs alone next time; a job only
 # claimed goes back uncharged, its next start written before it runs. Both keep their place.
-REQUEUE_LOST = """
+REQUEUE_LOST = f"""
 UPDATE soniq_jobs
 SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
     worker_losses = worker_losses + 1, suspicion = 2,
-    errors = json_insert(errors, '$[#]', json(?))
+    errors = {_KEPT_ERRORS}, errors_dropped = {_DROPPED_ERRORS}
 WHERE id = ? AND status = 'processing'
 """
 
@@ -133,7 +151,7 @@ WHERE id = ? AND status = 'processing'
 DEAD_LETTER_LOST = f"""
 INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
 SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
-       started_at, ?, worker_id, json_insert(errors, '$[#]', json(?)), ?, dedup_key
+       started_at, ?, worker_id, {_KEPT_ERRORS}, {_DROPPED_ERRORS}, ?, dedup_key
 FROM soniq_jobs WHERE id = ? AND status = 'processing'
 """
 DELETE_LOST = "DELETE FROM soniq_jobs WHERE id = ? AND status = 'processing'"
@@ -190,17 +208,58 @@ def start_job(worker_id: str, job_id: str, attempt: int, now: str) -> Statement:
     return Statement(START, (now, _hex(worker_id), attempt, _hex(job_id)))
 
 
-def retry_job(worker_id: str, job_id: str, attempt: int, run_at: str, error_json: str) -> Statement:
-    return Statement(RETRY, (run_at, error_json, _hex(worker_id), attempt, _hex(job_id)))
+def retry_job(
+    worker_id: str,
+    job_id: str,
+    attempt: int,
+    run_at: str,
+    error_json: str,
+    *,
+    history_limit: int = DEFAULT_HISTORY_LIMIT,
+) -> Statement:
+    return Statement(
+        RETRY,
+        (
+            run_at,
+            *_appended(error_json, history_limit),
+            _hex(worker_id),
+            attempt,
+            _hex(job_id),
+        ),
+    )
 
 
 def dead_letter_job(
-    worker_id: str, job_id: str, attempt: int, error_json: str, reason: str, now: str
+    worker_id: str,
+    job_id: str,
+    attempt: int,
+    error_json: str,
+    reason: str,
+    now: str,
+    *,
+    history_limit: int = DEFAULT_HISTORY_LIMIT,
 ) -> list[Statement]:
     """Copy, then delete: run both in one transaction; the copy's row count says whether the
     fence held."""
     fence = (_hex(worker_id), attempt, _hex(job_id))
     return [
-        Statement(COPY_TO_DEAD_LETTERS, (now, error_json, reason, *fence)),
+        Statement(
+            COPY_TO_DEAD_LETTERS, (now, *_appended(error_json, history_limit), reason, *fence)
+        ),
         Statement(DELETE_FENCED, fence),
+    ]
+
+
+def requeue_lost(job_id: str, error_json: str, history_limit: int) -> Statement:
+    """A job that was running on a lost worker back to the queue (``job_id`` as stored)."""
+    return Statement(REQUEUE_LOST, (*_appended(error_json, history_limit), job_id))
+
+
+def dead_letter_lost(
+    job_id: str, error_json: str, reason: str, now: str, history_limit: int
+) -> list[Statement]:
+    """Copy, then delete, a job that was running on a lost worker (``job_id`` as stored)."""
+    return [
+        Statement(DEAD_LETTER_LOST, (now, *_appended(error_json, history_limit), reason, job_id)),
+        Statement(DELETE_LOST, (job_id,)),
     ]
