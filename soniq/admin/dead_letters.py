@@ -34,9 +34,10 @@ from soniq.core.operations import ActionResult
 from soniq.models import DeadLetterJob, Job
 
 DEAD_LETTERS = ("dead letter", "dead letters")
-# The reasons soniq writes (the worker's "max_attempts", recovery's "worker_lost"): a fixed
-# list instead of Django's SELECT DISTINCT over the whole table on every page load.
-REASONS = ("max_attempts", "worker_lost")
+# The reasons soniq writes (the worker's "max_attempts" and "result_too_large", recovery's
+# "worker_lost"): a fixed list instead of Django's SELECT DISTINCT over the whole table on
+# every page load.
+REASONS = ("max_attempts", "worker_lost", "result_too_large")
 ReasonFilter = choices_filter("reason", "reason", "reason", lambda: REASONS)
 # Characters of the last error's class read for the list (a class name is short; a crafted
 # one is cut).
