@@ -15,6 +15,10 @@ from soniq.core.spec import JobSpec
 # Exponents beyond this are pointless (2**32 s is over a century) and would overflow floats
 # for absurd attempt counts.
 _MAX_EXPONENT = 32
+# The longest delay before a retry: one year. A longer one is a mistake (a backoff without
+# retry_max_delay over many attempts), and past the year 9999 the database could not even
+# store the time of the next attempt.
+MAX_RETRY_DELAY = 365 * 24 * 3600.0
 
 
 def retry_delay_seconds(
@@ -33,7 +37,7 @@ def retry_delay_seconds(
         delay = grown / 2 + rand() * grown / 2
     if spec.retry_max_delay is not None:
         delay = min(delay, spec.retry_max_delay)
-    return max(0.0, delay)
+    return min(max(0.0, delay), MAX_RETRY_DELAY)
 
 
 def lost_job_fate(attempt: int, max_attempts: int, losses: int, max_losses: int) -> str | None:

@@ -26,6 +26,7 @@ from soniq.worker.results import (
     MAX_RESULT_BYTES,
     ResultTooLargeError,
     encode_result,
+    refusal_text,
     refused_result,
 )
 
@@ -100,7 +101,7 @@ def stripped(outcome: Outcome, refusal: BaseException) -> Outcome:
     """``outcome`` without the data the database refused to store (``refusal``): a result
     becomes ``{"unstorable_result": "<why>"}``; an error record keeps its attempt, type, time
     and worker, with a message saying why its text is missing and no traceback."""
-    why = codec.one_line(codec.storable_text(str(refusal), LOG_MESSAGE_LIMIT))
+    why = refusal_text(refusal)
     if outcome.succeeded:
         return dataclasses.replace(outcome, result_json=refused_result(refusal))
     error = dict(outcome.error or {})

@@ -16,8 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from soniq.core.backoff import Backoff
-from soniq.core.codec import one_line, storable_text
-from soniq.worker.results import refused_result
+from soniq.worker.results import refusal_text, refused_result
 
 logger = logging.getLogger("soniq.worker")
 
@@ -57,6 +56,7 @@ class ProgressWriter:
         self._started: dict[tuple[str, str], Started] = {}
         self._done: list[tuple[str, Done]] = []  # (claimed by, done)
         self._in_flight: list[str] = []
+        self._unwritten: list[str] = []
         self._has_work = asyncio.Event()
         self._has_done = asyncio.Event()
         self._idle = asyncio.Event()
@@ -65,8 +65,10 @@ class ProgressWriter:
         self._task: asyncio.Task[None] | None = None
 
     def pending_ids(self) -> list[str]:
-        """Jobs finished here whose completion is not in the database yet."""
-        return [done[0] for _, done in self._done] + self._in_flight
+        """Jobs finished here whose completion is not in the database yet (or never will be:
+        even a placeholder was refused; they stay the worker's until it stops, and then go
+        through recovery, instead of being released and run again at once)."""
+        return [done[0] for _, done in self._done] + self._in_flight + self._unwritten
 
     def retry_now(self) -> None:
         """The database answers again: a write waiting to be retried goes now."""
@@ -138,9 +140,10 @@ class ProgressWriter:
                 if self._unstorable(error) and placeholder:
                     logger.error(
                         "the database refused even a placeholder result for job %s; left "
-                        "to recovery",
+                        "to recovery once this worker stops",
                         done[0][0],
                     )
+                    self._unwritten.append(done[0][0])
                     return
                 if self._unstorable(error):
                     await self._write_apart(owner, done, started, error)
@@ -185,13 +188,17 @@ class ProgressWriter:
                 await self._write_owner(owner, [], started[middle:])
             return
         if not done:
-            logger.error("the database refused the start of job %s: %s", started[0][0], refusal)
+            logger.error(
+                "the database refused the start of job %s: %s",
+                started[0][0],
+                refusal_text(refusal),
+            )
             return
         job_id, attempt, _ = done[0]
         logger.error(
             "the database refused the result of job %s (%s); storing a placeholder",
             job_id,
-            one_line(storable_text(str(refusal), 500)),
+            refusal_text(refusal),
         )
         await self._write_owner(
             owner, [(job_id, attempt, refused_result(refusal))], [], placeholder=True
@@ -209,5 +216,9 @@ class ProgressWriter:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), grace)
             except TimeoutError:
-                logger.error("gave up recording %d finished job(s) at shutdown", len(self._done))
+                logger.error(
+                    "gave up recording %d finished job(s) at shutdown; recovery will take "
+                    "them back",
+                    len(self._done) + len(self._in_flight),
+                )
                 self._task.cancel()

@@ -84,9 +84,13 @@ def _trace(job: Any, value: Any, problem: Exception, masked_names: tuple[str, ..
         "job %s (%s) returned a value that is not JSON: %s",
         job.id,
         job.task_name,
-        codec.one_line(codec.storable_text(masking.redact(str(problem), (), masked_names), 500)),
+        codec.one_line(
+            codec.storable_text(
+                masking.redact(codec.storable_text(str(problem), 1000), (), masked_names), 500
+            )
+        ),
     )
-    shown = masking.masked_repr(value, masked_names)
+    shown = masking.masked_repr(value, masked_names, limit=TRACE_CHARS)
     return codec.dumps({"unserializable_result": codec.storable_text(shown, TRACE_CHARS)})
 
 
@@ -102,5 +106,13 @@ def _over(text: str, max_bytes: int) -> bool:
 def refused_result(refusal: BaseException) -> str:
     """What is stored instead of a result the database refused (``refusal``, its error):
     ``{"unstorable_result": "not stored: <why>"}``."""
-    why = codec.one_line(codec.storable_text(str(refusal), TRACE_CHARS))
-    return codec.dumps({"unstorable_result": f"not stored: {why}"})
+    return codec.dumps({"unstorable_result": f"not stored: {refusal_text(refusal)}"})
+
+
+def refusal_text(refusal: BaseException, limit: int = 500) -> str:
+    """A database's refusal as soniq logs and stores it: its first line only (psycopg adds
+    DETAIL and CONTEXT lines, which may quote the data refused), masked, on one line, cut."""
+    first = str(refusal).split("\n", 1)[0]
+    text = codec.storable_text(first, 2 * limit)
+    names = masking.DEFAULT_MASKED_NAMES
+    return codec.one_line(codec.storable_text(masking.redact(text, (), names), limit))

@@ -18,7 +18,8 @@ _CLASSES = ("22", "54")
 
 def is_unstorable(error: BaseException) -> bool:
     """Whether ``error``, raised by a write, says that its data can never be stored."""
-    if isinstance(error, UnicodeEncodeError):
+    if isinstance(error, (UnicodeEncodeError, OverflowError)):
+        # Text with no UTF-8 form; a number or a time out of range (a time past year 9999).
         return True
     sqlstate = getattr(error, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate[:2] in _CLASSES:

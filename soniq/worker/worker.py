@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from soniq._version import __version__
 from soniq.backends.base import WorkerBackend
-from soniq.core import codec, wakeup
+from soniq.core import wakeup
 from soniq.core.backoff import Backoff
 from soniq.core.records import ClaimedJob, WorkerInfo
 from soniq.core.registry import JobRegistry
@@ -30,6 +30,7 @@ from soniq.worker.hooks import Hooks, check_hooks
 from soniq.worker.liveness import Liveness
 from soniq.worker.pace import Pace
 from soniq.worker.progress import ProgressWriter
+from soniq.worker.results import refusal_text
 from soniq.worker.unstorable import is_unstorable
 from soniq.worker.watchdog import LoopWatchdog
 
@@ -101,6 +102,8 @@ class Worker:
         # What the database may say this worker holds, besides _running and _ready: the job
         # of run_once, and finished jobs whose completion is not written yet.
         self._current: ClaimedJob | None = None
+        # Jobs whose outcome could not be recorded: held until the worker stops (see _record).
+        self._unrecorded: dict[str, ClaimedJob] = {}
         self._writer: ProgressWriter | None = None
         self._runner_in_use: JobRunner | None = None
         # Async jobs cancelled when the worker fenced itself: given back (uncharged) when
@@ -185,6 +188,7 @@ class Worker:
         self._alone = None
         self._alone_thread_left = False
         self._current = None
+        self._unrecorded = {}
         self._writer = None
         self._runner_in_use = None
         self._given_up = {}
@@ -238,7 +242,10 @@ class Worker:
                 await asyncio.gather(summaries, return_exceptions=True)
                 threads.shutdown(wait=False, cancel_futures=True)
                 # Completions are worth waiting for a little beyond the shutdown timeout.
-                await writer.close(grace=self.settings.shutdown_timeout + WRITE_GRACE)
+                # What is left of the shutdown time (the drain has used some of it).
+                left = self._shutdown_time_left()
+                grace = self.settings.shutdown_timeout + WRITE_GRACE if left is None else left
+                await writer.close(grace=max(grace, 0.0))
                 await asyncio.gather(*self._background, return_exceptions=True)
         logger.info("worker %s stopped after %d job(s)", self.id, self._processed)
         return self._processed > 0
@@ -541,7 +548,13 @@ class Worker:
             released = 0
             for owner in {job.claimed_by for job in jobs}:
                 mine = [(job.id, job.attempt) for job in jobs if job.claimed_by == owner]
-                released += await self.backend.release_jobs(owner, mine)
+                left = self._shutdown_time_left()
+                release = self.backend.release_jobs(owner, mine)
+                # Stopping: within what is left of the shutdown time (at least a second), so
+                # that a database that is gone cannot hold the exit for CONNECT_TIMEOUT.
+                released += await (
+                    release if left is None else asyncio.wait_for(release, max(left, 1.0))
+                )
             logger.info("%d job(s) put back in the queue", released)
         except Exception:
             # The recovery pass of any worker puts them back: this worker is about to be
@@ -602,6 +615,9 @@ class Worker:
         if applied is None:
             # Given up (the worker is stopping, or even a stripped outcome was refused): the
             # job stays claimed by this worker, and recovery takes it back once it is gone.
+            # Meanwhile it is held here, so that it is not released as a stray and run again
+            # at once: it comes back only through recovery, charged, as a crashed worker's.
+            self._unrecorded[job.id] = job
             self._finished(job, "unrecorded", duration)
         elif not applied:
             logger.warning("job %s was taken back from this worker; its outcome is dropped", job.id)
@@ -656,7 +672,7 @@ class Worker:
                     logger.error(
                         "could not record %s: the database refuses its data (%s)",
                         what,
-                        codec.one_line(codec.storable_text(str(error), 500)),
+                        refusal_text(error),
                     )
                     return None
                 if self._past_shutdown():
@@ -664,7 +680,7 @@ class Worker:
                         "could not record %s, and the worker is stopping: given up; recovery "
                         "will take the job back (%s)",
                         what,
-                        codec.one_line(codec.storable_text(str(error), 500)),
+                        refusal_text(error),
                     )
                     return None
                 delay = backoff.delay()
@@ -701,7 +717,7 @@ class Worker:
                 "result" if outcome.succeeded else "error record",
                 job.id,
                 job.task_name,
-                codec.one_line(codec.storable_text(str(error), 500)),
+                refusal_text(error),
             )
             return await self._write_outcome_as_is(job, stripped(outcome, error))
 
@@ -731,6 +747,7 @@ class Worker:
 
     def _in_flight_ids(self) -> list[str]:
         ids = [job.id for job in self._running.values()] + [job.id for job in self._ready]
+        ids.extend(self._unrecorded)
         if self._current is not None:
             ids.append(self._current.id)
         if self._writer is not None:

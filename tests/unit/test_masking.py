@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import collections
 import dataclasses
 import html
 import json
+import logging
+import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 
 import pydantic
 import pytest
@@ -185,3 +190,89 @@ def test_plain_turns_objects_into_structures() -> None:
         deep = [deep]
     plain(deep)  # bounded depth, no RecursionError
     mask(deep, NAMES)
+
+
+def _finishes(call: Callable[[], object], within: float = 20.0) -> None:
+    """Runs ``call`` in a thread and fails if it has not returned within ``within`` seconds:
+    a guard against exponential or endless walks, not a timing target."""
+    done = threading.Event()
+
+    def run() -> None:
+        call()
+        done.set()
+
+    threading.Thread(target=run, daemon=True).start()
+    assert done.wait(within), "did not finish"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'password="' + "\\" * 4000,
+        "password" * 32000,
+        "password-" * 30000,
+        "password='" * 20000,
+        "password={" * 20000,
+        ("token " + "a1" * 2000 + " ") * 200,
+    ],
+    ids=["backslashes", "names", "names-dashes", "quotes", "braces", "long-words"],
+)
+def test_adversarial_texts_are_redacted_in_linear_time(text: str) -> None:
+    _finishes(lambda: redact(text, {SECRET}, NAMES))
+
+
+def test_values_that_contain_themselves_or_share_parts_are_walked_once() -> None:
+    looped: list[object] = []
+    looped.append(looped)
+    looped.append(looped)
+    shared: list[object] = [1]
+    for _ in range(60):
+        shared = [shared, shared]  # 2**60 paths to the same list
+    for value in (
+        logging.getLogger("soniq.tests.masking"),
+        argparse.ArgumentParser(),
+        looped,
+        shared,
+    ):
+        _finishes(lambda value=value: masked_repr(value, NAMES, limit=2000))
+        _finishes(lambda value=value: plain(value))
+        _finishes(lambda value=value: secrets_in(value, NAMES))
+        _finishes(lambda value=value: mask(value, NAMES))
+
+
+def test_named_tuples_slots_and_name_value_pairs_are_masked() -> None:
+    pair = collections.namedtuple("Pair", "user password")
+    assert masked_repr(pair("bob", "hunter22"), NAMES) == "Pair(user='bob', password='********')"
+
+    class Slotted:
+        __slots__ = ("pwd",)
+
+        def __init__(self, pwd: str) -> None:
+            self.pwd = pwd
+
+        def __repr__(self) -> str:
+            return f"Slotted({self.pwd})"
+
+    assert "hunter22" not in masked_repr(Slotted("hunter22"), NAMES)
+    value = {
+        "headers": [["Authorization", "Bearer abcdef123"]],
+        "env": [{"name": "DB_PASSWORD", "value": "hunter22"}],
+    }
+    assert mask(value, NAMES) == {
+        "headers": [["Authorization", MASK]],
+        "env": [{"name": "DB_PASSWORD", "value": MASK}],
+    }
+    assert secrets_in(value, NAMES) == {"Bearer abcdef123", "hunter22"}
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden"),
+    [
+        ("connection to postgres://app:hunter22@db:5432/x failed", "hunter22"),
+        ("secret => abcdef123", "abcdef123"),
+        ("-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----", "MIIEabc"),
+        ('password="abc\\"def', "abc"),
+    ],
+)
+def test_urls_arrows_keys_and_unclosed_quotes(text: str, hidden: str) -> None:
+    assert hidden not in redact(text, (), NAMES)

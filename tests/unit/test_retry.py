@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from soniq import Soniq
-from soniq.core.retry import retry_delay_seconds
+from soniq.core.retry import MAX_RETRY_DELAY, retry_delay_seconds
 from soniq.core.spec import JobSpec
 
 
@@ -53,3 +53,9 @@ def test_max_delay_caps_everything(attempt: int) -> None:
     spec = _spec(retry_delay=3, retry_backoff=True, retry_max_delay=10)
     assert retry_delay_seconds(spec, attempt, rand=lambda: 1.0) <= 10
     assert retry_delay_seconds(_spec(retry_delay=60, retry_max_delay=10), attempt) == 10
+
+
+def test_no_retry_is_scheduled_more_than_a_year_away() -> None:
+    far = _spec(retry_delay=3600, retry_backoff=True, retries=50)
+    assert retry_delay_seconds(far, 40, rand=lambda: 1.0) == MAX_RETRY_DELAY == 365 * 86400
+    assert retry_delay_seconds(_spec(retry_delay=1e300), 1) == MAX_RETRY_DELAY
