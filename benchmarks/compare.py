@@ -1,14 +1,15 @@
 """soniq side by side with pgqueuer 1.6.0 and procrastinate 3.10.0, on the same workload.
 
     .venv/bin/python benchmarks/compare.py [--rounds 3] [--jobs 20000] [--singles 2000]
-        [--latency-samples 200] [--systems soniq,pgqueuer,procrastinate]
+        [--latency-samples 200] [--systems soniq,pgqueuer,procrastinate] [--concurrency 10]
         [--url postgresql://postgres@127.0.0.1:5432/postgres] [--venv-dir DIR]
 
 Each peer runs in a virtualenv of its own, which this script builds on first use under
 ``--venv-dir`` (default ``$XDG_CACHE_HOME/soniq-compare``, i.e. ``~/.cache/soniq-compare``,
-outside the repository) with ``pip install pgqueuer[asyncpg]==1.6.0`` and ``pip install
-procrastinate==3.10.0 psycopg[binary,pool]``; soniq runs from the virtualenv of the Python
-running this script (``.venv``). Nothing of a peer is imported here: each system's side is a
+outside the repository) with ``pip install pgqueuer[asyncpg]==1.6.0 'typer<0.29'`` (``pgq
+run`` fails at its start with typer 0.29) and ``pip install procrastinate==3.10.0
+psycopg[binary,pool]``; soniq runs from the virtualenv of the Python running this script
+(``.venv``). Nothing of a peer is imported here: each system's side is a
 module executed by that system's own interpreter (``benchmarks/compare_soniq.py``,
 ``compare_pgqueuer.py``, ``compare_procrastinate.py``, with ``compare_common.py``, standard
 library only, shared by all three). This script only creates the databases, starts and stops
@@ -30,20 +31,25 @@ Then, per system and round:
    ``soniq worker --concurrency 10`` (the console script, as ``benchmarks/worker.py`` starts
    it), ``pgq run compare_pgqueuer:create --max-concurrent-tasks 10 --batch-size 5`` (pgqueuer
    requires a batch of at most half the cap), ``procrastinate --app=compare_procrastinate.app
-   worker --concurrency 10``. Each otherwise runs with its defaults. The drain is timed from
+   --log-level=warning worker --concurrency 10`` (its CLI logs two INFO lines per job by
+   default, about 5 % of its drain here; the other two log none per job). Each otherwise runs
+   with its defaults (procrastinate's connector is ``PsycopgConnector(conninfo=...)``: a pool of
+   at most 4 connections; 10 made no difference). The drain is timed from
    the moment the worker is ready, taken as the start of its first job (that job sends
    ``time.time()`` over UDP as its first statement; none of the three has started one before
    its start-up is over, and pgqueuer records no worker registration to time from instead), to
    the first poll (every 20 ms, ``time.time()`` after it returns) that finds no job left to
    run: soniq ``status IN ('queued', 'processing')``, pgqueuer any row left in ``pgqueuer``
    (it deletes a job when it logs its completion), procrastinate ``status IN ('todo',
-   'doing')``. jobs/s = jobs / that span.
+   'doing')``. jobs/s = jobs / that span. The worker's CPU time over that span (from
+   ``/proc/<pid>/stat``) is printed with each round.
 3. **Latency.** After 0.5 s of quiet, with that worker idle and listening, the client enqueues
    3 warm-up jobs and then ``--latency-samples`` jobs one at a time with the single-job API;
    each is sent once the previous one has started and 20 ms more have passed, so every job
    meets an idle worker. The job's first statement reads ``time.time()`` and sends it over UDP;
    latency = that minus ``time.time()`` read in the client just before the enqueue call (same
-   machine clock). p50 / p95 / p99 are nearest-rank.
+   machine clock). p50 / p95 / p99 are nearest-rank. Each round's line also gives the median
+   duration of the enqueue call itself.
 4. **Worker peak memory**: VmHWM from ``/proc/<pid>/status`` of the worker process, read
    before it gets SIGTERM (the three are single processes).
 5. **Single enqueue**, after the worker has stopped: the client enqueues ``--singles`` no-op
@@ -54,7 +60,9 @@ Then, per system and round:
    the three has a worker taking CPU from the enqueuer on this 2-core machine, on the table
    as each system leaves it after the drain.
 
-**Exactly once.** Checked after every drain, from two sides that do not trust each other:
+**Exactly once.** Checked after every drain, from two sides that do not trust each other.
+A table the jobs insert into would be the plainest record, but it would turn the no-op job
+into a database write and change the workload being measured; instead:
 
 - In the worker process, each job's first statement counts its execution in memory by the
   job's number (an increment in a byte array: no database work is added to the no-op job);
@@ -63,12 +71,12 @@ Then, per system and round:
   once, and each latency job once.
 - In the database, through each system's own records: soniq, every job ``done`` with
   ``attempts = 1`` (attempts count the starts) and no dead letter; pgqueuer, no job left in
-  its queue table and in ``pgqueuer_log`` exactly one ``queued`` and one ``successful`` row
-  per job id and nothing else (pgqueuer deletes a job when it logs its end, so a second
-  execution of a job would leave no second ``successful`` row: the in-memory count is what
-  catches that one); procrastinate, every job ``succeeded`` with ``attempts = 1`` and, in
-  ``procrastinate_events``, exactly one ``deferred``, one ``started`` and one ``succeeded``
-  event per job (a second fetch of a job would log a second ``started``).
+  its queue table and in ``pgqueuer_log`` exactly one ``queued``, one ``picked`` and one
+  ``successful`` row per job id and nothing else (every claim logs a ``picked`` row, so a
+  second claim of a job would show); procrastinate, every job ``succeeded`` with
+  ``attempts = 1`` and, in ``procrastinate_events``, exactly one ``deferred``, one
+  ``started`` and one ``succeeded`` event per job (a second fetch of a job would log a
+  second ``started``).
 
 A round whose check fails is still measured and is reported as not exactly-once.
 
@@ -175,7 +183,7 @@ async def _check_pgqueuer(conn: psycopg.AsyncConnection[Any], jobs: int, stamps:
     )
     expected: dict[Any, Any] = {}
     for entrypoint, count in (("compare_noop", jobs), ("compare_stamp", stamps)):
-        for status in ("queued", "successful"):
+        for status in ("queued", "picked", "successful"):
             expected[(entrypoint, status)] = (count, count)
     problems += _compare_counts(
         "pgqueuer_log (entrypoint, status): (rows, distinct jobs)",
@@ -255,6 +263,7 @@ class System:
         return [
             str(bin_dir / "procrastinate"),
             f"--app={self.module}.app",
+            "--log-level=warning",
             "worker",
             "--concurrency",
             str(concurrency),
@@ -271,7 +280,9 @@ SYSTEMS = {
     ),
     "pgqueuer": System(
         "pgqueuer",
-        ("pgqueuer[asyncpg]==1.6.0",),
+        # `pgq run` fails at its start with typer 0.29 (its --log-level parser returns a str
+        # where pgqueuer expects its LogLevel enum: "'str' object has no attribute 'name'").
+        ("pgqueuer[asyncpg]==1.6.0", "typer<0.29"),
         ("pgqueuer", "asyncpg"),
         "SELECT count(*) FROM pgqueuer",
         _check_pgqueuer,
@@ -406,12 +417,12 @@ class ClientProcess:
         await client._read(60.0)  # {"ready": true}
         return client
 
-    async def _read(self, timeout: float) -> dict[str, Any]:
+    async def _read(self, limit: float) -> dict[str, Any]:
         assert self.process.stdout is not None
         try:
-            line = await asyncio.wait_for(self.process.stdout.readline(), timeout)
+            line = await asyncio.wait_for(self.process.stdout.readline(), limit)
         except TimeoutError:
-            raise RuntimeError(f"the client did not answer within {timeout} s") from None
+            raise RuntimeError(f"the client did not answer within {limit} s") from None
         if not line:
             await asyncio.sleep(0.2)
             raise RuntimeError(
@@ -422,11 +433,12 @@ class ClientProcess:
             raise RuntimeError(f"the client failed:\n{message['error']}")
         return message
 
-    async def request(self, message: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def request(self, message: dict[str, Any], limit: float) -> dict[str, Any]:
+        """Send ``message``; its answer, within ``limit`` seconds."""
         assert self.process.stdin is not None
         self.process.stdin.write((json.dumps(message) + "\n").encode())
         await self.process.stdin.drain()
-        return await self._read(timeout)
+        return await self._read(limit)
 
     async def close(self) -> None:
         if self.process.returncode is None:
@@ -459,6 +471,12 @@ class WorkerProcess:
                 + processes.tail(self.child.log())
             )
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the worker process has used so far."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def peak_rss_kib(self) -> int:
         with open(f"/proc/{self.pid}/status") as status:
             for line in status:
@@ -471,9 +489,8 @@ class WorkerProcess:
         process = self.child.process
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while process.poll() is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                await asyncio.to_thread(process.wait, STOP_TIMEOUT)
         self.kill()
         return process.returncode
 
@@ -498,6 +515,7 @@ class RoundResult:
     p99: float = math.nan
     peak_rss_mib: float = math.nan
     enqueue_call_p50: float = math.nan  # ms, the latency enqueue call itself
+    drain_cpu: float = math.nan  # s of the worker's CPU time during the drain
     problems: Problems = field(default_factory=list)
     exit_code: int | None = None
 
@@ -509,15 +527,15 @@ def _percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[rank - 1]
 
 
-async def _receive(sock: socket.socket, worker: WorkerProcess, timeout: float) -> list[str]:
-    """The next UDP message from the worker's jobs, split into words."""
+async def _receive(sock: socket.socket, worker: WorkerProcess, limit: float) -> list[str]:
+    """The next UDP message from the worker's jobs (within ``limit`` s), split into words."""
     loop = asyncio.get_running_loop()
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             worker.check_alive()
-            raise RuntimeError(f"no message from the worker's jobs within {timeout} s")
+            raise RuntimeError(f"no message from the worker's jobs within {limit} s")
         try:
             data = await asyncio.wait_for(loop.sock_recv(sock, 512), min(left, 0.5))
         except TimeoutError:
@@ -548,7 +566,11 @@ async def _wait_none_left(
         await asyncio.sleep(POLL_EVERY)
 
 
-def _report_problems(report: dict[str, Any], jobs: int, stamps: int) -> Problems:
+def _report_problems(path: Path, exit_code: int | None, jobs: int, stamps: int) -> Problems:
+    """What is wrong with the execution counts the worker wrote to ``path`` when it exited."""
+    if not path.exists():
+        return [f"the worker wrote no execution counts (exit code {exit_code})"]
+    report = json.loads(path.read_text())
     expected = {
         "noop_runs": jobs,
         "noop_once": jobs,
@@ -666,7 +688,9 @@ async def _drain_and_latency(
         if words[0] != "first":
             raise RuntimeError(f"expected the first start, got {words}")
         first_start = float(words[1])
+        cpu_before = worker.cpu_seconds()
         finished = await _wait_none_left(conn, system, worker)
+        result.drain_cpu = worker.cpu_seconds() - cpu_before
         result.drain = jobs / (finished - first_start)
 
         # 3. latency, idle worker
@@ -696,12 +720,7 @@ async def _drain_and_latency(
         sock.close()
 
     # exactly once: the worker's own counts, then the system's records
-    if report_path.exists():
-        result.problems += _report_problems(json.loads(report_path.read_text()), jobs, stamps)
-    else:
-        result.problems.append(
-            f"the worker wrote no execution counts (exit code {result.exit_code})"
-        )
+    result.problems += _report_problems(report_path, result.exit_code, jobs, stamps)
     result.problems += await system.check(conn, jobs, stamps)
 
 
@@ -724,7 +743,7 @@ def _median(results: Sequence[RoundResult], key: str) -> float:
 
 
 def _fmt(template: str, value: float) -> str:
-    return "–" if math.isnan(value) else template.format(value)
+    return "n/a" if math.isnan(value) else template.format(value)
 
 
 def _table(rows: list[list[str]]) -> str:
@@ -771,7 +790,8 @@ def _summary(
 
 def _print_round(name: str, round_no: int, r: RoundResult) -> None:
     print(
-        f"  round {round_no} {name:<13} bulk {r.bulk:>9,.0f}/s  drain {r.drain:>7,.0f}/s  "
+        f"  round {round_no} {name:<13} bulk {r.bulk:>9,.0f}/s  drain {r.drain:>7,.0f}/s "
+        f"(worker CPU {r.drain_cpu:.2f} s)  "
         f"single {r.singles:>6,.0f}/s  latency p50/p95/p99 {r.p50:.2f}/{r.p95:.2f}/{r.p99:.2f}"
         f" ms (enqueue call p50 {r.enqueue_call_p50:.2f})  peak RSS {r.peak_rss_mib:.1f} MiB"
         f"  worker exit {r.exit_code}  exactly once: "

@@ -9,8 +9,8 @@ queries.enqueue(entrypoints, payloads, priorities)`` with lists for the bulk enq
 ``await queries.enqueue(entrypoint, payload)`` for each single enqueue and latency job. A
 payload is the job's number as ASCII digits.
 
-The schema is installed with ``pgq install``. Not type-checked in soniq's environment, which
-has neither pgqueuer nor asyncpg.
+The schema is installed with ``pgq install``. In soniq's environment, which has neither
+pgqueuer nor asyncpg, mypy checks this module with those imports ignored.
 """
 
 from __future__ import annotations
@@ -33,22 +33,23 @@ STAMP = "compare_stamp"
 TALLY = Tally()
 
 
+async def noop(job: Job) -> None:
+    TALLY.noop(int(job.payload))
+
+
+async def stamp(job: Job) -> None:
+    started = time.time()
+    TALLY.stamp(int(job.payload), started)
+
+
 @asynccontextmanager
 async def create() -> AsyncIterator[PgQueuer]:
     """The worker's factory, as ``pgq run`` takes it."""
     connection = await asyncpg.connect(os.environ[DATABASE_URL])
     try:
         pgq = PgQueuer.from_asyncpg_connection(connection)
-
-        @pgq.entrypoint(NOOP)
-        async def noop(job: Job) -> None:
-            TALLY.noop(int(job.payload))
-
-        @pgq.entrypoint(STAMP)
-        async def stamp(job: Job) -> None:
-            started = time.time()
-            TALLY.stamp(int(job.payload), started)
-
+        pgq.entrypoint(NOOP)(noop)
+        pgq.entrypoint(STAMP)(stamp)
         yield pgq
     finally:
         await connection.close()

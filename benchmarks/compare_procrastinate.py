@@ -1,16 +1,17 @@
 """procrastinate's side of ``benchmarks/compare.py``, run only in procrastinate's own virtualenv.
 
-``app`` is a ``procrastinate.App`` on a ``procrastinate.PsycopgConnector`` (psycopg 3 and its
-pool; ``max_size`` 10, the ceiling of soniq's own pool, where psycopg_pool's default would be 4
-connections for 10 concurrent jobs). The worker is procrastinate's CLI, ``procrastinate
---app=compare_procrastinate.app worker --concurrency 10``, and the schema is installed with
+``app`` is a ``procrastinate.App`` on a ``procrastinate.PsycopgConnector(conninfo=...)``
+(psycopg 3 and its pool, at its defaults). The worker is procrastinate's CLI, ``procrastinate
+--app=compare_procrastinate.app --log-level=warning worker --concurrency 10``, and the schema
+is installed with
 ``procrastinate --app=compare_procrastinate.app schema --apply``. Run as ``python
 compare_procrastinate.py client`` this module is the enqueueing client, inside ``async with
 app.open_async()``: ``await noop.batch_defer_async(*rows)`` for the bulk enqueue, ``await
 noop.defer_async(n=...)`` for each single enqueue and ``await stamp.defer_async(seq=...)`` for
 each latency job.
 
-Not type-checked in soniq's environment, which does not have procrastinate.
+In soniq's environment, which does not have procrastinate, mypy checks this module with that
+import ignored.
 """
 
 from __future__ import annotations
@@ -24,25 +25,22 @@ import time
 from compare_common import DATABASE_URL, Tally, serve
 from procrastinate import App, PsycopgConnector  # type: ignore[import-not-found]
 
-POOL_SIZE = 10
-
-app = App(
-    connector=PsycopgConnector(
-        conninfo=os.environ.get(DATABASE_URL, ""), min_size=1, max_size=POOL_SIZE
-    )
-)
+app = App(connector=PsycopgConnector(conninfo=os.environ.get(DATABASE_URL, "")))
 TALLY = Tally()
 
 
-@app.task(name="compare_noop")
-async def noop(n: int) -> None:
+async def run_noop(n: int) -> None:
     TALLY.noop(n)
 
 
-@app.task(name="compare_stamp")
-async def stamp(seq: int) -> None:
+async def run_stamp(seq: int) -> None:
     started = time.time()
     TALLY.stamp(seq, started)
+
+
+# The tasks, registered without decorator syntax: procrastinate is not typed here.
+noop = app.task(name="compare_noop")(run_noop)
+stamp = app.task(name="compare_stamp")(run_stamp)
 
 
 class ProcrastinateClient:
