@@ -86,6 +86,19 @@ LIMIT 1
 """
 
 
+def _values(job: NewJob) -> tuple[object, ...]:
+    """The parameters of a one-row insert, in the order of its ``VALUES``."""
+    return (
+        str(job.id),
+        job.task_name,
+        job.args_json,
+        job.queue,
+        job.priority,
+        job.max_attempts,
+        job.scheduled_at,
+    )
+
+
 class PostgresDialect:
     name = "postgresql"
 
@@ -97,37 +110,11 @@ class PostgresDialect:
         return PostgresOperatorStatements()
 
     def insert_job(self, job: NewJob) -> Statement:
-        return Statement(
-            _INSERT_JOB,
-            (
-                str(job.id),
-                job.task_name,
-                job.args_json,
-                job.queue,
-                job.priority,
-                job.max_attempts,
-                job.scheduled_at,
-                job.dedup_key,
-            ),
-        )
+        return Statement(_INSERT_JOB, (*_values(job), job.dedup_key))
 
     def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Statement]:
         if len(jobs) == 1:
-            [job] = jobs
-            return [
-                Statement(
-                    _INSERT_ONE,
-                    (
-                        str(job.id),
-                        job.task_name,
-                        job.args_json,
-                        job.queue,
-                        job.priority,
-                        job.max_attempts,
-                        job.scheduled_at,
-                    ),
-                )
-            ]
+            return [Statement(_INSERT_ONE, _values(jobs[0]))]
         return [
             Statement(
                 _INSERT_JOBS,
