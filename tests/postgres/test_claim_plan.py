@@ -60,7 +60,10 @@ def _plan(conn: psycopg.Connection[Any], queues: list[str] | None) -> dict[str, 
 def _scans(node: dict[str, Any]) -> list[tuple[str, str | None]]:
     found = []
     if "Scan" in node["Node Type"] and node.get("Relation Name") == "soniq_jobs":
-        found.append((node["Node Type"], node.get("Index Name")))
+        index = node.get("Index Name")
+        if node["Node Type"] == "Bitmap Heap Scan":  # the index is its child's
+            index = next((child.get("Index Name") for child in node.get("Plans", [])), None)
+        found.append((node["Node Type"], index))
     for child in node.get("Plans", []):
         found.extend(_scans(child))
     return found
@@ -101,3 +104,59 @@ def test_claim_takes_due_jobs_in_priority_order() -> None:
     assert {row[3] for row in rows} == {"q1"}
     assert all(row[5] == 1 for row in rows)
     assert remaining == (15,)
+
+
+def test_the_generic_claim_plan_reads_claimed_rows_by_primary_key() -> None:
+    """The claim is a prepared statement: after a few runs PostgreSQL may keep a generic plan,
+    made without knowing its LIMIT. With statistics taken while thousands of jobs were queued
+    (a worker's start-up ANALYZE before a drain) that plan must still fetch the claimed rows by
+    primary key, never scan the table to join them."""
+    with psycopg.connect(conninfo(), autocommit=True) as conn:
+        # No autovacuum on the 20,000 dead rows this leaves: it would analyze the table
+        # while later tests plan their statements on statistics of their own.
+        conn.execute("ALTER TABLE soniq_jobs SET (autovacuum_enabled = off)")
+        try:
+            plan = _generic_claim_plan(conn)
+        finally:
+            conn.execute("TRUNCATE soniq_jobs")
+            conn.execute("ALTER TABLE soniq_jobs RESET (autovacuum_enabled)")
+    scans = _scans(plan[0]["Plan"])
+    assert ("Seq Scan", None) not in scans, json.dumps(plan, indent=1)
+    assert {name for _, name in scans} <= CLAIM_INDEXES | {"soniq_jobs_pkey"}, scans
+
+
+def _generic_claim_plan(conn: psycopg.Connection[Any]) -> Any:
+    """EXPLAIN of the claim's generic plan after statistics taken with 20,000 jobs queued
+    and all of them finished since."""
+    conn.execute("TRUNCATE soniq_jobs")
+    conn.execute(
+        """
+        INSERT INTO soniq_jobs (id, task_name, args, queue, priority, status, attempts,
+            max_attempts, scheduled_at, created_at, errors, worker_losses)
+        SELECT gen_random_uuid(), 'tests.send_email', '{}', 'default', 100, 'queued', 0,
+               4, now(), now(), '[]', 0
+        FROM generate_series(1, 20000)
+        """
+    )
+    conn.execute("ANALYZE soniq_jobs")
+    conn.execute("UPDATE soniq_jobs SET status = 'done', attempts = 1, finished_at = now()")
+    statement = claim_jobs(
+        worker_id=str(uuid.uuid4()),
+        task_names=["tests.send_email"],
+        queues=None,
+        limit=10,
+        now=datetime.now(UTC),
+    )
+    parts = statement.sql.split("%s")
+    numbered = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
+    literals = psycopg.ClientCursor(conn).mogrify(
+        "(" + ", ".join(["%s"] * len(statement.params)) + ")", statement.params
+    )
+    with conn.transaction():
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE generic_claim AS {numbered}")
+        [[plan]] = conn.execute(
+            f"EXPLAIN (FORMAT JSON) EXECUTE generic_claim {literals}"
+        ).fetchall()
+        conn.execute("DEALLOCATE generic_claim")
+    return plan

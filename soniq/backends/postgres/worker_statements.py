@@ -26,6 +26,11 @@ _NOW = "COALESCE(%s::timestamptz, now())"
 # rows another worker is taking (SKIP LOCKED). Two variants instead of "queue filter or NULL"
 # so that each gets a plan on its own partial index (soniq_jobs_claim_idx for every queue,
 # soniq_jobs_claim_queue_idx for a scoped worker).
+# The claimed rows are updated by primary key, ``id = ANY(ARRAY(...))``, not through a join with
+# the candidates: the claim is a prepared statement, and its generic plan (the LIMIT unknown)
+# joined them by hashing a sequential scan of the whole table whenever the statistics were
+# taken with many jobs queued: 5.8 ms instead of 0.1 ms per claim at 20,000 rows, which every
+# start of an idle worker waited for until autovacuum came by.
 # A worker whose row was marked dead or stopped claims nothing: until its next heartbeat gives
 # it a new id, a job recovered from it could otherwise be claimed again under the old id, and
 # the stale run's completion would pass the fence. (A one-time filter: a primary-key lookup.)
@@ -40,14 +45,20 @@ WITH candidates AS (
     ORDER BY priority, scheduled_at
     LIMIT %s
     FOR UPDATE SKIP LOCKED
+),
+claimed AS (
+    UPDATE soniq_jobs AS job
+    SET status = 'processing', attempts = job.attempts + 1, claimed_at = {_NOW},
+        started_at = NULL, finished_at = NULL, worker_id = %s::uuid
+    WHERE job.id = ANY(ARRAY(SELECT id FROM candidates))
+    RETURNING job.id, job.task_name, job.args::text AS args, job.queue, job.priority,
+              job.attempts, job.max_attempts, job.scheduled_at, job.created_at, job.suspicion
 )
-UPDATE soniq_jobs AS job
-SET status = 'processing', attempts = job.attempts + 1, claimed_at = {_NOW}, started_at = NULL,
-    finished_at = NULL, worker_id = %s::uuid
-FROM candidates
-WHERE job.id = candidates.id
-RETURNING job.id, job.task_name, job.args::text, job.queue, job.priority, job.attempts,
-          job.max_attempts, job.scheduled_at, job.created_at, job.suspicion
+-- Most urgent first, as claimed: the worker starts them in this order.
+SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
+       suspicion
+FROM claimed
+ORDER BY priority, scheduled_at
 """
 _CLAIM_ANY_QUEUE = _CLAIM.format(queues="")
 _CLAIM_SCOPED = _CLAIM.format(queues=" AND queue = ANY(%s::text[])")
