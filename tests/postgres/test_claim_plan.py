@@ -10,6 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from soniq.backends.base import Statement
 from soniq.backends.postgres.worker_statements import claim_jobs
 from tests.helpers import conninfo
 
@@ -43,14 +44,18 @@ def _fill(conn: psycopg.Connection[Any]) -> None:
     conn.execute("ANALYZE soniq_jobs")
 
 
-def _plan(conn: psycopg.Connection[Any], queues: list[str] | None) -> dict[str, Any]:
-    statement = claim_jobs(
+def _claim(queues: list[str] | None, limit: int = 10) -> Statement:
+    return claim_jobs(
         worker_id=str(uuid.uuid4()),
         task_names=["tests.send_email"],
         queues=queues,
-        limit=10,
+        limit=limit,
         now=datetime.now(UTC),
     )
+
+
+def _plan(conn: psycopg.Connection[Any], queues: list[str] | None) -> dict[str, Any]:
+    statement = _claim(queues)
     # psycopg binds parameters server-side; EXPLAIN needs them as literals.
     sql = psycopg.ClientCursor(conn).mogrify(statement.sql, statement.params)
     [[plan]] = conn.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()
@@ -88,13 +93,7 @@ def test_claim_uses_the_partial_index(queues: list[str] | None) -> None:
 def test_claim_takes_due_jobs_in_priority_order() -> None:
     with psycopg.connect(conninfo(), autocommit=True) as conn:
         _fill(conn)
-        statement = claim_jobs(
-            worker_id=str(uuid.uuid4()),
-            task_names=["tests.send_email"],
-            queues=["q1"],
-            limit=5,
-            now=datetime.now(UTC),
-        )
+        statement = _claim(["q1"], limit=5)
         rows = conn.execute(statement.sql, statement.params).fetchall()
         remaining = conn.execute(
             "SELECT count(*) FROM soniq_jobs WHERE status = 'queued' AND queue = 'q1'"
@@ -140,13 +139,7 @@ def _generic_claim_plan(conn: psycopg.Connection[Any]) -> Any:
     )
     conn.execute("ANALYZE soniq_jobs")
     conn.execute("UPDATE soniq_jobs SET status = 'done', attempts = 1, finished_at = now()")
-    statement = claim_jobs(
-        worker_id=str(uuid.uuid4()),
-        task_names=["tests.send_email"],
-        queues=None,
-        limit=10,
-        now=datetime.now(UTC),
-    )
+    statement = _claim(None)
     parts = statement.sql.split("%s")
     numbered = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
     literals = psycopg.ClientCursor(conn).mogrify(

@@ -210,13 +210,6 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
             return await body(async_executor(connection))
 
     async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
-        if len(jobs) == 1 and jobs[0].dedup_key is None:
-            # The common single enqueue: one statement whose rows nobody reads (the id is
-            # known already), run without a cursor of its own or a plan to drive.
-            [statement] = self.dialect.insert_jobs(jobs)
-            async with self._connection(connection) as target:
-                await target.execute(statement.sql, statement.params)
-            return [str(jobs[0].id)]
         plan = plans.insert_jobs(self.dialect, jobs)
         async with self._connection(connection) as target:
             return await plans.run_async(plan, async_executor(target))
