@@ -57,6 +57,8 @@ def to_utc(value: Any) -> datetime | None:
         raise TypeError(f"expected a timestamp, got {value!r}")
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
+    if value.tzinfo is UTC:
+        return value
     return value.astimezone(UTC)
 
 
@@ -90,6 +92,10 @@ def decode_job_info(row: tuple[Any, ...]) -> JobInfo:
     )
 
 
+# By stored value: an enum's call costs more than the rest of a claimed row's decoding.
+_SUSPICIONS = {int(member): member for member in Suspicion}
+
+
 def decode_claimed(row: tuple[Any, ...], worker_id: str) -> ClaimedJob:
     """A row of a claim statement (id, task_name, args, queue, priority, attempts,
     max_attempts, scheduled_at, created_at, suspicion), on either database."""
@@ -104,7 +110,7 @@ def decode_claimed(row: tuple[Any, ...], worker_id: str) -> ClaimedJob:
         scheduled_at=to_utc(row[7]),
         created_at=to_utc(row[8]),
         claimed_by=worker_id,
-        suspicion=Suspicion(int(row[9] or 0)),
+        suspicion=_SUSPICIONS[row[9] or 0],
     )
 
 

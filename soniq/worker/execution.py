@@ -10,17 +10,18 @@ import functools
 import logging
 import threading
 import traceback
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from soniq.core import codec, masking
 from soniq.core.context import JobContext
 from soniq.core.records import ClaimedJob
 from soniq.core.settings import SoniqSettings
 from soniq.core.spec import JobSpec
+from soniq.worker.deadlines import Deadlines
 from soniq.worker.hooks import call_hooks
 from soniq.worker.results import (
     MAX_RESULT_BYTES,
@@ -31,6 +32,8 @@ from soniq.worker.results import (
 )
 
 logger = logging.getLogger("soniq.worker")
+
+T = TypeVar("T")
 
 # Wraps the call of a sync job in its worker thread (the Django layer closes stale database
 # connections around it). Identity by default.
@@ -164,34 +167,18 @@ def job_context(
     )
 
 
-def job_arguments(spec: JobSpec, job: ClaimedJob, ctx: JobContext) -> dict[str, Any]:
-    """The keyword arguments of the job function for this run."""
+def job_arguments(spec: JobSpec, job: ClaimedJob, ctx: JobContext | None) -> dict[str, Any]:
+    """The keyword arguments of the job function for this run (``ctx`` is given when the
+    function takes one)."""
     kwargs: dict[str, Any] = dict(job.args)
     if spec.args_model is not None:
         # The stored arguments are the model's JSON dump; give the function the model's
         # Python values back (datetimes, nested models, ...).
         kwargs = dict(spec.args_model.model_validate(kwargs, by_alias=True, by_name=True))
     if spec.contract.context_parameter:
+        assert ctx is not None, "the job takes a context"
         kwargs[spec.contract.context_parameter] = ctx
     return kwargs
-
-
-class _Deadline:
-    """A job's time limit, armed when the job actually starts, that remembers whether it
-    fired (``asyncio.timeout`` raises TimeoutError, which a job may also raise itself)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.expired = False
-
-    @contextlib.asynccontextmanager
-    async def armed(self) -> AsyncIterator[None]:
-        manager = asyncio.timeout(self.seconds)
-        try:
-            async with manager:
-                yield
-        finally:
-            self.expired = manager.expired()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -228,8 +215,14 @@ class JobRunner:
         # Called on the loop when a thread that ran past its job's timeout finally returns.
         self.on_thread_freed = on_thread_freed
         self._overran: set[Future[Any]] = set()
-        # The contact_lost flag of each running job's context, by job id.
-        self._flags: dict[str, threading.Event] = {}
+        self._deadlines = Deadlines()
+        # The contact_lost flag of the jobs that start before the next fence: one Event shared
+        # by them all (one per job cost a tenth of the worker's time per no-op job). A fence
+        # sets it and puts a new one in its place for the jobs that start after it.
+        self._contact = threading.Event()
+        self._active = 0
+        # Whether any hook is registered: without one, a job that takes no context gets none.
+        self._hooked = any(hooks.values())
 
     def overrunning(self) -> int:
         """Threads still running a sync job whose timeout expired: each holds a slot."""
@@ -237,36 +230,31 @@ class JobRunner:
 
     def flag_contact_lost(self) -> int:
         """Set ``ctx.contact_lost`` for every running job; how many there were."""
-        for flag in self._flags.values():
-            flag.set()
-        return len(self._flags)
+        self._contact.set()
+        self._contact = threading.Event()
+        return self._active
 
     async def run(self, spec: JobSpec, job: ClaimedJob) -> Outcome:
-        flag = threading.Event()
-        self._flags[job.id] = flag
+        self._active += 1
         try:
-            return await self._run(spec, job, flag)
+            return await self._run(spec, job, self._contact)
         finally:
-            if self._flags.get(job.id) is flag:
-                del self._flags[job.id]
+            self._active -= 1
 
     async def _run(self, spec: JobSpec, job: ClaimedJob, flag: threading.Event) -> Outcome:
-        ctx = job_context(job, job.claimed_by or self.worker_id(), flag)
-        await call_hooks(self.hooks["before_job"], ctx)
+        ctx: JobContext | None = None
+        if self._hooked or spec.contract.context_parameter:
+            ctx = job_context(job, job.claimed_by or self.worker_id(), flag)
+            if self.hooks["before_job"]:
+                await call_hooks(self.hooks["before_job"], ctx)
         limit = spec.timeout if spec.timeout is not None else self.default_timeout
-        deadline = _Deadline(limit)
         try:
             kwargs = job_arguments(spec, job, ctx)
             if spec.is_async:
-                async with deadline.armed():
-                    value = await spec.func(**kwargs)
+                value = await self._within(limit, spec.func(**kwargs), job)
             else:
-                value = await self._in_thread(spec.func, kwargs, deadline)
+                value = await self._in_thread(spec.func, kwargs, limit, job)
         except Exception as exc:
-            if isinstance(exc, TimeoutError) and deadline.expired:
-                # Our limit, not a TimeoutError the job raised itself (which keeps its own
-                # type, message and traceback).
-                exc = JobTimeoutError(f"{job.task_name} timed out after {limit:g} s")
             outcome = await self._failed(ctx, job, exc)
             return dataclasses.replace(outcome, contact_lost=flag.is_set())
         try:
@@ -276,10 +264,11 @@ class JobRunner:
         except ResultTooLargeError as exc:
             outcome = await self._failed(ctx, job, exc)
             return dataclasses.replace(outcome, dead_letter_reason=exc.reason)
-        await call_hooks(self.hooks["after_job"], ctx, value)
+        if ctx is not None and self.hooks["after_job"]:
+            await call_hooks(self.hooks["after_job"], ctx, value)
         return Outcome(True, result_json=result_json)
 
-    async def _failed(self, ctx: JobContext, job: ClaimedJob, exc: Exception) -> Outcome:
+    async def _failed(self, ctx: JobContext | None, job: ClaimedJob, exc: Exception) -> Outcome:
         logger.warning(
             "job %s (%s) attempt %d/%d failed: %s: %s",
             job.id,
@@ -289,7 +278,8 @@ class JobRunner:
             type(exc).__name__,
             log_message(exc, job.args, self.masked_names, self.message_limit),
         )
-        await call_hooks(self.hooks["on_error"], ctx, exc)
+        if ctx is not None and self.hooks["on_error"]:
+            await call_hooks(self.hooks["on_error"], ctx, exc)
         record = error_record(
             job,
             job.claimed_by or self.worker_id(),
@@ -299,8 +289,22 @@ class JobRunner:
         )
         return Outcome(False, error=record)
 
+    async def _within(self, limit: float, work: Awaitable[T], job: ClaimedJob) -> T:
+        """Await ``work`` for at most ``limit`` seconds; past them, it is cancelled and
+        :class:`JobTimeoutError` raised (a TimeoutError the job raises itself keeps its own
+        type, message and traceback)."""
+        deadline = self._deadlines.arm(limit)
+        try:
+            return await work
+        except asyncio.CancelledError:
+            if self._deadlines.release(deadline):
+                raise JobTimeoutError(f"{job.task_name} timed out after {limit:g} s") from None
+            raise
+        finally:
+            self._deadlines.release(deadline)
+
     async def _in_thread(
-        self, func: Callable[..., Any], kwargs: dict[str, Any], deadline: _Deadline
+        self, func: Callable[..., Any], kwargs: dict[str, Any], limit: float, job: ClaimedJob
     ) -> Any:
         """Run a sync job in the pool; its timeout counts from when a thread takes it up,
         not while it waits for a thread (one held by a job that overran, for instance)."""
@@ -330,8 +334,7 @@ class JobRunner:
             result.cancel()  # not started yet: it never will be
             raise
         try:
-            async with deadline.armed():
-                value = await result
+            value = await self._within(limit, result, job)
         except BaseException:
             if not inner.done():
                 # A thread cannot be interrupted: it keeps its slot until the call returns.

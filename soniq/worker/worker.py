@@ -450,6 +450,8 @@ class Worker:
     async def _work(
         self, runner: JobRunner, writer: ProgressWriter, job: ClaimedJob, concurrency: int
     ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
         try:
             if not await self._still_mine(job):
                 return
@@ -460,8 +462,6 @@ class Worker:
                     return
             else:
                 writer.add_started(job.claimed_by, job.id, job.attempt)
-            task = asyncio.current_task()
-            assert task is not None
             self._executing.add(task)
             began = time.monotonic()
             try:
@@ -471,8 +471,7 @@ class Worker:
             self._pace.finished()
             await self._record(job, outcome, writer=writer, duration=time.monotonic() - began)
         finally:
-            task = asyncio.current_task()
-            self._running.pop(task, None)  # type: ignore[arg-type]
+            self._running.pop(task, None)
             if self._alone is task:
                 self._alone = None
                 # A sync job that overran its timeout still runs in its thread: what it does

@@ -41,10 +41,8 @@ class PostgresWorkerOps:
                 worker_id=worker_id, task_names=task_names, queues=queues, limit=limit, now=now
             )
         )
-        # The UPDATE returns rows in no particular order; run the most urgent first.
-        jobs = [decode_claimed(row, worker_id) for row in rows]
-        jobs.sort(key=lambda job: (job.priority, job.scheduled_at or datetime.min))
-        return jobs
+        # Most urgent first: the statement orders them.
+        return [decode_claimed(row, worker_id) for row in rows]
 
     async def complete_jobs(
         self,
