@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/compare.py [--rounds 3] [--jobs 20000] [--singles 2000]
         [--latency-samples 200] [--systems soniq,pgqueuer,procrastinate] [--concurrency 10]
+        [--prefilled 1000000] [--high-concurrency 100]
         [--url postgresql://postgres@127.0.0.1:5432/postgres] [--venv-dir DIR]
 
 Each peer runs in a virtualenv of its own, which this script builds on first use under
@@ -15,12 +16,12 @@ module executed by that system's own interpreter (``benchmarks/compare_soniq.py`
 library only, shared by all three). This script only creates the databases, starts and stops
 the processes, polls the database and takes the times.
 
-Rounds are interleaved (round 1: soniq, pgqueuer, procrastinate; round 2: the same; ...), so
-that a noisy moment of a shared machine does not favour one system. Every system gets a fresh
-scratch database in every round (``soniq_bench_compare_<system>``, dropped at the end of the
-round, also on errors), its schema installed by its own command: ``soniq setup`` (soniq's
-migrations), ``pgq install``, ``procrastinate --app=compare_procrastinate.app schema --apply``.
-Then, per system and round:
+Rounds are interleaved (round 1: soniq, soniq's two extra drains, pgqueuer, procrastinate;
+round 2: the same; ...), so that a noisy moment of a shared machine does not favour one system.
+Every system gets a fresh scratch database in every round (``soniq_bench_compare_<system>``,
+dropped at the end of the round, also on errors), its schema installed by its own command:
+``soniq setup`` (soniq's migrations), ``pgq install``, ``procrastinate
+--app=compare_procrastinate.app schema --apply``. Then, per system and round:
 
 1. **Bulk enqueue.** A client process of the system (``compare_<system>.py client``, connected
    before anything is timed) enqueues ``--jobs`` no-op jobs numbered 0 .. jobs-1 with the
@@ -39,7 +40,9 @@ Then, per system and round:
    ``time.time()`` over UDP as its first statement; none of the three has started one before
    its start-up is over, and pgqueuer records no worker registration to time from instead), to
    the first poll (every 20 ms, ``time.time()`` after it returns) that finds no job left to
-   run: soniq ``status IN ('queued', 'processing')``, pgqueuer any row left in ``pgqueuer``
+   run: soniq no job ``queued`` nor ``processing`` (two counts, one on each of its partial
+   indexes: a poll that scanned the whole table would weigh on the prefilled drain below),
+   pgqueuer any row left in ``pgqueuer``
    (it deletes a job when it logs its completion), procrastinate ``status IN ('todo',
    'doing')``. jobs/s = jobs / that span. The worker's CPU time over that span (from
    ``/proc/<pid>/stat``) is printed with each round.
@@ -59,6 +62,30 @@ Then, per system and round:
    exactly that many jobs still to run. They are measured without a worker so that none of
    the three has a worker taking CPU from the enqueuer on this 2-core machine, on the table
    as each system leaves it after the drain.
+
+**soniq's two extra drains**, in every round right after soniq's own, each in a fresh scratch
+database of its own (``soniq_bench_compare_soniq_prefilled``, ``..._soniq_c<N>``) and each
+only steps 1 and 2 above (bulk enqueue of the same ``--jobs``, drain timed the same way), then
+the worker's peak memory and SIGTERM:
+
+- **With finished jobs stored** (``--prefilled``, default 1,000,000; 0 skips it): after
+  ``soniq setup`` and before the bulk enqueue, one ``INSERT ... SELECT FROM generate_series``
+  stores that many no-op jobs as soniq's worker leaves them: ``done`` at attempt 1, claimed,
+  started and finished a few ms after their enqueue, no result (the no-op returns None,
+  stored as NULL), by a worker since gone, finished over the 12 hours before the round (inside
+  the 24 h result retention, so that the worker's cleanup prunes none of them during the
+  drain); then ``VACUUM ANALYZE soniq_jobs``, as autovacuum would leave a table with that
+  history (its statistics taken while no job was queued), and a ``CHECKPOINT``, so that the
+  fill's writes do not reach the disk during the timed drain. The worker runs at ``--concurrency``
+  as in step 2. How long the fill took is printed with each round; it is outside every timed
+  span. This is the table of a deployment that keeps a day of results: the drain must not
+  slow down with the finished rows beside the queued ones.
+- **At high concurrency** (``--high-concurrency``, default 100; 0 skips it): ``soniq worker
+  --concurrency 100`` on an empty table, otherwise as step 2.
+
+Each is reported as jobs/s and as the ratio to the same round's drain of step 2 (the pairing
+takes the machine's drift between rounds out of the ratio), and is checked exactly once like
+every drain (below; the stored jobs count as no-op jobs done at attempt 1, no latency jobs).
 
 **Exactly once.** Checked after every drain, from two sides that do not trust each other.
 A table the jobs insert into would be the plainest record, but it would turn the no-op job
@@ -82,8 +109,12 @@ A round whose check fails is still measured and is reported as not exactly-once.
 
 The summary gives, per system and column, the median of the rounds, and soniq's figure
 divided by each peer's: above 1 means soniq is faster for the jobs/s columns, and
-below 1 means soniq is quicker or smaller for the latency and memory columns. If a peer cannot
-be installed or fails a round, the error is printed and the run goes on with the others.
+below 1 means soniq is quicker or smaller for the latency and memory columns. A second table
+gives soniq's three drains: the median jobs/s of each, and the median of the rounds' ratios to
+the concurrency-10 drain of the same round, with its target. One line then marks each of
+soniq's targets met or not met, from these medians (``n/a`` for a ratio to pgqueuer when
+pgqueuer is not among ``--systems``, or for a skipped drain). If a peer cannot be installed
+or fails a round, the error is printed and the run goes on with the others.
 """
 
 from __future__ import annotations
@@ -132,7 +163,16 @@ SAMPLE_TIMEOUT = 10.0
 SETUP_TIMEOUT = 180.0
 PIP_TIMEOUT = 900.0
 STOP_TIMEOUT = 30.0
+PREFILL_TIMEOUT = 600.0
 ALL_SYSTEMS = ("soniq", "pgqueuer", "procrastinate")
+PREFILLED = 1_000_000  # finished jobs stored before soniq's prefilled drain
+HIGH_CONCURRENCY = 100
+# soniq's targets, marked met or not met under the summary (the ratios to pgqueuer are inline).
+TARGET_DRAIN = 20_000  # jobs/s
+TARGET_P99_MS = 4.0
+TARGET_RSS_MIB = 50.0
+TARGET_PREFILLED = 0.95  # the prefilled drain's least ratio to the empty table's
+TARGET_HIGH_CONCURRENCY = 0.80  # the high-concurrency drain's least ratio to concurrency 10's
 
 Problems = list[str]
 Checker = Callable[[psycopg.AsyncConnection[Any], int, int], Awaitable[Problems]]
@@ -149,6 +189,9 @@ async def _scalar(conn: psycopg.AsyncConnection[Any], sql: str) -> Any:
 
 
 def _compare_counts(what: str, found: dict[Any, Any], expected: dict[Any, Any]) -> Problems:
+    # GROUP BY returns no row for a group expected to hold none (no latency jobs in soniq's
+    # extra drains).
+    expected = {key: count for key, count in expected.items() if count not in (0, (0, 0))}
     if found == expected:
         return []
     return [f"{what}: expected {expected}, found {found}"]
@@ -275,7 +318,11 @@ SYSTEMS = {
         "soniq",
         (),
         ("django-soniq", "psycopg"),
-        "SELECT count(*) FROM soniq_jobs WHERE status IN ('queued', 'processing')",
+        # Two counts, each on its partial index (soniq_jobs_claim_*_idx, soniq_jobs_running_idx):
+        # "status IN ('queued', 'processing')" matches neither index and scans the whole table,
+        # 110 ms on both cores every 20 ms once it holds the prefilled drain's 1,000,000 rows.
+        "SELECT (SELECT count(*) FROM soniq_jobs WHERE status = 'queued')"
+        " + (SELECT count(*) FROM soniq_jobs WHERE status = 'processing')",
         _check_soniq,
     ),
     "pgqueuer": System(
@@ -295,6 +342,65 @@ SYSTEMS = {
         _check_procrastinate,
     ),
 }
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One system's part of a round: its full measurement, or one of soniq's extra drains
+    (bulk enqueue and drain only: the latency and single enqueues are the full leg's)."""
+
+    name: str  # as printed: "soniq", "soniq-prefilled", "soniq-c100", "pgqueuer", ...
+    system: System
+    concurrency: int
+    prefilled: int = 0  # finished jobs stored before the bulk enqueue
+
+    @property
+    def full(self) -> bool:
+        return self.name == self.system.name
+
+    @property
+    def dbname(self) -> str:
+        return f"{SCRATCH_PREFIX}_{self.name.replace('-', '_')}"
+
+
+def _legs(options: argparse.Namespace, names: Sequence[str]) -> list[Leg]:
+    """Every leg of a round, in the order they run: soniq's extra drains right after soniq's
+    own, so that each is compared with a drain of the same moment of the machine."""
+    legs = []
+    for name in names:
+        system = SYSTEMS[name]
+        legs.append(Leg(name, system, options.concurrency))
+        if name != "soniq":
+            continue
+        if options.prefilled:
+            legs.append(Leg("soniq-prefilled", system, options.concurrency, options.prefilled))
+        if options.high_concurrency:
+            n = options.high_concurrency
+            legs.append(Leg(f"soniq-c{n}", system, n))
+    return legs
+
+
+# A no-op job as soniq's worker leaves it after one run (the columns the enqueue and the
+# finishing write set, worker_statements._RECORD_PROGRESS): done at attempt 1 of its default 4
+# (3 retries), claimed, started and finished a few ms after its enqueue (a start and a finish
+# written in the same batch get the same time), no result (a job returning None is stored as
+# NULL), no errors, by one worker since gone. They finished over the 12 hours before now:
+# inside the default 24 h RESULT_RETENTION, so the worker's cleanup, which may run during the
+# drain, prunes none of them. Random UUIDs as ids, as soniq's enqueue makes (uuid4).
+PREFILL_SQL = """
+WITH gone AS (SELECT gen_random_uuid() AS worker_id)
+INSERT INTO soniq_jobs (
+    id, task_name, args, queue, priority, status, attempts, max_attempts, scheduled_at,
+    created_at, claimed_at, started_at, finished_at, worker_id, result, errors,
+    errors_dropped, dedup_key, worker_losses, suspicion
+)
+SELECT gen_random_uuid(), 'compare.noop', jsonb_build_object('n', i), 'default', 100, 'done',
+       1, 4, at.t, at.t, at.t + interval '1 ms', at.t + interval '2 ms',
+       at.t + interval '2 ms', gone.worker_id, NULL, '[]'::jsonb, 0, NULL, 0, 0
+FROM gone, generate_series(1, %(n)s::int) AS i,
+     LATERAL (SELECT now() - make_interval(secs => 43200.0 * (%(n)s::int - i) / %(n)s::int))
+         AS at(t)
+"""
 
 
 # -- environments ---------------------------------------------------------------------------
@@ -516,6 +622,8 @@ class RoundResult:
     peak_rss_mib: float = math.nan
     enqueue_call_p50: float = math.nan  # ms, the latency enqueue call itself
     drain_cpu: float = math.nan  # s of the worker's CPU time during the drain
+    fill_seconds: float = math.nan  # the prefilled drain's INSERT and VACUUM ANALYZE
+    base_ratio: float = math.nan  # an extra drain's jobs/s / the full leg's, same round
     problems: Problems = field(default_factory=list)
     exit_code: int | None = None
 
@@ -595,15 +703,28 @@ class Context:
     server_version: str = ""
 
 
-async def _run_round(ctx: Context, system: System, round_no: int) -> RoundResult:
+async def _prefill(conn: psycopg.AsyncConnection[Any], n: int) -> float:
+    """Store ``n`` finished no-op jobs in soniq's table; the seconds it took."""
+    started = time.perf_counter()
+    await asyncio.wait_for(conn.execute(PREFILL_SQL, {"n": n}), PREFILL_TIMEOUT)
+    # As autovacuum would leave a table with that history: its visibility map set, and its
+    # statistics taken while no job was queued (as they are when a burst of jobs arrives).
+    await asyncio.wait_for(conn.execute("VACUUM ANALYZE soniq_jobs"), PREFILL_TIMEOUT)
+    # The fill's writes reach the disk now, not in a checkpoint spread over the timed drain.
+    await asyncio.wait_for(conn.execute("CHECKPOINT"), PREFILL_TIMEOUT)
+    return time.perf_counter() - started
+
+
+async def _run_round(ctx: Context, leg: Leg, round_no: int) -> RoundResult:
     options = ctx.options
     result = RoundResult()
     jobs = options.jobs
+    system = leg.system
     python = ctx.pythons[system.name]
     bin_dir = python.parent
-    dbname = f"{SCRATCH_PREFIX}_{system.name}"
+    dbname = leg.dbname
     url = _uri(options.url, dbname)
-    prefix = ctx.work_dir / f"r{round_no}-{system.name}"
+    prefix = ctx.work_dir / f"r{round_no}-{leg.name}"
     env = _base_env()
     env.update(
         PYTHONPATH=str(ctx.modules_dir),
@@ -628,6 +749,8 @@ async def _run_round(ctx: Context, system: System, round_no: int) -> RoundResult
         try:
             if not ctx.server_version:
                 ctx.server_version = str(await _scalar(conn, "SHOW server_version"))
+            if leg.prefilled:
+                result.fill_seconds = await _prefill(conn, leg.prefilled)
             client = await ClientProcess.start(
                 python,
                 ctx.modules_dir / f"{system.module}.py",
@@ -638,17 +761,18 @@ async def _run_round(ctx: Context, system: System, round_no: int) -> RoundResult
             # 1. bulk enqueue
             reply = await client.request({"op": "bulk", "n": jobs}, 600)
             result.bulk = jobs / reply["seconds"]
-            await _drain_and_latency(ctx, system, conn, client, env, prefix, result)
-            # 5. single enqueues, no worker running
-            reply = await client.request(
-                {"op": "singles", "first": jobs, "n": options.singles}, 900
-            )
-            result.singles = options.singles / reply["seconds"]
-            left = await _scalar(conn, system.remaining_sql)
-            if left != options.singles:
-                result.problems.append(
-                    f"{left} job(s) waiting after {options.singles} single enqueues"
+            await _drain_and_latency(ctx, leg, conn, client, env, prefix, result)
+            if leg.full:
+                # 5. single enqueues, no worker running
+                reply = await client.request(
+                    {"op": "singles", "first": jobs, "n": options.singles}, 900
                 )
+                result.singles = options.singles / reply["seconds"]
+                left = await _scalar(conn, system.remaining_sql)
+                if left != options.singles:
+                    result.problems.append(
+                        f"{left} job(s) waiting after {options.singles} single enqueues"
+                    )
         finally:
             if client is not None:
                 await client.close()
@@ -660,15 +784,17 @@ async def _run_round(ctx: Context, system: System, round_no: int) -> RoundResult
 
 async def _drain_and_latency(
     ctx: Context,
-    system: System,
+    leg: Leg,
     conn: psycopg.AsyncConnection[Any],
     client: ClientProcess,
     env: dict[str, str],
     prefix: Path,
     result: RoundResult,
 ) -> None:
+    """Steps 2 to 4 (2 and 4 only for an extra drain), then the exactly-once check."""
+    system = leg.system
     jobs, samples = ctx.options.jobs, ctx.options.latency_samples
-    stamps = samples + WARMUP_SAMPLES
+    stamps = samples + WARMUP_SAMPLES if leg.full else 0
     report_path = Path(f"{prefix}-executions.json")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
@@ -679,7 +805,7 @@ async def _drain_and_latency(
     try:
         # 2. drain, from the first job's start to the poll that finds none left
         worker = WorkerProcess(
-            system.worker_command(ctx.pythons[system.name].parent, ctx.options.concurrency),
+            system.worker_command(ctx.pythons[system.name].parent, leg.concurrency),
             worker_env,
             ctx.modules_dir,
             Path(f"{prefix}-worker.log"),
@@ -693,22 +819,8 @@ async def _drain_and_latency(
         result.drain_cpu = worker.cpu_seconds() - cpu_before
         result.drain = jobs / (finished - first_start)
 
-        # 3. latency, idle worker
-        await asyncio.sleep(QUIET_BEFORE_LATENCY)
-        latencies: list[float] = []
-        calls: list[float] = []
-        for seq in range(-WARMUP_SAMPLES, samples):
-            reply = await client.request({"op": "stamp", "seq": seq}, SAMPLE_TIMEOUT)
-            words = await _receive(sock, worker, SAMPLE_TIMEOUT)
-            if words[:2] != ["stamp", str(seq)]:
-                raise RuntimeError(f"expected latency job {seq} to start, got {words}")
-            if seq >= 0:
-                latencies.append((float(words[2]) - reply["before"]) * 1000)
-                calls.append((reply["after"] - reply["before"]) * 1000)
-            await asyncio.sleep(IDLE_GAP)
-        result.p50, result.p95, result.p99 = (_percentile(latencies, f) for f in (0.50, 0.95, 0.99))
-        result.enqueue_call_p50 = _percentile(calls, 0.50)
-        await _wait_none_left(conn, system, worker)
+        if leg.full:
+            await _latency(samples, conn, system, client, sock, worker, result)
 
         # 4. peak memory, then stop
         worker.check_alive()
@@ -719,9 +831,37 @@ async def _drain_and_latency(
             worker.kill()
         sock.close()
 
-    # exactly once: the worker's own counts, then the system's records
+    # exactly once: the worker's own counts, then the system's records (where the stored
+    # finished jobs are no-op jobs done at attempt 1 like the drained ones)
     result.problems += _report_problems(report_path, result.exit_code, jobs, stamps)
-    result.problems += await system.check(conn, jobs, stamps)
+    result.problems += await system.check(conn, jobs + leg.prefilled, stamps)
+
+
+async def _latency(
+    samples: int,
+    conn: psycopg.AsyncConnection[Any],
+    system: System,
+    client: ClientProcess,
+    sock: socket.socket,
+    worker: WorkerProcess,
+    result: RoundResult,
+) -> None:
+    """3. latency, idle worker."""
+    await asyncio.sleep(QUIET_BEFORE_LATENCY)
+    latencies: list[float] = []
+    calls: list[float] = []
+    for seq in range(-WARMUP_SAMPLES, samples):
+        reply = await client.request({"op": "stamp", "seq": seq}, SAMPLE_TIMEOUT)
+        words = await _receive(sock, worker, SAMPLE_TIMEOUT)
+        if words[:2] != ["stamp", str(seq)]:
+            raise RuntimeError(f"expected latency job {seq} to start, got {words}")
+        if seq >= 0:
+            latencies.append((float(words[2]) - reply["before"]) * 1000)
+            calls.append((reply["after"] - reply["before"]) * 1000)
+        await asyncio.sleep(IDLE_GAP)
+    result.p50, result.p95, result.p99 = (_percentile(latencies, f) for f in (0.50, 0.95, 0.99))
+    result.enqueue_call_p50 = _percentile(calls, 0.50)
+    await _wait_none_left(conn, system, worker)
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -740,6 +880,14 @@ COLUMNS = (
 def _median(results: Sequence[RoundResult], key: str) -> float:
     values = [getattr(r, key) for r in results if not math.isnan(getattr(r, key))]
     return statistics.median(values) if values else math.nan
+
+
+def _medians(results: Sequence[RoundResult]) -> dict[str, float]:
+    return {key: _median(results, key) for key, _, _ in COLUMNS}
+
+
+def _ratio(mine: float, theirs: float) -> float:
+    return mine / theirs if theirs else math.nan
 
 
 def _fmt(template: str, value: float) -> str:
@@ -768,7 +916,7 @@ def _summary(
 ) -> str:
     header = ["system", *(title for _, title, _ in COLUMNS), "exactly once"]
     rows = [header]
-    medians = {name: {key: _median(results[name], key) for key, _, _ in COLUMNS} for name in names}
+    medians = {name: _medians(results[name]) for name in names}
     for name in names:
         done = results[name]
         clean = sum(1 for r in done if not r.problems)
@@ -782,20 +930,120 @@ def _summary(
                 continue
             ratio = [f"soniq / {peer}"]
             for key, _, _ in COLUMNS:
-                mine, theirs = medians["soniq"][key], medians[peer][key]
-                ratio.append(_fmt("{:.2f}", mine / theirs if theirs else math.nan))
+                ratio.append(_fmt("{:.2f}", _ratio(medians["soniq"][key], medians[peer][key])))
             rows.append([*ratio, ""])
     return _table(rows)
 
 
-def _print_round(name: str, round_no: int, r: RoundResult) -> None:
+def _extra_drains(
+    options: argparse.Namespace, legs: Sequence[Leg]
+) -> list[tuple[str, Leg | None, float]]:
+    """soniq's two extra drains as (title, leg or None when skipped, least ratio to the
+    full leg's drain)."""
+    extra = [leg for leg in legs if leg.system.name == "soniq" and not leg.full]
+    prefilled = next((leg for leg in extra if leg.prefilled), None)
+    high = next((leg for leg in extra if not leg.prefilled), None)
+    return [
+        (
+            f"{options.prefilled:,} finished rows" if prefilled else "finished rows (skipped)",
+            prefilled,
+            TARGET_PREFILLED,
+        ),
+        (
+            f"concurrency {options.high_concurrency}" if high else "concurrency (skipped)",
+            high,
+            TARGET_HIGH_CONCURRENCY,
+        ),
+    ]
+
+
+def _drains_table(
+    options: argparse.Namespace, legs: Sequence[Leg], results: dict[str, list[RoundResult]]
+) -> str:
+    """soniq's drains: its full leg's and the extra ones, each with its ratio to the first."""
+    base = f"concurrency {options.concurrency}, empty table"
+    rows = [
+        ["soniq drain", "jobs/s", f"ratio to {base}", "target"],
+        [base, _fmt("{:,.0f}", _median(results["soniq"], "drain")), "1.00", ""],
+    ]
+    for title, leg, target in _extra_drains(options, legs):
+        done = results[leg.name] if leg else []
+        rows.append(
+            [
+                title,
+                _fmt("{:,.0f}", _median(done, "drain")),
+                _fmt("{:.2f}", _median(done, "base_ratio")),
+                f"≥ {target:.2f}",
+            ]
+        )
+    return _table(rows)
+
+
+def _once(legs: Sequence[Leg], results: dict[str, list[RoundResult]], rounds: int) -> str:
+    """How many rounds of each extra drain were exactly once (the main table says it for the
+    full legs)."""
+    counts = [
+        f"{leg.name} {sum(1 for r in results[leg.name] if not r.problems)}/{rounds} rounds"
+        for leg in legs
+        if not leg.full
+    ]
+    return "exactly once: " + (", ".join(counts) if counts else "no extra drain run")
+
+
+def _targets(
+    options: argparse.Namespace, legs: Sequence[Leg], results: dict[str, list[RoundResult]]
+) -> str:
+    """soniq's targets, each met or not met by the medians; n/a where one is not measured."""
+    soniq = _medians(results["soniq"])
+    peer = _medians(results.get("pgqueuer", []))
+    checks = [  # (what, value, bound, whether at least, format of value and bound)
+        ("drain jobs/s", soniq["drain"], TARGET_DRAIN, True, "{:,.0f}"),
+        ("drain / pgqueuer", _ratio(soniq["drain"], peer["drain"]), 3.5, True, "{:.2f}x"),
+        (
+            "single enqueue / pgqueuer",
+            _ratio(soniq["singles"], peer["singles"]),
+            1.2,
+            True,
+            "{:.2f}x",
+        ),
+        ("bulk enqueue / pgqueuer", _ratio(soniq["bulk"], peer["bulk"]), 1.3, True, "{:.2f}x"),
+        ("latency p50 / pgqueuer's", _ratio(soniq["p50"], peer["p50"]), 0.6, False, "{:.2f}x"),
+        ("latency p99 ms", soniq["p99"], TARGET_P99_MS, False, "{:.2f}"),
+        ("worker peak RSS MiB", soniq["peak_rss_mib"], TARGET_RSS_MIB, False, "{:.2f}"),
+    ]
+    for title, leg, target in _extra_drains(options, legs):
+        value = _median(results[leg.name], "base_ratio") if leg else math.nan
+        what = f"drain, {title} / concurrency {options.concurrency} empty table"
+        checks.append((what, value, target, True, "{:.2f}x"))
+    parts = []
+    for what, value, bound, at_least, fmt in checks:
+        met = value >= bound if at_least else value <= bound
+        verdict = (
+            "n/a" if math.isnan(value) else f"{'met' if met else 'not met'} ({fmt.format(value)})"
+        )
+        parts.append(f"{what} {'≥' if at_least else '≤'} {fmt.format(bound)}: {verdict}")
+    return "targets: " + "; ".join(parts)
+
+
+def _print_round(leg: Leg, round_no: int, r: RoundResult) -> None:
+    once = "yes" if not r.problems else "NO: " + "; ".join(r.problems)
+    if not leg.full:
+        fill = f"  fill {leg.prefilled:,} rows {r.fill_seconds:.1f} s" if leg.prefilled else ""
+        ratio = _fmt("{:.2f}", r.base_ratio)  # n/a when this round's full leg failed
+        print(
+            f"  round {round_no} {leg.name:<15} bulk {r.bulk:>9,.0f}/s  drain {r.drain:>7,.0f}/s "
+            f"(worker CPU {r.drain_cpu:.2f} s) = {ratio}x this round's {leg.system.name}"
+            f"{fill}  peak RSS {r.peak_rss_mib:.1f} MiB  worker exit {r.exit_code}"
+            f"  exactly once: {once}",
+            flush=True,
+        )
+        return
     print(
-        f"  round {round_no} {name:<13} bulk {r.bulk:>9,.0f}/s  drain {r.drain:>7,.0f}/s "
+        f"  round {round_no} {leg.name:<15} bulk {r.bulk:>9,.0f}/s  drain {r.drain:>7,.0f}/s "
         f"(worker CPU {r.drain_cpu:.2f} s)  "
         f"single {r.singles:>6,.0f}/s  latency p50/p95/p99 {r.p50:.2f}/{r.p95:.2f}/{r.p99:.2f}"
         f" ms (enqueue call p50 {r.enqueue_call_p50:.2f})  peak RSS {r.peak_rss_mib:.1f} MiB"
-        f"  worker exit {r.exit_code}  exactly once: "
-        + ("yes" if not r.problems else "NO: " + "; ".join(r.problems)),
+        f"  worker exit {r.exit_code}  exactly once: {once}",
         flush=True,
     )
 
@@ -819,8 +1067,9 @@ async def _main(options: argparse.Namespace, names: list[str]) -> int:
     started_at = datetime.now(UTC)
     work_dir = Path(tempfile.mkdtemp(prefix="soniq-compare-"))
     print(f"logs and execution counts: {work_dir}", flush=True)
-    failures: dict[str, list[str]] = {name: [] for name in names}
-    results: dict[str, list[RoundResult]] = {name: [] for name in names}
+    every_leg = _legs(options, names)
+    failures: dict[str, list[str]] = {leg.name: [] for leg in every_leg}
+    results: dict[str, list[RoundResult]] = {leg.name: [] for leg in every_leg}
     pythons: dict[str, Path] = {}
     versions: dict[str, str] = {}
     for name in names:
@@ -834,20 +1083,26 @@ async def _main(options: argparse.Namespace, names: list[str]) -> int:
             failures[name].append(message)
     available = [name for name in names if name in pythons]
     ctx = Context(options, work_dir, _prepare_modules(work_dir, available), pythons)
+    legs = _legs(options, available)
 
     for round_no in range(1, options.rounds + 1):
-        for name in available:
+        full: dict[str, RoundResult] = {}  # this round's full legs, by system
+        for leg in legs:
             try:
-                result = await _run_round(ctx, SYSTEMS[name], round_no)
+                result = await _run_round(ctx, leg, round_no)
             except Exception as error:
                 message = f"round {round_no}: {error}"
-                print(f"  round {round_no} {name} FAILED: {error}", flush=True)
+                print(f"  round {round_no} {leg.name} FAILED: {error}", flush=True)
                 if not isinstance(error, RuntimeError):
                     traceback.print_exc()
-                failures[name].append(message)
+                failures[leg.name].append(message)
                 continue
-            results[name].append(result)
-            _print_round(name, round_no, result)
+            if leg.full:
+                full[leg.system.name] = result
+            elif leg.system.name in full:
+                result.base_ratio = _ratio(result.drain, full[leg.system.name].drain)
+            results[leg.name].append(result)
+            _print_round(leg, round_no, result)
 
     load_end = os.getloadavg()
     print()
@@ -864,12 +1119,21 @@ async def _main(options: argparse.Namespace, names: list[str]) -> int:
         f"{options.latency_samples} latency samples; medians of {options.rounds} round(s):"
     )
     print(_summary(names, results, failures, options.rounds))
-    for name in names:
-        for message in failures[name]:
-            print(f"{name} failed: {message.splitlines()[0]}")
-    incomplete = any(failures[name] for name in names) or any(
-        r.problems for rs in results.values() for r in rs
-    )
+    if "soniq" in available:
+        print()
+        print(
+            f"soniq alone, the same {options.jobs:,} jobs in the same rounds, drained in a "
+            "table already holding finished jobs and at a higher concurrency; ratio: median of "
+            "the rounds' ratios to the same round's drain above:"
+        )
+        print(_drains_table(options, legs, results))
+        print(_once(legs, results, options.rounds))
+        print()
+        print(_targets(options, legs, results))
+    for leg in every_leg:
+        for message in failures[leg.name]:
+            print(f"{leg.name} failed: {message.splitlines()[0]}")
+    incomplete = any(failures.values()) or any(r.problems for rs in results.values() for r in rs)
     return 1 if incomplete else 0
 
 
@@ -885,6 +1149,18 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--systems", default=",".join(ALL_SYSTEMS))
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    parser.add_argument(
+        "--prefilled",
+        type=int,
+        default=PREFILLED,
+        help="finished jobs stored before soniq's extra drain (0 skips that drain)",
+    )
+    parser.add_argument(
+        "--high-concurrency",
+        type=int,
+        default=HIGH_CONCURRENCY,
+        help="the concurrency of soniq's other extra drain (0 skips it)",
+    )
     parser.add_argument(
         "--url",
         default=os.environ.get(
@@ -907,14 +1183,16 @@ def main() -> None:
         parser.error("--rounds, --jobs, --singles and --latency-samples must be at least 1")
     if options.concurrency < 2:
         parser.error("--concurrency must be at least 2 (pgqueuer's batch is half of it)")
+    if min(options.prefilled, options.high_concurrency) < 0:
+        parser.error("--prefilled and --high-concurrency must be at least 0 (0 skips)")
     processes.interrupt_on_sigterm()
     try:
         code = asyncio.run(_main(options, names))
     finally:
         processes.kill_leftovers()
-        for name in names:  # a round interrupted between its create and its drop
+        for leg in _legs(options, names):  # a round interrupted between its create and drop
             with contextlib.suppress(Exception):
-                _scratch.drop(options.url, f"{SCRATCH_PREFIX}_{name}")
+                _scratch.drop(options.url, leg.dbname)
     sys.exit(code)
 
 

@@ -52,7 +52,7 @@ class SoniqSettings(BaseModel):
         default=86400.0, ge=0, description="Seconds finished jobs are kept before pruning."
     )
     prefetch: int = Field(
-        default=200,
+        default=1000,
         ge=0,
         le=10_000,
         description="Most jobs a worker claims ahead of its free slots (it claims ahead only "

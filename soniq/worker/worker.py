@@ -374,17 +374,18 @@ class Worker:
         while not self._stopping.is_set():
             self._slot_freed.clear()
             self._start_ready(runner, writer, concurrency)
-            free = concurrency - self._busy(runner)
-            if self._isolating(runner) or (self._ready and self._ready[0].runs_alone):
-                free = 0  # its other slots stay idle: nothing is claimed for them
+            free = max(concurrency - self._busy(runner), 0)
             ahead = self._pace.ahead(self.settings.prefetch)
-            # Claim only with a free slot (a worker whose slots are all busy holds nothing more
-            # than what it will start soon), and only when the jobs claimed ahead run low: one
-            # round trip per batch, not one per freed slot.
-            if free <= 0 or len(self._ready) > ahead // 2 or not self._may_start():
+            if self._isolating(runner) or (self._ready and self._ready[0].runs_alone):
+                free = ahead = 0  # its other slots stay idle: nothing is claimed for them
+            # Claim for the free slots, and ahead of them what the slots will start soon
+            # (Pace), once the jobs claimed ahead run low: one round trip per batch, not one
+            # per freed slot. The claim goes out while the jobs still held keep the slots
+            # busy, so that its round trip does not leave them idle.
+            wanted = free + ahead - len(self._ready)
+            if wanted <= 0 or len(self._ready) > ahead // 2 or not self._may_start():
                 await self._until(self._slot_freed, at_most=None)
                 continue
-            wanted = free + ahead - len(self._ready)
             # Cleared before the claim: a notification arriving during it wakes the next wait.
             self._wake.clear()
             try:
