@@ -182,6 +182,7 @@ class Worker:
         self._signals_received = 0
         self._stop_requested_at = None
         self._processed = 0
+        self._pace.restart()
         self._tally.clear()
         self._running.clear()
         self._ready.clear()
