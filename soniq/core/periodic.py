@@ -25,8 +25,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from soniq.core import codec, options
 from soniq.core.cron import validate_cron
 from soniq.core.errors import JobDefinitionError
@@ -147,6 +145,10 @@ def next_slot(definition: ScheduleDefinition, after: datetime) -> datetime:
     if definition.interval is not None:
         return _utc(after) + timedelta(seconds=definition.interval)
     assert definition.cron is not None
+    # Imported on first use: croniter and dateutil add about 5 MiB to a process (a worker)
+    # that never meets a cron expression.
+    from croniter import croniter
+
     local = after.astimezone(definition.zone)
     following: datetime = croniter(definition.cron, local).get_next(datetime)
     hour_field = definition.cron.split()[1]
@@ -180,6 +182,8 @@ def due_slots(
         latest = _interval_slot_at_or_before(definition, next_fire, now)
     else:
         assert definition.cron is not None
+        from croniter import croniter  # on first use, as in next_slot()
+
         local_now = (now + timedelta(microseconds=1)).astimezone(definition.zone)
         latest = max(next_fire, _utc(croniter(definition.cron, local_now).get_prev(datetime)))
     upcoming = next_slot(definition, latest)

@@ -6,8 +6,8 @@ only the jobs it expects to start within ``HORIZON`` seconds at its recent pace,
 more than the ``PREFETCH`` setting. The pace is that of slots freeing up (jobs finished per
 second over the last ``WINDOW`` seconds, or since the worker started if that is less), not of
 starts: slots filling at once when a worker starts say nothing about how soon they free again.
-With 10,000 short jobs a second that is the whole ``PREFETCH``; with jobs of a second or more it is nothing, and every job stays in the
-queue for whichever worker frees a slot first.
+With 10,000 short jobs a second that is the whole ``PREFETCH``; with jobs of a second or more
+it is nothing, and every job stays in the queue for whichever worker frees a slot first.
 """
 
 from __future__ import annotations
