@@ -10,7 +10,7 @@ creates the tables.
 from __future__ import annotations
 
 import re
-import sqlite3
+import sys
 from urllib.parse import quote
 
 from soniq.core.errors import SchemaMissingError
@@ -24,13 +24,16 @@ def missing_table(error: BaseException) -> str | None:
     """The soniq table ``error`` says does not exist (``None``: another error).
 
     Looks at the error and at its ``__cause__`` (Django wraps the driver's error)."""
+    # Only a process that imported sqlite3 can have an error of it; importing it here would
+    # cost every PostgreSQL worker about 2 MiB.
+    sqlite3 = sys.modules.get("sqlite3")
     for candidate in (error, error.__cause__):
         if candidate is None:
             continue
         found = None
         if getattr(candidate, "sqlstate", None) == UNDEFINED_TABLE:
             found = _POSTGRES_TABLE.search(str(candidate))
-        elif isinstance(candidate, sqlite3.OperationalError):
+        elif sqlite3 is not None and isinstance(candidate, sqlite3.OperationalError):
             found = _SQLITE_TABLE.search(str(candidate))
         if found is not None:
             return found.group(1)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import html
 import json
 import re
 import urllib.parse
@@ -312,6 +311,10 @@ def _collect(
 
 def _forms(secret: str) -> set[str]:
     """The ways a secret is commonly written into text besides itself."""
+    # Imported here: the html package loads its table of entities (about 0.5 MiB), which a
+    # worker whose jobs never fail never needs.
+    import html
+
     forms = {
         secret,
         repr(secret)[1:-1],

@@ -87,9 +87,10 @@ def test_core_module_does_not_import_psycopg(path: Path) -> None:
     assert _violations([path], ("psycopg", "psycopg_pool")) == []
 
 
-# croniter (with dateutil, about 5 MiB) only once a cron expression is used: a worker that
-# serves no cron schedule never loads it.
-@pytest.mark.parametrize("module", ["django", "psycopg", "psycopg_pool", "croniter"])
+# croniter (with dateutil, about 5 MiB) only once a cron expression is used, and sqlite3
+# (about 2 MiB) only for a SQLite database: a PostgreSQL worker that serves no cron schedule
+# loads neither.
+@pytest.mark.parametrize("module", ["django", "psycopg", "psycopg_pool", "croniter", "sqlite3"])
 def test_importing_soniq_does_not_import(module: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     code = (
