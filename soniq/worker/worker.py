@@ -201,7 +201,9 @@ class Worker:
         if self._stop_requested_at is None:
             self._stop_requested_at = time.monotonic()
         self._stopping.set()
+        # The fetch loop waits on one of these: each tells of the stop request by itself.
         self._wake.set()
+        self._slot_freed.set()
 
     # -- continuous mode --------------------------------------------------------------------
 
@@ -401,7 +403,10 @@ class Worker:
             backoff.reset()
             self._ready.extend(jobs)
             self._start_ready(runner, writer, concurrency)
-            if not jobs:
+            if len(jobs) < wanted:
+                # The queue had no more due jobs: wait for a notification (or the next poll)
+                # instead of claiming again at once, which would also hold up the start of the
+                # jobs just claimed by the time it takes to send that claim.
                 await self._until(self._wake, at_most=self.settings.poll_interval)
 
     def _busy(self, runner: JobRunner) -> int:
@@ -887,6 +892,16 @@ class Worker:
 
     async def _until(self, event: asyncio.Event, at_most: float | None) -> None:
         """Wait for ``event`` (or a stop request), ``at_most`` seconds."""
+        if event is self._wake or event is self._slot_freed:
+            # stop() sets these two as well: waiting on the event alone also hears a stop, and
+            # costs no task (the fetch loop waits here after every batch of finished jobs).
+            if at_most is None:
+                await event.wait()
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(at_most):
+                    await event.wait()
+            return
         waiters = [
             asyncio.ensure_future(event.wait()),
             asyncio.ensure_future(self._stopping.wait()),
