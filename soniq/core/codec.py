@@ -110,38 +110,56 @@ def _describe(value: object) -> str:
     return f"{kind} is not JSON{hint}"
 
 
+# Where a value sits, as check_json walks: the root's name, or (parent, key or index). Made
+# into text only for an error: formatting a path for every value cost more than checking it.
+_Where = str | tuple[Any, Any]
+
+
+def _path_text(where: _Where) -> str:
+    steps: list[str] = []
+    while isinstance(where, tuple):
+        where, step = where
+        steps.append(f"[{step!r}]")
+    return where + "".join(reversed(steps))
+
+
 def check_json(value: Any, path: str) -> None:
     """Raise :class:`NotJSONError` unless ``value`` round-trips through JSON unchanged."""
     # An explicit stack instead of recursion: deep structures must not hit the recursion limit.
-    stack: list[tuple[Any, str, int]] = [(value, path, 0)]
+    stack: list[tuple[Any, _Where, int]] = [(value, path, 0)]
     while stack:
         item, where, depth = stack.pop()
         if depth > 200:
-            raise NotJSONError(where, "nested more than 200 levels deep")
+            raise NotJSONError(_path_text(where), "nested more than 200 levels deep")
         if isinstance(item, float):
             if not math.isfinite(item):
-                raise NotJSONError(where, f"{item!r} is not a JSON number")
+                raise NotJSONError(_path_text(where), f"{item!r} is not a JSON number")
         elif isinstance(item, str):
             problem = text_problem(item)
             if problem is not None:
-                raise NotJSONError(where, problem, unstorable_text=True)
+                raise NotJSONError(_path_text(where), problem, unstorable_text=True)
         elif isinstance(item, _SCALARS):
             continue
         elif isinstance(item, dict):
             for key, child in item.items():
                 if not isinstance(key, str):
                     raise NotJSONError(
-                        where, f"dict key {key!r} is {type(key).__name__}; JSON keys are strings"
+                        _path_text(where),
+                        f"dict key {key!r} is {type(key).__name__}; JSON keys are strings",
                     )
                 problem = text_problem(key)
                 if problem is not None:
-                    raise NotJSONError(where, f"dict key {key!r}: {problem}", unstorable_text=True)
-                stack.append((child, f"{where}[{key!r}]", depth + 1))
+                    raise NotJSONError(
+                        _path_text(where), f"dict key {key!r}: {problem}", unstorable_text=True
+                    )
+                if type(child) is int or child is None:  # the common leaf, settled here
+                    continue
+                stack.append((child, (where, key), depth + 1))
         elif isinstance(item, (list, tuple)):
             for index, child in enumerate(item):
-                stack.append((child, f"{where}[{index}]", depth + 1))
+                stack.append((child, (where, index), depth + 1))
         else:
-            raise NotJSONError(where, _describe(item))
+            raise NotJSONError(_path_text(where), _describe(item))
 
 
 # Built once: json.dumps() with non-default options builds a new encoder on every call, which

@@ -191,7 +191,10 @@ class JobBuilder:
                 f"{job}: argument {exc}", job_name=job, argument=exc.path
             ) from None
         args_json = codec.dumps(values)
-        size = len(args_json.encode())
+        # A character is at most 4 bytes in UTF-8: encode (a copy) only when it may matter.
+        size = len(args_json)
+        if size * 4 > self.max_args_bytes:
+            size = len(args_json.encode())
         if size > self.max_args_bytes:
             raise ArgumentsTooLargeError(
                 f"{job}: arguments are {size} bytes as JSON, over the MAX_ARGS_BYTES limit of "
@@ -220,7 +223,8 @@ class JobBuilder:
         prefix = f"{job}: " if where == "args" else f"{job}: {where}: "
         if args is None:
             args = {}
-        if not isinstance(args, Mapping):
+        # A dict first: the check against the Mapping ABC costs more than the rest of this.
+        if type(args) is not dict and not isinstance(args, Mapping):
             raise InvalidArgumentsError(
                 f"{job}: {where} must be a dict of keyword arguments, got {type(args).__name__}",
                 job_name=job,

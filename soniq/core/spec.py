@@ -76,6 +76,12 @@ class ArgumentContract:
     def problems(self, given: typing.Iterable[str]) -> list[tuple[str, str]]:
         """``(argument, problem)`` pairs for the given keyword names; empty when they fit."""
         names = set(given)
+        if (
+            (not self.context_parameter or self.context_parameter not in names)
+            and self.required <= names
+            and (self.accepts_any or names <= self.accepted)
+        ):
+            return []  # the usual case, settled without building the list below
         found: list[tuple[str, str]] = []
         if self.context_parameter and self.context_parameter in names:
             found.append(

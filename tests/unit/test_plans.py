@@ -3,6 +3,7 @@ makes of the rows it gets back. No database involved."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -97,7 +98,7 @@ def test_no_jobs_yield_no_statements(pg: PostgresDialect) -> None:
 
 
 def test_plain_jobs_go_into_one_postgres_statement(pg: PostgresDialect) -> None:
-    jobs = [new_job(i) for i in range(5)]
+    jobs = [new_job(i) for i in range(4)] + [new_job(4, task_name="tests.other")]
     execute = FakeExecutor(lambda statement: [("default",)])
     ids = plans.run_sync(plans.insert_jobs(pg, jobs), execute)
 
@@ -108,12 +109,38 @@ def test_plain_jobs_go_into_one_postgres_statement(pg: PostgresDialect) -> None:
     assert "unnest(" in statement.sql
     id_array, names, args, queues, priorities, max_attempts, scheduled = statement.params
     assert id_array == [str(job.id) for job in jobs]
-    assert names == ["tests.job"] * 5
+    assert names == ["tests.job"] * 4 + ["tests.other"]
     assert args == [job.args_json for job in jobs]
     assert queues == ["default"] * 5
     assert priorities == [100] * 5
     assert max_attempts == [4] * 5
     assert scheduled == [None] * 5
+
+
+def test_jobs_sharing_their_options_send_them_once(pg: PostgresDialect) -> None:
+    """What enqueue_many builds: one task, one set of options. Those travel once; the ids as
+    one array literal and the arguments as one JSON array (no per-element dumping)."""
+    jobs = [new_job(i) for i in range(5)]
+    execute = FakeExecutor(lambda statement: [("default",)])
+    ids = plans.run_sync(plans.insert_jobs(pg, jobs), execute)
+
+    assert ids == [str(job.id) for job in jobs]
+    [statement] = execute.statements
+    assert kind(pg, statement) == "insert_jobs"
+    assert "ROWS FROM (unnest(" in statement.sql
+    name, queue, priority, max_attempts, scheduled, id_literal, args_json, notified = (
+        statement.params
+    )
+    assert (name, queue, priority, max_attempts, scheduled, notified) == (
+        "tests.job",
+        "default",
+        100,
+        4,
+        None,
+        "default",
+    )
+    assert id_literal == "{" + ",".join(str(job.id) for job in jobs) + "}"
+    assert json.loads(args_json) == [job.args for job in jobs]
 
 
 def test_ids_are_returned_in_input_order_for_mixed_jobs(pg: PostgresDialect) -> None:
@@ -130,7 +157,7 @@ def test_ids_are_returned_in_input_order_for_mixed_jobs(pg: PostgresDialect) -> 
     assert ids == [str(job.id) for job in jobs]
     assert [kind(pg, s) for s in execute.statements] == ["insert_jobs", "insert_job", "insert_job"]
     bulk, first_dedup, second_dedup = execute.statements
-    assert bulk.params[0] == [str(jobs[0].id), str(jobs[2].id), str(jobs[4].id)]
+    assert bulk.params[5] == "{" + ",".join(str(jobs[i].id) for i in (0, 2, 4)) + "}"
     assert first_dedup.params[0] == str(jobs[1].id)
     assert first_dedup.params[-1] == "a"
     assert second_dedup.params[0] == str(jobs[3].id)

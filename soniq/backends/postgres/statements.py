@@ -67,6 +67,24 @@ SELECT pg_notify('{NOTIFY_CHANNEL}', woken.queue)::text
 FROM (SELECT DISTINCT queue FROM inserted) AS woken
 """
 
+# Many jobs of one task with the same options (what enqueue_many builds): the shared columns
+# travel once, the ids as one array literal and the arguments as one JSON array, zipped by
+# ROWS FROM. psycopg dumps a Python list element by element (about 2 µs each, 14 µs a job
+# for the seven arrays above); one joined text each costs a fraction of that.
+_INSERT_SHARED = f"""
+WITH inserted AS (
+    INSERT INTO soniq_jobs (
+        id, task_name, args, queue, priority, status, attempts, max_attempts,
+        scheduled_at, created_at, errors, dedup_key, worker_losses
+    )
+    SELECT row.id, %s, row.args, %s, %s, 'queued', 0, %s,
+           COALESCE(%s::timestamptz, now()), now(), '[]'::jsonb, NULL, 0
+    FROM ROWS FROM (unnest(%s::uuid[]), jsonb_array_elements(%s::jsonb)) AS row(id, args)
+    RETURNING 1
+)
+SELECT pg_notify('{NOTIFY_CHANNEL}', %s)::text WHERE EXISTS (SELECT FROM inserted)
+"""
+
 _FIND_LIVE_DUPLICATE = """
 SELECT id FROM soniq_jobs
 WHERE task_name = %s AND dedup_key = %s AND status IN ('queued', 'processing')
@@ -115,6 +133,30 @@ class PostgresDialect:
     def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Statement]:
         if len(jobs) == 1:
             return [Statement(_INSERT_ONE, _values(jobs[0]))]
+        first = jobs[0]
+        shared = (first.task_name, first.queue, first.priority, first.max_attempts)
+        if all(
+            (job.task_name, job.queue, job.priority, job.max_attempts) == shared
+            and job.scheduled_at == first.scheduled_at
+            for job in jobs
+        ):
+            return [
+                Statement(
+                    _INSERT_SHARED,
+                    (
+                        first.task_name,
+                        first.queue,
+                        first.priority,
+                        first.max_attempts,
+                        first.scheduled_at,
+                        # Array and JSON literals: a UUID's text needs no quoting, and each
+                        # args_json is a JSON object already.
+                        "{" + ",".join([str(job.id) for job in jobs]) + "}",
+                        "[" + ",".join([job.args_json for job in jobs]) + "]",
+                        first.queue,
+                    ),
+                )
+            ]
         return [
             Statement(
                 _INSERT_JOBS,
