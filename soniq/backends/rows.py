@@ -8,6 +8,7 @@ here rather than trusted to a driver's adapters.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,13 +97,16 @@ def decode_job_info(row: tuple[Any, ...]) -> JobInfo:
 _SUSPICIONS = {int(member): member for member in Suspicion}
 
 
-def decode_claimed(row: tuple[Any, ...], worker_id: str) -> ClaimedJob:
+def decode_claimed(
+    row: tuple[Any, ...], worker_id: str, args: dict[str, Any] | None = None
+) -> ClaimedJob:
     """A row of a claim statement (id, task_name, args, queue, priority, attempts,
-    max_attempts, scheduled_at, created_at, suspicion), on either database."""
+    max_attempts, scheduled_at, created_at, suspicion), on either database; ``args``: its
+    arguments already decoded (see :func:`decode_claimed_rows`)."""
     return ClaimedJob(
         id=to_uuid_text(row[0]) or "",
         task_name=row[1],
-        args=from_json(row[2]) or {},
+        args=(from_json(row[2]) if args is None else args) or {},
         queue=row[3],
         priority=int(row[4]),
         attempt=int(row[5]),
@@ -112,6 +116,17 @@ def decode_claimed(row: tuple[Any, ...], worker_id: str) -> ClaimedJob:
         claimed_by=worker_id,
         suspicion=_SUSPICIONS[row[9] or 0],
     )
+
+
+def decode_claimed_rows(rows: Sequence[tuple[Any, ...]], worker_id: str) -> list[ClaimedJob]:
+    """Every row of a claim: the arguments of all of them parsed as one JSON array, one call
+    of the C parser instead of one ``json.loads`` per job (a sixth of the worker's time per
+    no-op job went into those calls)."""
+    texts = [row[2] for row in rows]
+    if len(texts) < 2 or not all(type(text) is str for text in texts):
+        return [decode_claimed(row, worker_id) for row in rows]
+    parsed = codec.loads("[" + ",".join(texts) + "]")
+    return [decode_claimed(row, worker_id, args) for row, args in zip(rows, parsed, strict=True)]
 
 
 def decode_schedule(row: tuple[Any, ...]) -> Schedule:

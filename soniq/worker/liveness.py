@@ -69,6 +69,8 @@ class Liveness:
         # LISTEN nor a session advisory lock means anything there.
         self.use_session = session and backend.supports_listen
         self.listen = listen and self.use_session
+        # Asked before every job start: worked out once from the settings.
+        self._lease = worker_lease(settings, session=self.use_session)
         self.in_flight = in_flight
         self.on_presumed_dead = on_presumed_dead
         # Called after each heartbeat that confirmed this worker is still running.
@@ -96,7 +98,7 @@ class Liveness:
     def lease(self) -> float:
         """Seconds after a confirmed heartbeat during which no other worker can find this one
         dead, less a margin (see ``soniq.core.settings.worker_lease``)."""
-        return worker_lease(self.settings, session=self.use_session)
+        return self._lease
 
     def doubt(self) -> None:
         """A write was refused as if this worker had been presumed dead: start nothing more

@@ -11,7 +11,7 @@ from soniq.backends.base import Row, Statement
 from soniq.backends.postgres import worker_statements as ws
 from soniq.backends.postgres.conninfo import server_keepalives
 from soniq.backends.postgres.session import WorkerSession
-from soniq.backends.rows import decode_claimed, to_uuid_text
+from soniq.backends.rows import decode_claimed_rows, to_uuid_text
 from soniq.core.records import ClaimedJob, RecoveryReport, WorkerInfo
 from soniq.core.settings import SoniqSettings
 
@@ -42,7 +42,7 @@ class PostgresWorkerOps:
             )
         )
         # Most urgent first: the statement orders them.
-        return [decode_claimed(row, worker_id) for row in rows]
+        return decode_claimed_rows(rows, worker_id)
 
     async def complete_jobs(
         self,

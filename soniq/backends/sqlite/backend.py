@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
 from soniq.backends.operator_plans import Action, SQLOperatorMixin
-from soniq.backends.rows import decode_claimed, to_utc, to_uuid_text
+from soniq.backends.rows import decode_claimed_rows, to_utc, to_uuid_text
 from soniq.backends.schema import missing_table, schema_missing, sqlite_url
 from soniq.backends.sqlite import worker_statements as ws
 from soniq.backends.sqlite.scheduler_ops import SQLiteSchedulerOps
@@ -242,7 +242,7 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
             now=self._now(),
         )
         rows = await self._run(self._write, lambda c: _fetch(c, statement))
-        jobs = [decode_claimed(row, worker_id) for row in rows]
+        jobs = decode_claimed_rows(rows, worker_id)
         jobs.sort(key=lambda job: (job.priority, job.scheduled_at or datetime.min))
         return jobs
 
