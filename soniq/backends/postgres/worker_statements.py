@@ -13,6 +13,7 @@ from datetime import datetime
 
 from soniq.backends.base import Statement
 from soniq.backends.error_history import DEFAULT_HISTORY_LIMIT
+from soniq.backends.postgres.statements import uuid_array
 from soniq.core.status import Suspicion
 
 # First key of every soniq advisory lock (a 32-bit "namespace"); the second key is the worker's
@@ -145,13 +146,13 @@ def record_progress(
         _RECORD_PROGRESS,
         (
             now,
-            [job_id for job_id, _ in started],
+            uuid_array([job_id for job_id, _ in started]),
             worker_id,
             _attempts_json(started),
             now,
             now,
             finished,
-            [job_id for job_id, _, _ in done],
+            uuid_array([job_id for job_id, _, _ in done]),
             worker_id,
             finished,
         ),
