@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -94,6 +94,19 @@ class StorageBackend(Protocol):
     def get_job_sync(self, job_id: str) -> JobInfo | None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchInserter(Protocol):
+    """A backend that writes a large ``enqueue_many`` while it is still being built."""
+
+    async def insert_job_batches(
+        self, batches: Iterable[Sequence[NewJob]], *, connection: Any = None
+    ) -> list[str]:
+        """Insert every batch in one transaction, each while the next is built (taking it
+        from ``batches`` builds it); ids in order. An error from ``batches`` (a bad row) rolls
+        the whole back: nothing is inserted."""
+        ...
 
 
 @runtime_checkable

@@ -245,11 +245,29 @@ OPERATOR = PostgresOperatorStatements()
 # --- Operator statements ------------------------------------------------------------------------
 
 
+def planner_inputs(conn: psycopg.Connection[Any]) -> str:
+    """What the planner knew of soniq_jobs: its and its indexes' sizes and row counts as
+    recorded, their sizes now, and the statistics of ``status``."""
+    sizes = conn.execute(
+        "SELECT relname, relpages, reltuples, pg_relation_size(oid) / 8192 FROM pg_class "
+        "WHERE oid = 'soniq_jobs'::regclass OR oid IN (SELECT indexrelid FROM pg_index "
+        "WHERE indrelid = 'soniq_jobs'::regclass) ORDER BY relname"
+    ).fetchall()
+    status = conn.execute(
+        "SELECT null_frac, n_distinct, most_common_vals::text, most_common_freqs::text "
+        "FROM pg_stats WHERE tablename = 'soniq_jobs' AND attname = 'status'"
+    ).fetchall()
+    return f"(relname, relpages, reltuples, pages now): {sizes}; status stats: {status}"
+
+
 def test_cancel(jobs: psycopg.Connection[Any]) -> None:
     ids = pick_ids(jobs, QUEUED, BATCH)
     plan = run_generic(jobs, OPERATOR.cancel_jobs(ids))
     assert returned_rows(plan) == BATCH
-    assert_batch_plan(plan, BATCH)
+    try:
+        assert_batch_plan(plan, BATCH)
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\nplanner inputs: {planner_inputs(jobs)}") from None
 
 
 def test_retry(jobs: psycopg.Connection[Any]) -> None:

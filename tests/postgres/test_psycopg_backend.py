@@ -14,7 +14,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from soniq import JobStatus, Soniq
+from soniq import ArgumentsNotSerializableError, JobStatus, Soniq
 from soniq.backends.postgres import PostgresBackend
 from tests.helpers import committed_job_count, conninfo
 from tests.jobs import JobSet, register_jobs
@@ -81,6 +81,65 @@ async def test_enqueue_many_is_one_statement_with_ids_in_order(pg_jobs: JobSet) 
         )
         stored = dict(await cursor.fetchall())
     assert [stored[job_id] for job_id in ids] == rows
+
+
+async def _stored_args(ids: list[str]) -> list[Any]:
+    async with await psycopg.AsyncConnection.connect(conninfo()) as conn:
+        cursor = await conn.execute(
+            "SELECT id::text, args FROM soniq_jobs WHERE id = ANY(%s::uuid[])", (ids,)
+        )
+        stored = dict(await cursor.fetchall())
+    return [stored.get(job_id) for job_id in ids]
+
+
+# Over twice soniq.app.ENQUEUE_BATCH: written a batch at a time, each while the next is built.
+MANY = 10_001
+
+
+@pytest.mark.asyncio
+async def test_a_large_enqueue_many_is_written_in_batches_in_order(pg_jobs: JobSet) -> None:
+    rows = [{"to": f"u{n}", "subject": "é" * (n % 3)} for n in range(MANY)]
+    CountingCursor.executed = []
+    async with await psycopg.AsyncConnection.connect(
+        conninfo(), cursor_factory=CountingCursor
+    ) as conn:
+        ids = await pg_jobs.app.enqueue_many(pg_jobs.send_email, rows, connection=conn)
+        # One statement per batch of 2,000 (the last one partial), and nothing else.
+        assert len(CountingCursor.executed) == 6
+    assert len(ids) == len(set(ids)) == MANY
+    assert await _stored_args(ids) == rows
+    assert committed_job_count("default") == MANY
+
+
+@pytest.mark.asyncio
+async def test_a_bad_row_late_in_a_large_enqueue_many_writes_nothing(pg_jobs: JobSet) -> None:
+    rows: list[dict[str, Any]] = [{"to": f"u{n}", "subject": "s"} for n in range(MANY)]
+    rows[-1] = {"to": {"a", "set"}, "subject": "s"}
+    with pytest.raises(ArgumentsNotSerializableError, match=rf"args_list\[{MANY - 1}\]"):
+        await pg_jobs.app.enqueue_many(pg_jobs.send_email, rows)
+    assert committed_job_count("default") == 0
+    # In the caller's transaction: the batches already sent are undone, the caller's own
+    # work and connection are not.
+    async with await psycopg.AsyncConnection.connect(conninfo()) as conn, conn.transaction():
+        kept = await pg_jobs.app.enqueue(pg_jobs.send_email, to="x", subject="s", connection=conn)
+        with pytest.raises(ArgumentsNotSerializableError):
+            await pg_jobs.app.enqueue_many(pg_jobs.send_email, rows, connection=conn)
+        good = await pg_jobs.app.enqueue_many(pg_jobs.send_email, rows[:-1], connection=conn)
+    assert committed_job_count("default") == 1 + MANY - 1
+    assert await _stored_args([kept, *good]) == [{"to": "x", "subject": "s"}, *rows[:-1]]
+
+
+@pytest.mark.asyncio
+async def test_a_large_enqueue_many_rolls_back_with_the_callers_transaction(
+    pg_jobs: JobSet,
+) -> None:
+    rows = [{"to": f"u{n}", "subject": "s"} for n in range(MANY)]
+    async with await psycopg.AsyncConnection.connect(conninfo()) as conn:
+        with pytest.raises(RuntimeError):
+            async with conn.transaction():
+                await pg_jobs.app.enqueue_many(pg_jobs.send_email, rows, connection=conn)
+                raise RuntimeError("roll back")
+    assert committed_job_count("default") == 0
 
 
 @pytest.mark.asyncio

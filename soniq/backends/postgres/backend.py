@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
@@ -213,6 +213,34 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
         plan = plans.insert_jobs(self.dialect, jobs)
         async with self._connection(connection) as target:
             return await plans.run_async(plan, async_executor(target))
+
+    async def insert_job_batches(
+        self, batches: Iterable[Sequence[NewJob]], *, connection: Any = None
+    ) -> list[str]:
+        """Plain jobs (no dedup key) a batch at a time, in one transaction (a savepoint in
+        the caller's), each batch's statement on its way while the next batch is built."""
+        ids: list[str] = []
+        async with self._connection(connection) as target, target.transaction():
+            execute = async_executor(target)
+            in_flight: asyncio.Task[list[Row]] | None = None
+            try:
+                for batch in batches:  # builds the batch, while in_flight runs on the server
+                    if in_flight is not None:
+                        await in_flight
+                    [statement] = self.dialect.insert_jobs(batch)
+                    in_flight = asyncio.ensure_future(execute(statement))
+                    # Let it send the statement before the next batch is built.
+                    await asyncio.sleep(0)
+                    ids.extend(str(job.id) for job in batch)
+                if in_flight is not None:
+                    await in_flight
+            except BaseException:
+                # A bad row (or a cancellation): the statement in flight must end before the
+                # transaction rolls back on this connection.
+                if in_flight is not None and not in_flight.done():
+                    await asyncio.gather(in_flight, return_exceptions=True)
+                raise
+        return ids
 
     def insert_jobs_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
         plan = plans.insert_jobs(self.dialect, jobs)
