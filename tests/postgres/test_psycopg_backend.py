@@ -63,26 +63,6 @@ async def test_enqueue_shapes_and_get_job(pg_jobs: JobSet) -> None:
     assert committed_job_count("default") == 3
 
 
-@pytest.mark.asyncio
-async def test_enqueue_many_is_one_statement_with_ids_in_order(pg_jobs: JobSet) -> None:
-    # Text that needs quoting or escaping in an array or JSON literal, in every row.
-    rows = [{"to": f'u{n} "é,}}\\', "subject": "s" * (n % 7)} for n in range(2000)]
-    CountingCursor.executed = []
-    async with await psycopg.AsyncConnection.connect(
-        conninfo(), cursor_factory=CountingCursor
-    ) as conn:
-        ids = await pg_jobs.app.enqueue_many(pg_jobs.send_email, rows, connection=conn)
-        assert len(CountingCursor.executed) == 1
-    assert len(ids) == 2000
-    # Every id stored with its own row's arguments.
-    async with await psycopg.AsyncConnection.connect(conninfo()) as conn:
-        cursor = await conn.execute(
-            "SELECT id::text, args FROM soniq_jobs WHERE id = ANY(%s::uuid[])", (ids,)
-        )
-        stored = dict(await cursor.fetchall())
-    assert [stored[job_id] for job_id in ids] == rows
-
-
 async def _stored_args(ids: list[str]) -> list[Any]:
     async with await psycopg.AsyncConnection.connect(conninfo()) as conn:
         cursor = await conn.execute(
@@ -92,6 +72,27 @@ async def _stored_args(ids: list[str]) -> list[Any]:
     return [stored.get(job_id) for job_id in ids]
 
 
+async def _enqueue_counted(jobs: JobSet, rows: list[dict[str, Any]]) -> tuple[list[str], int]:
+    """``enqueue_many`` on a connection of its own; the ids, and how many statements it sent."""
+    CountingCursor.executed = []
+    async with await psycopg.AsyncConnection.connect(
+        conninfo(), cursor_factory=CountingCursor
+    ) as conn:
+        ids = await jobs.app.enqueue_many(jobs.send_email, rows, connection=conn)
+    return ids, len(CountingCursor.executed)
+
+
+@pytest.mark.asyncio
+async def test_enqueue_many_is_one_statement_with_ids_in_order(pg_jobs: JobSet) -> None:
+    # Text that needs quoting or escaping in an array or JSON literal, in every row.
+    rows = [{"to": f'u{n} "é,}}\\', "subject": "s" * (n % 7)} for n in range(2000)]
+    ids, statements = await _enqueue_counted(pg_jobs, rows)
+    assert statements == 1
+    assert len(ids) == 2000
+    # Every id stored with its own row's arguments.
+    assert await _stored_args(ids) == rows
+
+
 # Over twice soniq.app.ENQUEUE_BATCH: written a batch at a time, each while the next is built.
 MANY = 10_001
 
@@ -99,13 +100,9 @@ MANY = 10_001
 @pytest.mark.asyncio
 async def test_a_large_enqueue_many_is_written_in_batches_in_order(pg_jobs: JobSet) -> None:
     rows = [{"to": f"u{n}", "subject": "é" * (n % 3)} for n in range(MANY)]
-    CountingCursor.executed = []
-    async with await psycopg.AsyncConnection.connect(
-        conninfo(), cursor_factory=CountingCursor
-    ) as conn:
-        ids = await pg_jobs.app.enqueue_many(pg_jobs.send_email, rows, connection=conn)
-        # One statement per batch of 2,000 (the last one partial), and nothing else.
-        assert len(CountingCursor.executed) == 6
+    ids, statements = await _enqueue_counted(pg_jobs, rows)
+    # One statement per batch of 2,000 (the last one partial), and nothing else.
+    assert statements == 6
     assert len(ids) == len(set(ids)) == MANY
     assert await _stored_args(ids) == rows
     assert committed_job_count("default") == MANY
