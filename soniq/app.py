@@ -426,11 +426,13 @@ class Soniq:
         self, target: object, args_list: Sequence[Mapping[str, Any]], opts: EnqueueOptions
     ) -> Iterator[list[NewJob]]:
         """:meth:`_prepare_many` a batch at a time: the target and options are checked now,
-        each row when its batch is reached, so that the backend writes one batch while the
-        next is built."""
+        before any connection is taken, and each row when its batch is reached, so that the
+        backend writes one batch while the next is built."""
         builder = self._many_builder(target, args_list, opts)
-        for start in range(0, len(args_list), ENQUEUE_BATCH):
-            yield _build_rows(builder, args_list[start : start + ENQUEUE_BATCH], start)
+        return (
+            _build_rows(builder, args_list[start : start + ENQUEUE_BATCH], start)
+            for start in range(0, len(args_list), ENQUEUE_BATCH)
+        )
 
     # -- enqueueing -------------------------------------------------------------------------
 

@@ -152,8 +152,8 @@ def check_json(value: Any, path: str) -> None:
                     raise NotJSONError(
                         _path_text(where), f"dict key {key!r}: {problem}", unstorable_text=True
                     )
-                if type(child) is int or child is None:  # the common leaf, settled here
-                    continue
+                if depth < 200 and (type(child) is int or child is None):
+                    continue  # the common leaf, settled here (its depth is checked above)
                 stack.append((child, (where, key), depth + 1))
         elif isinstance(item, (list, tuple)):
             for index, child in enumerate(item):

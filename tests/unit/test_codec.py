@@ -124,6 +124,26 @@ def test_check_json_refuses_nesting_deeper_than_200_levels() -> None:
         check_json(_nested_lists(201), "args")
 
 
+def _nested_dicts(levels: int, leaf: Any) -> dict[str, Any]:
+    """``{"k": {"k": ... leaf}}``: ``leaf`` ``levels`` dicts below the outermost one."""
+    root: dict[str, Any] = {}
+    current = root
+    for _ in range(levels - 1):
+        child: dict[str, Any] = {}
+        current["k"] = child
+        current = child
+    current["k"] = leaf
+    return root
+
+
+@pytest.mark.parametrize("leaf", [1, None, "x", 1.5])
+def test_a_leaf_counts_for_the_nesting_limit_whatever_its_type(leaf: Any) -> None:
+    check_json(_nested_dicts(200, leaf), "args")
+    with pytest.raises(NotJSONError, match="nested more than 200 levels deep") as info:
+        check_json(_nested_dicts(201, leaf), "args")
+    assert info.value.path == "args" + "['k']" * 201
+
+
 def test_deep_nesting_does_not_hit_the_recursion_limit() -> None:
     with pytest.raises(NotJSONError, match="nested more than 200 levels deep"):
         check_json(_nested_lists(5000), "args")

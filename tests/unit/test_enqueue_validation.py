@@ -616,3 +616,22 @@ def test_prepare_many_refuses_a_row_that_fails_its_model(app: Soniq, jobs: JobSe
         app._prepare_many(jobs.build_invoice, rows, NO_OPTIONS)
     assert info.value.argument == "amount"
     assert "do not match InvoiceArgs" in str(info.value)
+
+
+@pytest.mark.asyncio
+async def test_a_large_enqueue_many_refuses_bad_options_before_taking_a_connection(
+    jobs: JobSet,
+) -> None:
+    """Over 2 * ENQUEUE_BATCH rows, PostgreSQL writes while the rows are built; the target and
+    its options are still checked first, with no connection taken (the URL leads nowhere)."""
+    from soniq.app import ENQUEUE_BATCH
+    from soniq.backends.postgres import PostgresBackend
+
+    rows = [{"to": "a", "subject": "s"}] * (2 * ENQUEUE_BATCH + 1)
+    with pytest.raises(InvalidOptionError, match="priority"):
+        await jobs.app.enqueue_many(jobs.send_email, rows, priority=0)
+    with pytest.raises(EnqueueError, match="unique"):
+        await jobs.app.enqueue_many(jobs.refresh_cache, [{"key": "k"}] * len(rows))
+    backend = jobs.app.backend
+    assert isinstance(backend, PostgresBackend)
+    assert backend._pool is None, "no connection may be opened for a refused call"

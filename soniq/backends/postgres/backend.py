@@ -225,6 +225,8 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
             in_flight: asyncio.Task[list[Row]] | None = None
             try:
                 for batch in batches:  # builds the batch, while in_flight runs on the server
+                    if any(job.dedup_key is not None for job in batch):
+                        raise ValueError("insert_job_batches takes jobs without a dedup key")
                     if in_flight is not None:
                         await in_flight
                     [statement] = self.dialect.insert_jobs(batch)
