@@ -28,7 +28,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import _scratch
-import psycopg
 
 DATABASE = "soniq_bench_single"
 
