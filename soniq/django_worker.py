@@ -3,21 +3,56 @@ around sync jobs, and the job signals."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib.util
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import sync_to_async
 from django.db import close_old_connections, connections
 from django.dispatch import Signal
+from django.utils.module_loading import autodiscover_modules
 
-from soniq import signals
+from soniq import _discovery, signals
 from soniq.backends.postgres.conninfo import build_conninfo
 from soniq.core.errors import ConfigurationError
 
 if TYPE_CHECKING:
+    from soniq.app import Soniq
     from soniq.backends.postgres import PostgresBackend
     from soniq.backends.sqlite.backend import SQLiteBackend
     from soniq.core.settings import SoniqSettings
+
+
+def has_task_framework() -> bool:
+    """Whether this Django has its task framework, ``django.tasks`` (Django 6.0 and newer)."""
+    return importlib.util.find_spec("django.tasks") is not None
+
+
+def discover(jobs_modules: Iterable[str]) -> None:
+    """Import what a worker serves: every installed app's ``jobs`` module, its ``tasks``
+    module too where ``django.tasks`` exists (Django's convention), then ``JOBS_MODULES``."""
+    autodiscover_modules("jobs")
+    if has_task_framework():
+        autodiscover_modules("tasks")
+    _discovery.import_modules(jobs_modules)
+
+
+def project_app(path: str | None) -> Soniq:
+    """The app a worker (or ``soniq.testing.drain``) runs, serving every ``django.tasks`` task
+    on a soniq backend that this process imported."""
+    if has_task_framework():
+        from soniq.tasks import worker_app
+
+        return worker_app(path)
+    return _discovery.choose_app(path)
+
+
+def serve_tasks(app: Soniq) -> None:
+    """Register the ``django.tasks`` tasks this process imported on ``app``."""
+    if has_task_framework():
+        from soniq.tasks import install
+
+        install(app)
 
 
 def postgres_conninfo(alias: str) -> str:

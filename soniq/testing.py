@@ -37,15 +37,19 @@ _FAR_FUTURE = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def _app(app: Soniq | None) -> Soniq:
+    from soniq import django_worker
+
     if app is not None:
+        django_worker.serve_tasks(app)
         return app
     from django.conf import settings
 
-    from soniq import _discovery
     from soniq.core.settings import build_settings
 
-    # As the worker command does: SONIQ["APP"], else the single app with jobs.
-    return _discovery.choose_app(build_settings(django_values=getattr(settings, "SONIQ", None)).app)
+    # As the worker command does: SONIQ["APP"], else the single app with jobs (or, with only
+    # django.tasks tasks, the app they are stored through).
+    path = build_settings(django_values=getattr(settings, "SONIQ", None)).app
+    return django_worker.project_app(path)
 
 
 class _Inline:

@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import django
 from psycopg.conninfo import conninfo_to_dict
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -76,6 +77,16 @@ SONIQ = {
     "DATABASE": "default",
     "APP": "config.tasks:app",
 }
+
+# Django 6's task framework: @task functions (shop/tasks.py) stored and run by soniq.
+if django.VERSION >= (6, 0):
+    TASKS = {
+        "default": {
+            "BACKEND": "soniq.tasks.SoniqBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {"MAX_ATTEMPTS": 1},
+        }
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True

@@ -51,3 +51,52 @@ async def create_order_async(request: HttpRequest) -> JsonResponse:
     # Outside the transaction, once the order exists: aenqueue commits on its own.
     receipt_id = await send_receipt.aenqueue(to=email, order_id=order.pk)
     return JsonResponse({"order": order.pk, "jobs": [fulfill_id, receipt_id]}, status=201)
+
+
+# -- Django's task framework (Django 6.0 and newer), stored and run by soniq --------------------
+
+
+def _tasks_missing() -> JsonResponse:
+    return JsonResponse({"error": "django.tasks needs Django 6.0 or newer"}, status=501)
+
+
+@csrf_exempt
+@require_POST
+def create_order_with_tasks(request: HttpRequest) -> JsonResponse:
+    """The order and its @task tasks commit together, or not at all, as with soniq jobs."""
+    try:
+        from shop.tasks import fulfill_order_task, notify_warehouse
+    except ImportError:
+        return _tasks_missing()
+    email, total = _order_fields(request)
+    with transaction.atomic():
+        order = Order.objects.create(customer_email=email, total_cents=total)
+        results = [fulfill_order_task.enqueue(order.pk), notify_warehouse.enqueue(order.pk)]
+        if total <= 0:
+            transaction.set_rollback(True)
+            return JsonResponse({"error": "total_cents must be positive"}, status=400)
+    return JsonResponse({"order": order.pk, "tasks": [result.id for result in results]}, status=201)
+
+
+def task_result(request: HttpRequest, result_id: str) -> JsonResponse:
+    """A task's state, read back with Django's own API (``get_result``)."""
+    try:
+        from django.tasks import TaskResultStatus, default_task_backend
+        from django.tasks.exceptions import TaskResultDoesNotExist
+    except ImportError:
+        return _tasks_missing()
+    try:
+        result = default_task_backend.get_result(result_id)
+    except TaskResultDoesNotExist:
+        return JsonResponse({"error": f"no task result {result_id}"}, status=404)
+    succeeded = result.status == TaskResultStatus.SUCCESSFUL
+    return JsonResponse(
+        {
+            "id": result.id,
+            "task": result.task.module_path,
+            "status": result.status,
+            "attempts": result.attempts,
+            "return_value": result.return_value if succeeded else None,
+            "errors": [error.exception_class_path for error in result.errors],
+        }
+    )

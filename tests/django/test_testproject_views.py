@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -58,3 +59,52 @@ async def test_async_view_enqueues(async_db: None) -> None:
     assert receipt is not None
     assert receipt.args == {"to": "cy@example.com", "order_id": response.json()["order"]}
     assert await Job.objects.filter(pk=fulfill_id).aexists()
+
+
+HAS_TASKS = importlib.util.find_spec("django.tasks") is not None
+
+
+@pytest.mark.skipif(not HAS_TASKS, reason="django.tasks is Django 6.0 and newer")
+def test_task_view_flow_commits_and_reads_results() -> None:
+    from soniq.testing import drain
+
+    client = Client()
+    response = client.post(
+        "/shop/orders/tasks/",
+        data=json.dumps({"email": "dee@example.com", "total_cents": 700}),
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    body = response.json()
+    fulfil_id, notify_id = body["tasks"]
+    assert client.get(f"/shop/tasks/{fulfil_id}/").json()["status"] == "READY"
+    drain(run_scheduled=True)
+    fulfilled = client.get(f"/shop/tasks/{fulfil_id}/").json()
+    assert fulfilled == {
+        "id": fulfil_id,
+        "task": "shop.tasks.fulfill_order_task",
+        "status": "SUCCESSFUL",
+        "attempts": 1,
+        "return_value": {"order_id": body["order"]},
+        "errors": [],
+    }
+    notified = client.get(f"/shop/tasks/{notify_id}/").json()
+    assert notified["status"] == "SUCCESSFUL" and notified["attempts"] == 2
+    assert notified["errors"] == ["builtins.ConnectionError"]
+    assert Order.objects.get(pk=body["order"]).fulfilled_at is not None
+    assert client.get("/shop/tasks/00000000-0000-4000-8000-000000000000/").status_code == 404
+
+    rolled_back = client.post(
+        "/shop/orders/tasks/",
+        data=json.dumps({"email": "eve@example.com", "total_cents": 0}),
+        content_type="application/json",
+    )
+    assert rolled_back.status_code == 400
+    assert Job.objects.count() == 2
+
+
+@pytest.mark.skipif(HAS_TASKS, reason="this Django has django.tasks")
+def test_task_views_say_they_need_django_6() -> None:
+    response = Client().post("/shop/orders/tasks/", data="{}", content_type="application/json")
+    assert response.status_code == 501
+    assert Client().get("/shop/tasks/x/").status_code == 501

@@ -6,9 +6,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils.module_loading import autodiscover_modules
 
-from soniq import _discovery, _worker_cli
+from soniq import _worker_cli, django_worker
 from soniq.core.errors import ConfigurationError, SchemaMissingError
 from soniq.core.settings import build_settings
 
@@ -23,10 +22,9 @@ class Command(BaseCommand):
         _worker_cli.configure_logging(options["verbosity"])
         try:
             soniq_settings = build_settings(django_values=getattr(settings, "SONIQ", None))
-            # Every installed app's jobs module, then the modules named in JOBS_MODULES.
-            autodiscover_modules("jobs")
-            _discovery.import_modules(soniq_settings.jobs_modules)
-            app = _discovery.choose_app(options["app"] or soniq_settings.app)
+            # Every installed app's jobs (and tasks) module, then those named in JOBS_MODULES.
+            django_worker.discover(soniq_settings.jobs_modules)
+            app = django_worker.project_app(options["app"] or soniq_settings.app)
             # Build the worker's backend now so a bad database alias fails before anything runs.
             app.worker_backend(options["concurrency"] or soniq_settings.concurrency)
         except ConfigurationError as exc:

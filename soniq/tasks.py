@@ -1,0 +1,541 @@
+"""soniq as a backend of Django's task framework (``django.tasks``, Django 6.0 and newer).
+
+    TASKS = {"default": {"BACKEND": "soniq.tasks.SoniqBackend", "QUEUES": [...], "OPTIONS": {...}}}
+
+A ``@task`` enqueued through this backend is a row of ``soniq_jobs``, written on Django's
+connection to ``SONIQ["DATABASE"]`` (so it commits or rolls back with the caller's
+``transaction.atomic()``), and ``TaskResult.id`` is that job's id. ``manage.py soniq_worker``
+runs it like any soniq job: fenced completion, retries, dead letters, crash recovery, the admin.
+
+The row's task name is the task's ``module_path`` and its arguments are stored as
+``{"args": [...], "kwargs": {...}}``. A worker serves the tasks its process has imported (each
+installed app's ``tasks`` module); reading a result imports a task by the name in its row only
+if what it finds there is a ``django.tasks`` task, never any other callable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from inspect import iscoroutinefunction
+from typing import Any
+
+import django
+from django.core.exceptions import ImproperlyConfigured
+
+try:
+    from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
+    from django.tasks.backends.base import BaseTaskBackend
+    from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
+    from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
+    from django.tasks.signals import task_enqueued, task_finished, task_started
+except ImportError as exc:  # Django 5.2: no task framework
+    raise ImproperlyConfigured(
+        "soniq.tasks.SoniqBackend is a backend of django.tasks, which needs Django 6.0 or "
+        f"newer; this project runs Django {django.get_version()}. On Django 5.2, declare jobs "
+        "with @app.job() instead."
+    ) from exc
+from django.utils.json import normalize_json
+from django.utils.module_loading import import_string
+
+from soniq.app import Soniq
+from soniq.core import codec, options
+from soniq.core.context import JobContext
+from soniq.core.enqueue import EnqueueOptions, JobBuilder, Target
+from soniq.core.errors import ArgumentsNotSerializableError, JobDefinitionError
+from soniq.core.records import JobInfo, NewJob
+from soniq.core.settings import build_settings, is_valid_queue_name
+from soniq.core.spec import JobSpec, build_job_spec
+from soniq.core.status import JobStatus
+
+__all__ = [
+    "SoniqBackend",
+    "SoniqTask",
+    "django_priority",
+    "soniq_priority",
+]
+
+# -- priorities -------------------------------------------------------------------------------
+# Django: -100 .. 100, larger first, default 0. soniq: 1 .. 1000, smaller first, default 100.
+# Strictly monotonic both ways: 100 -> 1, 1 -> 100, 0 -> 101, -1 -> 110, -100 -> 1000. The
+# positive half takes one soniq step per Django step; the negative half spreads over the rest.
+_ZERO = 101
+_NEGATIVE_SPAN = options.MAX_PRIORITY - _ZERO  # 899
+
+
+def soniq_priority(priority: int) -> int:
+    """The soniq priority a Django task priority is stored with."""
+    if priority >= 0:
+        return _ZERO - priority
+    return _ZERO + -(priority * _NEGATIVE_SPAN // TASK_MAX_PRIORITY)  # ceil(-p * 8.99)
+
+
+def django_priority(priority: int) -> int:
+    """The Django priority of a stored soniq priority (the inverse of :func:`soniq_priority`
+    on its values; any other soniq priority maps to the nearest Django one)."""
+    if priority <= _ZERO:
+        return min(TASK_MAX_PRIORITY, _ZERO - priority)
+    steps = round((priority - _ZERO) * TASK_MAX_PRIORITY / _NEGATIVE_SPAN)
+    return max(TASK_MIN_PRIORITY, -steps)
+
+
+# -- per-task options --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SoniqTask(Task):  # type: ignore[type-arg]
+    """The task class of :class:`SoniqBackend`: ``@task(max_attempts=3, timeout=60)``.
+
+    Each option left ``None`` takes the backend's ``OPTIONS`` value, and without one soniq's
+    default for ``django.tasks``: one attempt (Django's semantics), no retry delay, no timeout.
+    """
+
+    max_attempts: int | None = None
+    retry_delay: float | Sequence[float] | None = None
+    retry_backoff: bool | None = None
+    retry_max_delay: float | None = None
+    timeout: float | None = None
+
+
+# OPTIONS key -> (SoniqTask field, default).
+_OPTION_KEYS: dict[str, tuple[str, Any]] = {
+    "MAX_ATTEMPTS": ("max_attempts", 1),
+    "RETRY_DELAY": ("retry_delay", 0),
+    "RETRY_BACKOFF": ("retry_backoff", False),
+    "RETRY_MAX_DELAY": ("retry_max_delay", None),
+    "TIMEOUT": ("timeout", None),
+}
+_DEFAULTS = {field: default for field, default in _OPTION_KEYS.values()}
+
+
+# -- the tasks this process knows ----------------------------------------------------------------
+
+_known: dict[str, Task[Any, Any]] = {}
+_known_lock = threading.Lock()
+
+
+def _remember(task: Task[Any, Any]) -> None:
+    """Keep the first task seen under its path: ``task.using(...)`` copies it with other
+    defaults, and must not replace it (a reloaded module's new function does)."""
+    with _known_lock:
+        existing = _known.get(task.module_path)
+        if existing is None or existing.func is not task.func:
+            _known[task.module_path] = task
+
+
+def known_tasks() -> list[Task[Any, Any]]:
+    """Every ``django.tasks`` task on a soniq backend that this process has imported."""
+    with _known_lock:
+        return list(_known.values())
+
+
+def _task_named(name: str) -> Task[Any, Any] | None:
+    """The task stored under ``name``: one this process knows, else the object the name
+    imports to, only if it is a ``django.tasks`` task on a soniq backend."""
+    with _known_lock:
+        task = _known.get(name)
+    if task is not None:
+        return task
+    try:
+        found = import_string(name)
+    except ImportError:
+        return None
+    if not isinstance(found, Task):
+        return None
+    try:
+        backend = found.get_backend()
+    except InvalidTaskBackend:  # its alias is gone from TASKS
+        return None
+    return found if isinstance(backend, SoniqBackend) else None
+
+
+# -- the app tasks are stored through ------------------------------------------------------------
+
+_default_app: Soniq | None = None
+_default_app_lock = threading.Lock()
+
+
+def default_app() -> Soniq:
+    """The app tasks are written through when ``SONIQ["APP"]`` names none: a ``Soniq()`` on
+    ``SONIQ["DATABASE"]``, created once per process."""
+    global _default_app
+    with _default_app_lock:
+        if _default_app is None:
+            _default_app = Soniq()
+        return _default_app
+
+
+_resolved: tuple[object, Soniq] | None = None
+
+
+def project_app() -> Soniq:
+    """``SONIQ["APP"]`` if set, else :func:`default_app`; looked up again when the ``SONIQ``
+    dict is replaced (``override_settings``)."""
+    global _resolved
+    from django.conf import settings
+
+    from soniq import _discovery
+
+    source = getattr(settings, "SONIQ", None)
+    resolved = _resolved
+    if resolved is not None and resolved[0] is source:
+        return resolved[1]
+    path = build_settings(django_values=source).app
+    app = _discovery.load_app(path) if path else default_app()
+    _resolved = (source, app)
+    return app
+
+
+def worker_app(path: str | None) -> Soniq:
+    """The app a worker runs, with every known task installed on it: ``path`` (``--app``,
+    ``SONIQ["APP"]``), else the single app with jobs, else (tasks only) :func:`default_app`."""
+    from soniq import _discovery
+    from soniq.app import instances
+
+    if not path and known_tasks():
+        with_jobs = [
+            app for app in list(instances) if len(app.registry) and app is not _default_app
+        ]
+        app = default_app() if not with_jobs else _discovery.choose_app(None)
+    else:
+        app = _discovery.choose_app(path)
+    install(app)
+    return app
+
+
+def install(app: Soniq) -> None:
+    """Register every known task on ``app``, so its worker claims and runs them."""
+    for task in known_tasks():
+        app.registry.register(_spec(task))
+
+
+# -- the backend -------------------------------------------------------------------------------
+
+
+class SoniqBackend(BaseTaskBackend):
+    """A ``django.tasks`` backend storing tasks as soniq jobs."""
+
+    task_class = SoniqTask
+    supports_defer = True
+    supports_async_task = True
+    supports_get_result = True
+    supports_priority = True
+
+    def __init__(self, alias: str, params: dict[str, Any]) -> None:
+        super().__init__(alias, params)
+        if not isinstance(self.options, Mapping):
+            raise InvalidTaskBackend(f"TASKS[{alias!r}]['OPTIONS'] must be a dict")
+        unknown = sorted(set(self.options) - set(_OPTION_KEYS))
+        if unknown:
+            raise InvalidTaskBackend(
+                f"TASKS[{alias!r}]['OPTIONS'] has unknown key(s) {', '.join(unknown)}; "
+                f"soniq knows {', '.join(_OPTION_KEYS)}"
+            )
+        for queue in sorted(self.queues):
+            if not is_valid_queue_name(queue):
+                raise InvalidTaskBackend(
+                    f"TASKS[{alias!r}]['QUEUES'] holds {queue!r}, not a valid soniq queue name"
+                )
+        self.defaults = {
+            field: self.options.get(key, default) for key, (field, default) in _OPTION_KEYS.items()
+        }
+        # A bad OPTIONS value fails here, at start-up, not at a task's first enqueue.
+        try:
+            _build_spec(_noop, "soniq.tasks.options_check", self.defaults)
+        except JobDefinitionError as exc:
+            raise InvalidTaskBackend(f"TASKS[{alias!r}]['OPTIONS']: {exc}") from None
+
+    def validate_task(self, task: Task[Any, Any]) -> None:
+        super().validate_task(task)
+        _spec(task, self)  # the per-task options, checked at decoration
+        _remember(task)
+
+    # -- enqueue ----------------------------------------------------------------------------
+
+    def _job(self, task: Task[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
+        # Checked again: task.using(...) may have changed its queue, priority or run_after.
+        super().validate_task(task)
+        spec = _spec(task, self)
+        _remember(task)
+        app = project_app()
+        target = Target(
+            name=task.module_path,
+            spec=None,
+            args_model=None,
+            queue=task.queue_name,
+            priority=soniq_priority(task.priority),
+            max_attempts=spec.max_attempts,
+            unique=False,
+            by_callable=False,
+        )
+        builder = JobBuilder(
+            target,
+            EnqueueOptions(scheduled_at=task.run_after),
+            max_args_bytes=app.settings.max_args_bytes,
+            now=datetime.now(UTC),
+        )
+        values = {"args": list(args), "kwargs": dict(kwargs)}
+        for part in ("args", "kwargs"):  # checked apart, for messages that name args[0]
+            try:
+                codec.check_json(values[part], part)
+            except codec.NotJSONError as exc:
+                raise ArgumentsNotSerializableError(
+                    f"{task.module_path}: argument {exc}",
+                    job_name=task.module_path,
+                    argument=exc.path,
+                ) from None
+        return builder.build(values)
+
+    def _enqueued(self, task: Task[Any, Any], job: NewJob, job_id: str) -> TaskResult[Any, Any]:
+        result = _result(
+            task,
+            job_id,
+            status=TaskResultStatus.READY,
+            args=job.args["args"],
+            kwargs=job.args["kwargs"],
+            enqueued_at=datetime.now(UTC),
+        )
+        task_enqueued.send(type(self), task_result=result)
+        return result
+
+    def enqueue(
+        self, task: Task[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> TaskResult[Any, Any]:
+        job = self._job(task, args, kwargs)
+        [job_id] = project_app().backend.insert_jobs_sync([job])
+        return self._enqueued(task, job, job_id)
+
+    async def aenqueue(
+        self, task: Task[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> TaskResult[Any, Any]:
+        job = self._job(task, args, kwargs)
+        [job_id] = await project_app().backend.insert_jobs([job])
+        return self._enqueued(task, job, job_id)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def get_result(self, result_id: str) -> TaskResult[Any, Any]:
+        return _from_info(result_id, project_app().get_job_sync(_job_id(result_id)))
+
+    async def aget_result(self, result_id: str) -> TaskResult[Any, Any]:
+        return _from_info(result_id, await project_app().get_job(_job_id(result_id)))
+
+
+def _noop() -> None:
+    return None
+
+
+def _job_id(result_id: object) -> str:
+    try:
+        return str(uuid.UUID(str(result_id)))
+    except ValueError:
+        raise TaskResultDoesNotExist(f"{result_id!r} is not a task result id") from None
+
+
+# -- the job a task becomes ----------------------------------------------------------------------
+
+
+def _build_spec(func: Callable[..., Any], name: str, values: Mapping[str, Any]) -> JobSpec:
+    max_attempts = values["max_attempts"]
+    if type(max_attempts) is not int or max_attempts < 1:
+        raise JobDefinitionError(f"{name}: max_attempts must be a whole number ≥ 1")
+    delay = values["retry_delay"]
+    return build_job_spec(
+        func,
+        name=name,
+        retries=max_attempts - 1,
+        retry_delay=list(delay) if isinstance(delay, (list, tuple)) else delay,
+        retry_backoff=values["retry_backoff"],
+        retry_max_delay=values["retry_max_delay"],
+        timeout=values["timeout"],
+    )
+
+
+def _spec(task: Task[Any, Any], backend: SoniqBackend | None = None) -> JobSpec:
+    """The soniq job spec of ``task``: its options over its backend's defaults, run by an
+    adapter that unpacks ``{"args", "kwargs"}`` and supplies the ``TaskContext``."""
+    owner = backend if backend is not None else task.get_backend()
+    values = dict(owner.defaults if isinstance(owner, SoniqBackend) else _DEFAULTS)
+    for field in values:
+        own = getattr(task, field, None)
+        if own is not None:
+            values[field] = own
+    try:
+        return _build_spec(_adapter(task), task.module_path, values)
+    except JobDefinitionError as exc:
+        raise InvalidTask(str(exc)) from None
+
+
+def _adapter(task: Task[Any, Any]) -> Callable[..., Any]:
+    """The function the worker calls for ``task``'s jobs: sync tasks in its thread pool (with
+    Django's connection hygiene), async ones on its loop."""
+    if iscoroutinefunction(task.func):
+
+        async def run_async(args: list[Any], kwargs: dict[str, Any], ctx: JobContext) -> Any:
+            result = _running(task, ctx, args, kwargs)
+            await task_started.asend(SoniqBackend, task_result=result)
+            try:
+                value = await task.func(*_positional(task, result, args), **kwargs)
+            except Exception:
+                if ctx.attempt >= ctx.max_attempts:
+                    await task_finished.asend(SoniqBackend, task_result=_failed(result))
+                raise
+            value = normalize_json(value)
+            await task_finished.asend(SoniqBackend, task_result=_succeeded(result, value))
+            return value
+
+        return run_async
+
+    def run_sync(args: list[Any], kwargs: dict[str, Any], ctx: JobContext) -> Any:
+        result = _running(task, ctx, args, kwargs)
+        task_started.send(SoniqBackend, task_result=result)
+        try:
+            value = task.func(*_positional(task, result, args), **kwargs)
+        except Exception:
+            if ctx.attempt >= ctx.max_attempts:
+                task_finished.send(SoniqBackend, task_result=_failed(result))
+            raise
+        value = normalize_json(value)
+        task_finished.send(SoniqBackend, task_result=_succeeded(result, value))
+        return value
+
+    return run_sync
+
+
+def _positional(task: Task[Any, Any], result: TaskResult[Any, Any], args: list[Any]) -> list[Any]:
+    return [TaskContext(task_result=result), *args] if task.takes_context else args
+
+
+def _running(
+    task: Task[Any, Any], ctx: JobContext, args: list[Any], kwargs: dict[str, Any]
+) -> TaskResult[Any, Any]:
+    now = datetime.now(UTC)
+    return _result(
+        task,
+        ctx.job_id,
+        status=TaskResultStatus.RUNNING,
+        args=args,
+        kwargs=kwargs,
+        enqueued_at=ctx.created_at,
+        started_at=now,
+        last_attempted_at=now,
+        # One per attempt, this one included: TaskContext.attempt counts them.
+        worker_ids=[ctx.worker_id or ""] * ctx.attempt,
+    )
+
+
+def _failed(result: TaskResult[Any, Any]) -> TaskResult[Any, Any]:
+    return dataclasses.replace(
+        result, status=TaskResultStatus.FAILED, finished_at=datetime.now(UTC)
+    )
+
+
+def _succeeded(result: TaskResult[Any, Any], value: Any) -> TaskResult[Any, Any]:
+    done = dataclasses.replace(
+        result, status=TaskResultStatus.SUCCESSFUL, finished_at=datetime.now(UTC)
+    )
+    object.__setattr__(done, "_return_value", value)
+    return done
+
+
+# -- a TaskResult from a stored job -------------------------------------------------------------
+
+_STATUS = {
+    JobStatus.QUEUED: TaskResultStatus.READY,
+    JobStatus.PROCESSING: TaskResultStatus.RUNNING,
+    JobStatus.DONE: TaskResultStatus.SUCCESSFUL,
+    JobStatus.DEAD_LETTER: TaskResultStatus.FAILED,
+    # django.tasks has no cancelled state: a cancelled task will never succeed.
+    JobStatus.CANCELLED: TaskResultStatus.FAILED,
+}
+
+
+def _result(
+    task: Task[Any, Any],
+    job_id: str,
+    *,
+    status: TaskResultStatus,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    enqueued_at: datetime | None,
+    started_at: datetime | None = None,
+    finished_at: datetime | None = None,
+    last_attempted_at: datetime | None = None,
+    errors: list[TaskError] | None = None,
+    worker_ids: list[str] | None = None,
+) -> TaskResult[Any, Any]:
+    return TaskResult(
+        task=task,
+        id=job_id,
+        status=status,
+        enqueued_at=enqueued_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        last_attempted_at=last_attempted_at,
+        args=args,
+        kwargs=kwargs,
+        backend=task.backend,
+        errors=errors or [],
+        worker_ids=worker_ids or [],
+    )
+
+
+def _as_stored(task: Task[Any, Any], info: JobInfo) -> Task[Any, Any]:
+    """``task`` with the queue and priority its job was stored with."""
+    if task.queue_name == info.queue and soniq_priority(task.priority) == info.priority:
+        return task
+    try:
+        return task.using(priority=django_priority(info.priority), queue_name=info.queue)
+    except InvalidTask:  # e.g. the queue is no longer in QUEUES: the result is still read
+        return task
+
+
+def _from_info(result_id: object, info: JobInfo | None) -> TaskResult[Any, Any]:
+    if info is None:
+        raise TaskResultDoesNotExist(f"no task result has id {result_id!r}")
+    stored = info.args
+    task = _task_named(info.task_name)
+    if (
+        task is None
+        or set(stored) != {"args", "kwargs"}
+        or not isinstance(stored["args"], list)
+        or not isinstance(stored["kwargs"], dict)
+    ):
+        raise TaskResultDoesNotExist(
+            f"{result_id!r} is the id of a soniq job ({info.task_name}), not of a "
+            "django.tasks task known to this process"
+        )
+    status = _STATUS[info.status]
+    # One worker id per attempt: the failed ones from their error records (older ones dropped
+    # past ERROR_HISTORY_LIMIT count as unknown, ""), then the one running or that succeeded.
+    worker_ids = [str(error.get("worker_id") or "") for error in info.errors]
+    if info.status in (JobStatus.PROCESSING, JobStatus.DONE) and info.worker_id:
+        worker_ids.append(info.worker_id)
+    worker_ids = [""] * max(info.attempts - len(worker_ids), 0) + worker_ids
+    result = _result(
+        _as_stored(task, info),
+        info.id,
+        status=status,
+        args=stored["args"],
+        kwargs=stored["kwargs"],
+        enqueued_at=info.created_at,
+        started_at=info.started_at,
+        finished_at=info.finished_at
+        if status in (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
+        else None,
+        last_attempted_at=info.started_at,
+        errors=[
+            TaskError(
+                exception_class_path=str(error.get("error_type") or ""),
+                traceback=str(error.get("traceback") or ""),
+            )
+            for error in info.errors
+        ],
+        worker_ids=worker_ids,
+    )
+    if status is TaskResultStatus.SUCCESSFUL:
+        object.__setattr__(result, "_return_value", info.result)
+    return result

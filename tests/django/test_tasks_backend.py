@@ -1,0 +1,291 @@
+"""soniq as the backend of Django's task framework, in process: enqueue, results, the drain.
+
+Real worker processes run the same tasks in tests/acceptance/test_django_tasks_worker.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+pytest.importorskip("django.tasks", reason="django.tasks is Django 6.0 and newer")
+
+from django.db import connections, transaction
+from django.tasks import TaskResultStatus, task, task_backends
+from django.tasks.exceptions import (
+    InvalidTask,
+    InvalidTaskBackend,
+    TaskResultDoesNotExist,
+    TaskResultMismatch,
+)
+from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.test import override_settings
+
+from config.tasks import app
+from shop.jobs import remind
+from soniq import ArgumentsNotSerializableError, JobStatus
+from soniq.tasks import SoniqBackend, django_priority, soniq_priority
+from soniq.testing import drain
+from tests import task_functions as tf
+
+pytestmark = [pytest.mark.django_db]
+
+PATH = "tests.task_functions"
+
+
+def _rows() -> int:
+    with connections["default"].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM soniq_jobs")
+        return int(cursor.fetchone()[0])
+
+
+def test_priorities_map_strictly_monotonically_both_ways() -> None:
+    mapped = [soniq_priority(p) for p in range(-100, 101)]
+    assert all(1 <= value <= 1000 for value in mapped)
+    # Larger Django priorities run first: smaller soniq numbers, strictly.
+    assert all(a > b for a, b in itertools.pairwise(mapped))
+    assert (soniq_priority(100), soniq_priority(0), soniq_priority(-1)) == (1, 101, 110)
+    assert soniq_priority(-100) == 1000
+    assert [django_priority(value) for value in mapped] == list(range(-100, 101))
+    # Any stored soniq priority reads back inside Django's range, in the same order.
+    back = [django_priority(value) for value in range(1, 1001)]
+    assert all(-100 <= value <= 100 for value in back)
+    assert all(a >= b for a, b in itertools.pairwise(back))
+
+
+def test_the_backend_supports_every_feature() -> None:
+    soniq_backend = task_backends["default"]
+    assert isinstance(soniq_backend, SoniqBackend)
+    assert soniq_backend.supports_defer
+    assert soniq_backend.supports_async_task
+    assert soniq_backend.supports_get_result
+    assert soniq_backend.supports_priority
+
+
+def test_enqueue_stores_a_soniq_job_whose_id_is_the_result_id() -> None:
+    result = tf.add.enqueue(2, b=3)
+    assert result.status == TaskResultStatus.READY
+    assert (result.args, result.kwargs, result.backend) == ([2], {"b": 3}, "default")
+    assert result.enqueued_at is not None
+    info = app.get_job_sync(result.id)
+    assert info is not None
+    assert info.task_name == f"{PATH}.add"
+    assert info.args == {"args": [2], "kwargs": {"b": 3}}
+    assert (info.queue, info.priority, info.max_attempts) == ("default", 101, 1)
+    assert info.status is JobStatus.QUEUED
+
+
+def test_using_sets_queue_priority_and_run_after() -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+    result = tf.add.using(priority=100, queue_name="emails", run_after=later).enqueue(1)
+    info = app.get_job_sync(result.id)
+    assert info is not None
+    assert (info.queue, info.priority) == ("emails", 1)
+    assert info.scheduled_at == later
+    read = tf.add.get_result(result.id)
+    assert (read.task.priority, read.task.queue_name) == (100, "emails")
+    # Not due yet: the drain leaves it alone.
+    assert drain() == 0
+
+
+def test_per_task_options_become_the_jobs_retry_settings() -> None:
+    result = tf.flaky.enqueue(succeed_on=1)
+    info = app.get_job_sync(result.id)
+    assert info is not None and info.max_attempts == 3
+    # The async task on its own queue, priority 10.
+    greeting = tf.greet.enqueue("ada")
+    info = app.get_job_sync(greeting.id)
+    assert info is not None and (info.queue, info.priority) == ("emails", 91)
+
+
+def test_bad_inputs_are_refused_before_anything_is_written() -> None:
+    with pytest.raises(ArgumentsNotSerializableError, match=r"args\[0\]: object is not JSON"):
+        tf.add.enqueue(object())
+    with pytest.raises(ArgumentsNotSerializableError, match=r"kwargs\['b'\]: nan"):
+        tf.add.enqueue(1, b=float("nan"))
+    with pytest.raises(InvalidTask, match="Queue 'nope' is not valid"):
+        tf.add.using(queue_name="nope")
+    with pytest.raises(InvalidTask, match="priority must be a whole number"):
+        tf.add.using(priority=101)
+    with pytest.raises(InvalidTask, match="aware datetime"):
+        tf.add.using(run_after=datetime(2030, 1, 1))
+
+    def nested() -> None:
+        return None
+
+    with pytest.raises(InvalidTask, match="module level"):
+        task()(nested)
+    with pytest.raises(InvalidTask, match="max_attempts"):
+        task(max_attempts=0)(tf.add.func)
+    with pytest.raises(InvalidTask, match="timeout"):
+        task(timeout=-1)(tf.add.func)
+    with pytest.raises(InvalidTask, match="retry_delay"):
+        task(retry_delay="soon")(tf.add.func)
+    assert _rows() == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"OPTIONS": {"RETRIES": 3}}, "unknown key"),
+        ({"OPTIONS": {"MAX_ATTEMPTS": 0}}, "max_attempts"),
+        ({"OPTIONS": {"TIMEOUT": "soon"}}, "timeout"),
+        ({"OPTIONS": ["MAX_ATTEMPTS"]}, "must be a dict"),
+        ({"QUEUES": ["no spaces allowed"]}, "not a valid soniq queue name"),
+    ],
+)
+def test_bad_backend_configuration_fails_at_start_up(params: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidTaskBackend, match=message):
+        SoniqBackend("broken", params)
+
+
+def test_backend_options_are_the_defaults_of_its_tasks() -> None:
+    tasks_setting = {
+        "default": {
+            "BACKEND": "soniq.tasks.SoniqBackend",
+            "QUEUES": ["default", "emails"],
+            "OPTIONS": {"MAX_ATTEMPTS": 4, "RETRY_DELAY": [1, 2], "TIMEOUT": 30},
+        }
+    }
+    with override_settings(TASKS=tasks_setting):
+        result = tf.add.enqueue(1)
+        own = tf.flaky.enqueue(succeed_on=1)  # its own max_attempts=3 wins
+    assert app.get_job_sync(result.id).max_attempts == 4  # type: ignore[union-attr]
+    assert app.get_job_sync(own.id).max_attempts == 3  # type: ignore[union-attr]
+
+
+def test_the_task_commits_or_rolls_back_with_the_callers_transaction() -> None:
+    with transaction.atomic():
+        kept = tf.add.enqueue(1)
+    with transaction.atomic():
+        dropped = tf.add.enqueue(2)
+        transaction.set_rollback(True)
+    assert tf.add.get_result(kept.id).status == TaskResultStatus.READY
+    with pytest.raises(TaskResultDoesNotExist):
+        tf.add.get_result(dropped.id)
+    assert _rows() == 1
+
+
+def test_results_through_the_life_of_each_task() -> None:
+    added = tf.add.enqueue(2, b=3)
+    greeted = tf.greet.enqueue("ada")
+    flaky = tf.flaky.enqueue(succeed_on=3)
+    doomed = tf.doomed.enqueue("no luck")
+    once = tf.once.enqueue("gone")
+    pair = tf.returns_tuple.enqueue()
+    assert drain(run_scheduled=True) == 1 + 1 + 3 + 2 + 1 + 1
+
+    done = tf.add.get_result(added.id)
+    assert done.status == TaskResultStatus.SUCCESSFUL and done.return_value == 5
+    assert done.attempts == 1 and done.errors == [] and all(done.worker_ids)
+    assert done.enqueued_at and done.started_at and done.finished_at and done.last_attempted_at
+    assert done.enqueued_at <= done.started_at <= done.finished_at
+    assert tf.greet.get_result(greeted.id).return_value == "hello ada"
+    assert tf.returns_tuple.get_result(pair.id).return_value == [1, 2]
+
+    retried = tf.flaky.get_result(flaky.id)
+    assert retried.status == TaskResultStatus.SUCCESSFUL
+    assert retried.return_value == {"attempt": 3, "result_id": flaky.id}
+    assert retried.attempts == 3 and len(retried.worker_ids) == 3
+    assert [error.exception_class_path for error in retried.errors] == [
+        "builtins.ConnectionError",
+        "builtins.ConnectionError",
+    ]
+    assert "attempt 1 failed" in retried.errors[0].traceback
+    assert retried.errors[0].exception_class is ConnectionError
+
+    failed = tf.doomed.get_result(doomed.id)
+    assert failed.status == TaskResultStatus.FAILED and failed.attempts == 2
+    assert [error.exception_class_path for error in failed.errors] == ["builtins.ValueError"] * 2
+    assert failed.finished_at is not None
+    with pytest.raises(ValueError, match="Task failed"):
+        _ = failed.return_value
+
+    single = tf.once.get_result(once.id)  # Django's semantics: one attempt unless told
+    assert single.status == TaskResultStatus.FAILED and single.attempts == 1
+    assert single.errors[0].exception_class_path == "builtins.KeyError"
+
+
+def test_refresh_reads_the_stored_state() -> None:
+    result = tf.add.enqueue(4, b=4)
+    assert not result.is_finished
+    drain()
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 8
+
+
+def test_get_result_refuses_unknown_ids_and_soniq_jobs() -> None:
+    backend = task_backends["default"]
+    with pytest.raises(TaskResultDoesNotExist):
+        backend.get_result("00000000-0000-4000-8000-000000000000")
+    with pytest.raises(TaskResultDoesNotExist, match="not a task result id"):
+        backend.get_result("not-a-uuid")
+    job_id = remind.enqueue(customer_email="a@example.com")
+    with pytest.raises(TaskResultDoesNotExist, match="soniq job"):
+        backend.get_result(job_id)
+    greeting = tf.greet.enqueue("ada")
+    with pytest.raises(TaskResultMismatch):
+        tf.add.get_result(greeting.id)
+
+
+def test_a_cancelled_task_reads_as_failed() -> None:
+    result = tf.add.enqueue(1)
+    assert app.cancel_jobs_sync([result.id]).applied == (result.id,)
+    assert tf.add.get_result(result.id).status == TaskResultStatus.FAILED
+
+
+def test_django_signals_are_sent() -> None:
+    seen: list[tuple[str, str]] = []
+
+    def on_signal(name: str) -> Any:
+        def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+            seen.append((name, str(task_result.status)))
+
+        return receiver
+
+    receivers = {
+        task_enqueued: on_signal("enqueued"),
+        task_started: on_signal("started"),
+        task_finished: on_signal("finished"),
+    }
+    for signal, receiver in receivers.items():
+        signal.connect(receiver)
+    try:
+        tf.add.enqueue(1)
+        tf.doomed.enqueue("x")
+        drain(run_scheduled=True)
+    finally:
+        for signal, receiver in receivers.items():
+            signal.disconnect(receiver)
+    assert seen == [
+        ("enqueued", "READY"),
+        ("enqueued", "READY"),
+        ("started", "RUNNING"),
+        ("finished", "SUCCESSFUL"),
+        ("started", "RUNNING"),  # doomed: its first attempt fails and is retried
+        ("started", "RUNNING"),
+        ("finished", "FAILED"),
+    ]
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"], transaction=True)
+@pytest.mark.asyncio
+async def test_aenqueue_and_aget_result(async_db: None) -> None:
+    result = await tf.greet.aenqueue("grace")
+    read = await tf.greet.aget_result(result.id)
+    assert read.status == TaskResultStatus.READY and read.args == ["grace"]
+    with pytest.raises(TaskResultDoesNotExist):
+        await tf.greet.aget_result("00000000-0000-4000-8000-000000000000")
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+def test_tasks_on_the_sqlite_alias() -> None:
+    with override_settings(SONIQ={"DATABASE": "sqlite", "APP": "config.tasks:app"}):
+        result = tf.add.enqueue(20, b=22)
+        assert drain() == 1
+        assert tf.add.get_result(result.id).return_value == 42
+    with pytest.raises(TaskResultDoesNotExist):
+        tf.add.get_result(result.id)  # it lives in the other database

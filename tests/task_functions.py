@@ -1,0 +1,39 @@
+"""``django.tasks`` tasks (Django 6.0 and newer) on the soniq backend, for the tests."""
+
+from __future__ import annotations
+
+from django.tasks import TaskContext, task
+
+
+@task()
+def add(a: int, b: int = 0) -> int:
+    return a + b
+
+
+@task(queue_name="emails", priority=10)
+async def greet(name: str) -> str:
+    return f"hello {name}"
+
+
+@task(takes_context=True, max_attempts=3, retry_delay=0)
+def flaky(context: TaskContext, succeed_on: int) -> dict:
+    """Fails until its attempt ``succeed_on``."""
+    if context.attempt < succeed_on:
+        raise ConnectionError(f"attempt {context.attempt} failed")
+    return {"attempt": context.attempt, "result_id": context.task_result.id}
+
+
+@task(max_attempts=2, retry_delay=0)
+def doomed(message: str) -> None:
+    raise ValueError(message)
+
+
+@task()
+def once(message: str) -> None:
+    """Django's default: one attempt."""
+    raise KeyError(message)
+
+
+@task()
+def returns_tuple() -> tuple[int, int]:
+    return (1, 2)
