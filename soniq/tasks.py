@@ -33,7 +33,11 @@ try:
     from django.tasks.exceptions import InvalidTask, InvalidTaskBackend, TaskResultDoesNotExist
     from django.tasks.signals import task_enqueued, task_finished, task_started
 except ImportError as exc:  # Django 5.2: no task framework
-    raise ImproperlyConfigured(
+
+    class TaskFrameworkMissing(ImproperlyConfigured, ImportError):
+        """An ``ImportError`` too, for code that imports this module optionally."""
+
+    raise TaskFrameworkMissing(
         "soniq.tasks.SoniqBackend is a backend of django.tasks, which needs Django 6.0 or "
         f"newer; this project runs Django {django.get_version()}. On Django 5.2, declare jobs "
         "with @app.job() instead."

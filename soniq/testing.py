@@ -70,8 +70,14 @@ class _Inline:
         self.history_limit = app.settings.error_history_limit
 
     def run(self, statement: Statement) -> tuple[list[Row], int]:
+        sql = statement.sql
+        if self.vendor == "sqlite":
+            # The worker's SQLite statements are written for sqlite3 (qmark). Django's cursor
+            # takes format style: with DEBUG on it formats every query for its log, and a
+            # qmark statement would fail there.
+            sql = sql.replace("%", "%%").replace("?", "%s")
         with self.connection.cursor() as cursor:
-            cursor.execute(statement.sql, statement.params)
+            cursor.execute(sql, statement.params)
             rows = cursor.fetchall() if cursor.description else []
             return rows, cursor.rowcount
 

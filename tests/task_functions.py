@@ -37,3 +37,11 @@ def once(message: str) -> None:
 @task()
 def returns_tuple() -> tuple[int, int]:
     return (1, 2)
+
+
+CALLS: list[str] = []
+
+
+def not_a_task() -> None:
+    """A plain function: a row naming it must never make soniq call it."""
+    CALLS.append("called")

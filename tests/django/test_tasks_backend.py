@@ -289,3 +289,33 @@ def test_tasks_on_the_sqlite_alias() -> None:
         assert tf.add.get_result(result.id).return_value == 42
     with pytest.raises(TaskResultDoesNotExist):
         tf.add.get_result(result.id)  # it lives in the other database
+
+
+@pytest.mark.parametrize(
+    "name", [f"{PATH}.not_a_task", "os.getcwd", f"{PATH}.CALLS", "no.such.module.thing"]
+)
+def test_a_row_naming_anything_but_a_task_is_never_imported_as_one(name: str) -> None:
+    import uuid
+
+    from soniq.core.records import NewJob
+
+    job = NewJob(
+        id=uuid.uuid4(),
+        task_name=name,
+        args={"args": [], "kwargs": {}},
+        args_json='{"args": [], "kwargs": {}}',
+        queue="default",
+        priority=101,
+        max_attempts=1,
+    )
+    [job_id] = app.backend.insert_jobs_sync([job])
+    with pytest.raises(TaskResultDoesNotExist, match=r"not of a django\.tasks task"):
+        task_backends["default"].get_result(job_id)
+    assert drain(run_scheduled=True) == 0  # no worker serves it either
+    assert tf.CALLS == []
+
+
+def test_the_admin_filters_know_the_tasks() -> None:
+    from soniq.admin.known import task_names
+
+    assert {f"{PATH}.add", "shop.tasks.fulfill_order_task"} <= set(task_names())

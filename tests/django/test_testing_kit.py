@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from django.test import TestCase
+from django.test import TestCase, override_settings
 
 from shop.models import Order
 from soniq import JobContext, JobStatus, Soniq
@@ -95,6 +95,15 @@ class DrainOnPostgres(TestCase):
             assert_not_enqueued("kit.later", self.app)
         assert len(enqueued("kit.later", self.app)) == 2
         assert enqueued("kit.later", self.app, n=2) == []
+
+    def test_drain_with_debug_on(self) -> None:
+        """DEBUG makes Django format every query it runs for its log; the drain's writes
+        must survive that on both databases (the demo project runs with DEBUG on)."""
+        job_id = self.jobs["later"].enqueue(n=4)
+        with override_settings(DEBUG=True):
+            assert drain(self.app) == 1
+        info = self.app.get_job_sync(job_id)
+        assert info is not None and info.status is JobStatus.DONE and info.result == 8
 
 
 class DrainOnSQLite(DrainOnPostgres):
