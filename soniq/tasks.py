@@ -94,7 +94,8 @@ class SoniqTask(Task):  # type: ignore[type-arg]
     """The task class of :class:`SoniqBackend`: ``@task(max_attempts=3, timeout=60)``.
 
     Each option left ``None`` takes the backend's ``OPTIONS`` value, and without one soniq's
-    default for ``django.tasks``: one attempt (Django's semantics), no retry delay, no timeout.
+    default for ``django.tasks``: one attempt (Django's semantics), no retry delay, the
+    ``JOB_TIMEOUT`` setting as the time limit.
     """
 
     max_attempts: int | None = None

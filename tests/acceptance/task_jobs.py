@@ -63,3 +63,9 @@ async def slow(context: TaskContext, seconds: float) -> str:
     await asyncio.sleep(seconds)
     await sync_to_async(_record)("task.slow.end", context)
     return "slept"
+
+
+@task(timeout=0.3)
+async def sleepy() -> None:
+    """Cancelled past its time limit."""
+    await asyncio.sleep(30)

@@ -53,6 +53,7 @@ def test_a_worker_runs_every_kind_of_task_once(start_worker: StartWorker) -> Non
     greet = task_jobs.greet.enqueue("grace")
     flaky = task_jobs.flaky.enqueue()
     doomed = task_jobs.doomed.enqueue()
+    sleepy = task_jobs.sleepy.enqueue()
 
     done = _finished(task_jobs.fulfil, fulfil.id)
     assert done.status == TaskResultStatus.SUCCESSFUL
@@ -78,6 +79,12 @@ def test_a_worker_runs_every_kind_of_task_once(start_worker: StartWorker) -> Non
     assert query_elsewhere(
         "default", "SELECT count(*) FROM soniq_dead_letter_jobs WHERE id = %s", (doomed.id,)
     ) == [(1,)]
+
+    timed_out = _finished(task_jobs.sleepy, sleepy.id)
+    assert timed_out.status == TaskResultStatus.FAILED
+    assert [error.exception_class_path for error in timed_out.errors] == [
+        "soniq.worker.execution.JobTimeoutError"
+    ]
 
     # Exactly once per attempt, counted from outside the worker; the rolled-back one never ran.
     assert _runs("task.fulfil") == Counter({(fulfil.id, 1): 1})
