@@ -24,6 +24,8 @@ from inspect import iscoroutinefunction
 from typing import Any
 
 import django
+from django.apps import apps
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 try:
@@ -200,13 +202,18 @@ def worker_app(path: str | None) -> Soniq:
     from soniq import _discovery
     from soniq.app import instances
 
-    if not path and known_tasks():
-        with_jobs = [
-            app for app in list(instances) if len(app.registry) and app is not _default_app
-        ]
-        app = default_app() if not with_jobs else _discovery.choose_app(None)
-    else:
+    if path:
         app = _discovery.choose_app(path)
+    else:
+        # soniq's own app counts only when nothing else has jobs: once tasks are installed on
+        # it, it must not make a project app with jobs look like one of two.
+        others = [app for app in list(instances) if len(app.registry) and app is not _default_app]
+        if len(others) == 1:
+            app = others[0]
+        elif not others and known_tasks():
+            app = default_app()
+        else:
+            app = _discovery.choose_app(None)  # none or several: its message says what to do
     install(app)
     return app
 
@@ -252,6 +259,20 @@ class SoniqBackend(BaseTaskBackend):
             _build_spec(_noop, "soniq.tasks.options_check", self.defaults)
         except JobDefinitionError as exc:
             raise InvalidTaskBackend(f"TASKS[{alias!r}]['OPTIONS']: {exc}") from None
+
+    def check(self, **kwargs: Any) -> list[checks.CheckMessage]:
+        found = list(super().check(**kwargs))
+        if not apps.is_installed("soniq"):
+            found.append(
+                checks.Error(
+                    f"TASKS[{self.alias!r}] uses soniq.tasks.SoniqBackend, but 'soniq' is not "
+                    "in INSTALLED_APPS",
+                    hint="Add 'soniq' to INSTALLED_APPS and run manage.py migrate: tasks are "
+                    "stored in soniq's tables.",
+                    id="soniq.E005",
+                )
+            )
+        return found
 
     def validate_task(self, task: Task[Any, Any]) -> None:
         super().validate_task(task)

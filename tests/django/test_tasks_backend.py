@@ -319,3 +319,45 @@ def test_the_admin_filters_know_the_tasks() -> None:
     from soniq.admin.known import task_names
 
     assert {f"{PATH}.add", "shop.tasks.fulfill_order_task"} <= set(task_names())
+
+
+def test_the_backend_checks_that_soniq_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from django.apps import apps
+
+    backend = task_backends["default"]
+    assert backend.check() == []
+    monkeypatch.setattr(apps, "is_installed", lambda name: name != "soniq")
+    [error] = backend.check()
+    assert error.id == "soniq.E005"
+    assert "INSTALLED_APPS" in error.msg
+
+
+def test_which_app_a_worker_serves_tasks_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import weakref
+
+    import soniq.app
+    from soniq import ConfigurationError, Soniq
+    from soniq.tasks import default_app, worker_app
+
+    def with_a_job(name: str) -> Soniq:
+        own = Soniq()
+        own.job(name=name)(tf.not_a_task)
+        return own
+
+    mine = with_a_job("mine.job")
+    monkeypatch.setattr(soniq.app, "instances", weakref.WeakSet([mine]))
+    assert worker_app(None) is mine
+    assert f"{PATH}.add" in mine.registry and "mine.job" in mine.registry
+    assert worker_app("config.tasks:app") is app  # --app or SONIQ["APP"] first
+    assert f"{PATH}.add" in app.registry
+
+    # A project with tasks only: soniq's own app, which keeps them on later calls too.
+    monkeypatch.setattr(soniq.app, "instances", weakref.WeakSet())
+    assert worker_app(None) is default_app()
+    monkeypatch.setattr(soniq.app, "instances", weakref.WeakSet([default_app(), mine]))
+    assert worker_app(None) is mine  # soniq's own app with tasks installed is no rival
+
+    second = with_a_job("second.job")
+    monkeypatch.setattr(soniq.app, "instances", weakref.WeakSet([mine, second]))
+    with pytest.raises(ConfigurationError, match="2 Soniq apps have jobs"):
+        worker_app(None)
