@@ -401,7 +401,8 @@ def _adapter(task: Task[Any, Any]) -> Callable[..., Any]:
     if iscoroutinefunction(task.func):
 
         async def run_async(args: list[Any], kwargs: dict[str, Any], ctx: JobContext) -> Any:
-            result = _running(task, ctx, args, kwargs)
+            history = await project_app().get_job(ctx.job_id) if _has_history(task, ctx) else None
+            result = _running(task, ctx, args, kwargs, history)
             await task_started.asend(SoniqBackend, task_result=result)
             try:
                 value = await task.func(*_positional(task, result, args), **kwargs)
@@ -416,7 +417,8 @@ def _adapter(task: Task[Any, Any]) -> Callable[..., Any]:
         return run_async
 
     def run_sync(args: list[Any], kwargs: dict[str, Any], ctx: JobContext) -> Any:
-        result = _running(task, ctx, args, kwargs)
+        history = project_app().get_job_sync(ctx.job_id) if _has_history(task, ctx) else None
+        result = _running(task, ctx, args, kwargs, history)
         task_started.send(SoniqBackend, task_result=result)
         try:
             value = task.func(*_positional(task, result, args), **kwargs)
@@ -435,10 +437,21 @@ def _positional(task: Task[Any, Any], result: TaskResult[Any, Any], args: list[A
     return [TaskContext(task_result=result), *args] if task.takes_context else args
 
 
+def _has_history(task: Task[Any, Any], ctx: JobContext) -> bool:
+    """Whether the running attempt's ``TaskResult`` needs the job's earlier errors: read (one
+    query) only for a task that takes the context, on a retry."""
+    return task.takes_context and ctx.attempt > 1
+
+
 def _running(
-    task: Task[Any, Any], ctx: JobContext, args: list[Any], kwargs: dict[str, Any]
+    task: Task[Any, Any],
+    ctx: JobContext,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    history: JobInfo | None,
 ) -> TaskResult[Any, Any]:
     now = datetime.now(UTC)
+    errors = history.errors if history is not None else []
     return _result(
         task,
         ctx.job_id,
@@ -448,9 +461,31 @@ def _running(
         enqueued_at=ctx.created_at,
         started_at=now,
         last_attempted_at=now,
+        errors=_task_errors(errors),
         # One per attempt, this one included: TaskContext.attempt counts them.
-        worker_ids=[ctx.worker_id or ""] * ctx.attempt,
+        worker_ids=_worker_ids(errors, ctx.worker_id or "", ctx.attempt),
     )
+
+
+def _task_errors(errors: list[dict[str, Any]]) -> list[TaskError]:
+    return [
+        TaskError(
+            exception_class_path=str(error.get("error_type") or ""),
+            traceback=str(error.get("traceback") or ""),
+        )
+        for error in errors
+    ]
+
+
+def _worker_ids(errors: list[dict[str, Any]], current: str | None, attempts: int) -> list[str]:
+    """One worker id per attempt of the job's current life (a requeue starts a new one): the
+    failed attempts' from their error records, then ``current`` (the attempt running, or the
+    one that succeeded). An attempt whose record is gone (``ERROR_HISTORY_LIMIT``) gets ""."""
+    ids = [str(error.get("worker_id") or "") for error in errors]
+    if current is not None:
+        ids.append(current)
+    ids = ids[-attempts:] if attempts > 0 else []
+    return [""] * (attempts - len(ids)) + ids
 
 
 def _failed(result: TaskResult[Any, Any]) -> TaskResult[Any, Any]:
@@ -535,12 +570,7 @@ def _from_info(result_id: object, info: JobInfo | None) -> TaskResult[Any, Any]:
             "django.tasks task known to this process"
         )
     status = _STATUS[info.status]
-    # One worker id per attempt: the failed ones from their error records (older ones dropped
-    # past ERROR_HISTORY_LIMIT count as unknown, ""), then the one running or that succeeded.
-    worker_ids = [str(error.get("worker_id") or "") for error in info.errors]
-    if info.status in (JobStatus.PROCESSING, JobStatus.DONE) and info.worker_id:
-        worker_ids.append(info.worker_id)
-    worker_ids = [""] * max(info.attempts - len(worker_ids), 0) + worker_ids
+    ran_last = info.status in (JobStatus.PROCESSING, JobStatus.DONE)
     result = _result(
         _as_stored(task, info),
         info.id,
@@ -553,14 +583,10 @@ def _from_info(result_id: object, info: JobInfo | None) -> TaskResult[Any, Any]:
         if status in (TaskResultStatus.SUCCESSFUL, TaskResultStatus.FAILED)
         else None,
         last_attempted_at=info.started_at,
-        errors=[
-            TaskError(
-                exception_class_path=str(error.get("error_type") or ""),
-                traceback=str(error.get("traceback") or ""),
-            )
-            for error in info.errors
-        ],
-        worker_ids=worker_ids,
+        errors=_task_errors(info.errors),
+        worker_ids=_worker_ids(
+            info.errors, info.worker_id or "" if ran_last else None, info.attempts
+        ),
     )
     if status is TaskResultStatus.SUCCESSFUL:
         object.__setattr__(result, "_return_value", info.result)

@@ -20,7 +20,13 @@ def flaky(context: TaskContext, succeed_on: int) -> dict:
     """Fails until its attempt ``succeed_on``."""
     if context.attempt < succeed_on:
         raise ConnectionError(f"attempt {context.attempt} failed")
-    return {"attempt": context.attempt, "result_id": context.task_result.id}
+    seen = context.task_result
+    return {
+        "attempt": context.attempt,
+        "result_id": seen.id,
+        "errors": [error.exception_class_path for error in seen.errors],
+        "workers": len(set(seen.worker_ids)),
+    }
 
 
 @task(max_attempts=2, retry_delay=0)

@@ -188,7 +188,13 @@ def test_results_through_the_life_of_each_task() -> None:
 
     retried = tf.flaky.get_result(flaky.id)
     assert retried.status == TaskResultStatus.SUCCESSFUL
-    assert retried.return_value == {"attempt": 3, "result_id": flaky.id}
+    # On its third attempt the task saw the two errors before it, and one worker throughout.
+    assert retried.return_value == {
+        "attempt": 3,
+        "result_id": flaky.id,
+        "errors": ["builtins.ConnectionError", "builtins.ConnectionError"],
+        "workers": 1,
+    }
     assert retried.attempts == 3 and len(retried.worker_ids) == 3
     assert [error.exception_class_path for error in retried.errors] == [
         "builtins.ConnectionError",
@@ -361,3 +367,15 @@ def test_which_app_a_worker_serves_tasks_on(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(soniq.app, "instances", weakref.WeakSet([mine, second]))
     with pytest.raises(ConfigurationError, match="2 Soniq apps have jobs"):
         worker_app(None)
+
+
+def test_a_requeued_task_starts_a_new_life_and_keeps_its_errors() -> None:
+    doomed = tf.doomed.enqueue("twice")
+    drain(run_scheduled=True)
+    assert app.retry_jobs_sync([doomed.id]).applied == (doomed.id,)
+    assert tf.doomed.get_result(doomed.id).status == TaskResultStatus.READY
+    drain(run_scheduled=True)
+    again = tf.doomed.get_result(doomed.id)
+    assert again.status == TaskResultStatus.FAILED
+    assert len(again.errors) == 4  # every failed attempt, both lives
+    assert again.attempts == 2 and all(again.worker_ids)  # the attempts of this life
