@@ -282,9 +282,9 @@ class SoniqBackend(BaseTaskBackend):
     # -- enqueue ----------------------------------------------------------------------------
 
     def _job(self, task: Task[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
-        # Checked again: task.using(...) may have changed its queue, priority or run_after.
+        # Checked again: task.using(...) may have changed its queue, priority or run_after. Its
+        # own options were checked at decoration, and the backend's at start-up.
         super().validate_task(task)
-        spec = _spec(task, self)
         _remember(task)
         app = project_app()
         target = Target(
@@ -293,7 +293,7 @@ class SoniqBackend(BaseTaskBackend):
             args_model=None,
             queue=task.queue_name,
             priority=soniq_priority(task.priority),
-            max_attempts=spec.max_attempts,
+            max_attempts=_options(task, self)["max_attempts"],
             unique=False,
             by_callable=False,
         )
@@ -380,17 +380,22 @@ def _build_spec(func: Callable[..., Any], name: str, values: Mapping[str, Any]) 
     )
 
 
-def _spec(task: Task[Any, Any], backend: SoniqBackend | None = None) -> JobSpec:
-    """The soniq job spec of ``task``: its options over its backend's defaults, run by an
-    adapter that unpacks ``{"args", "kwargs"}`` and supplies the ``TaskContext``."""
+def _options(task: Task[Any, Any], backend: SoniqBackend | None = None) -> dict[str, Any]:
+    """``task``'s own options over its backend's defaults."""
     owner = backend if backend is not None else task.get_backend()
     values = dict(owner.defaults if isinstance(owner, SoniqBackend) else _DEFAULTS)
     for field in values:
         own = getattr(task, field, None)
         if own is not None:
             values[field] = own
+    return values
+
+
+def _spec(task: Task[Any, Any], backend: SoniqBackend | None = None) -> JobSpec:
+    """The soniq job spec of ``task``: its options, run by an adapter that unpacks
+    ``{"args", "kwargs"}`` and supplies the ``TaskContext``."""
     try:
-        return _build_spec(_adapter(task), task.module_path, values)
+        return _build_spec(_adapter(task), task.module_path, _options(task, backend))
     except JobDefinitionError as exc:
         raise InvalidTask(str(exc)) from None
 
