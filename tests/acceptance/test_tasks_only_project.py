@@ -31,7 +31,13 @@ SECRET_KEY = "tasks-only"
 USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "soniq", "notes"]
 DATABASES = {{"default": {database}}}
-TASKS = {{"default": {{"BACKEND": "soniq.tasks.SoniqBackend"}}}}
+TASKS = {{
+    "default": {{
+        "BACKEND": "soniq.tasks.SoniqBackend",
+        "QUEUES": ["default", "reports"],
+        "OPTIONS": {{"MAX_ATTEMPTS": 2, "RETRY_DELAY": 0}},
+    }}
+}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 """
 
@@ -44,12 +50,12 @@ def shout(text: str) -> str:
     return text.upper()
 
 
-@task(takes_context=True, max_attempts=2, retry_delay=0)
+@task(takes_context=True)  # two attempts: the backend's OPTIONS
 def stubborn(context: TaskContext, text: str) -> None:
     raise RuntimeError(f"{text}: attempt {context.attempt}")
 
 
-@task(priority=50)
+@task(priority=50, queue_name="reports")
 async def count(words: list) -> int:
     return len(words)
 """
