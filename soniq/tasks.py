@@ -9,24 +9,29 @@ runs it like any soniq job: fenced completion, retries, dead letters, crash reco
 
 The row's task name is the task's ``module_path`` and its arguments are stored as
 ``{"args": [...], "kwargs": {...}}``. A worker serves the tasks its process has imported (each
-installed app's ``tasks`` module); reading a result imports a task by the name in its row only
-if what it finds there is a ``django.tasks`` task, never any other callable.
+installed app's ``tasks`` module); reading a result looks its task up among those too. Nothing
+is ever imported, nor called, because a row names it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from inspect import iscoroutinefunction
+from traceback import format_exception
 from typing import Any
 
 import django
+from asgiref.sync import sync_to_async
 from django.apps import apps
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connections
 
 try:
     from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
@@ -45,7 +50,7 @@ except ImportError as exc:  # Django 5.2: no task framework
         "with @app.job() instead."
     ) from exc
 from django.utils.json import normalize_json
-from django.utils.module_loading import import_string
+from django.utils.module_loading import autodiscover_modules
 
 from soniq.app import Soniq
 from soniq.core import codec, options
@@ -53,7 +58,7 @@ from soniq.core.context import JobContext
 from soniq.core.enqueue import EnqueueOptions, JobBuilder, Target
 from soniq.core.errors import ArgumentsNotSerializableError, JobDefinitionError
 from soniq.core.records import JobInfo, NewJob
-from soniq.core.settings import build_settings, is_valid_queue_name
+from soniq.core.settings import QUEUE_NAME_RULE, build_settings, is_valid_queue_name
 from soniq.core.spec import JobSpec, build_job_spec
 from soniq.core.status import JobStatus
 
@@ -73,7 +78,9 @@ _NEGATIVE_SPAN = options.MAX_PRIORITY - _ZERO  # 899
 
 
 def soniq_priority(priority: int) -> int:
-    """The soniq priority a Django task priority is stored with."""
+    """The soniq priority a Django task priority is stored with (Django also accepts a whole
+    float, ``5.0``)."""
+    priority = int(priority)
     if priority >= 0:
         return _ZERO - priority
     return _ZERO + -(priority * _NEGATIVE_SPAN // TASK_MAX_PRIORITY)  # ceil(-p * 8.99)
@@ -140,23 +147,20 @@ def known_tasks() -> list[Task[Any, Any]]:
 
 
 def _task_named(name: str) -> Task[Any, Any] | None:
-    """The task stored under ``name``: one this process knows, else the object the name
-    imports to, only if it is a ``django.tasks`` task on a soniq backend."""
+    """The task stored under ``name``, among the tasks this process knows, after importing
+    the installed apps' ``tasks`` modules once if need be. Nothing a row names is imported."""
     with _known_lock:
         task = _known.get(name)
-    if task is not None:
-        return task
-    try:
-        found = import_string(name)
-    except ImportError:
-        return None
-    if not isinstance(found, Task):
-        return None
-    try:
-        backend = found.get_backend()
-    except InvalidTaskBackend:  # its alias is gone from TASKS
-        return None
-    return found if isinstance(backend, SoniqBackend) else None
+    if task is None:
+        _import_tasks_modules()
+        with _known_lock:
+            task = _known.get(name)
+    return task
+
+
+@functools.cache
+def _import_tasks_modules() -> None:
+    autodiscover_modules("tasks")
 
 
 # -- the app tasks are stored through ------------------------------------------------------------
@@ -274,17 +278,26 @@ class SoniqBackend(BaseTaskBackend):
             )
         return found
 
-    def validate_task(self, task: Task[Any, Any]) -> None:
+    def _check(self, task: Task[Any, Any]) -> None:
+        """Django's checks, and the queue name by soniq's rule (``QUEUES`` may be empty,
+        which lets Django accept any name)."""
         super().validate_task(task)
+        if not is_valid_queue_name(task.queue_name):
+            raise InvalidTask(
+                f"Queue {task.queue_name!r} is not a valid soniq queue name ({QUEUE_NAME_RULE})."
+            )
+
+    def validate_task(self, task: Task[Any, Any]) -> None:
+        self._check(task)
         _spec(task, self)  # the per-task options, checked at decoration
         _remember(task)
 
     # -- enqueue ----------------------------------------------------------------------------
 
     def _job(self, task: Task[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]) -> NewJob:
-        # Checked again: task.using(...) may have changed its queue, priority or run_after. Its
-        # own options were checked at decoration, and the backend's at start-up.
-        super().validate_task(task)
+        # Checked again, as Django's own backends do (the settings may have changed since the
+        # task was made). Its own options were checked at decoration, the backend's at start-up.
+        self._check(task)
         _remember(task)
         app = project_app()
         target = Target(
@@ -316,7 +329,7 @@ class SoniqBackend(BaseTaskBackend):
         return builder.build(values)
 
     def _enqueued(self, task: Task[Any, Any], job: NewJob, job_id: str) -> TaskResult[Any, Any]:
-        result = _result(
+        return _result(
             task,
             job_id,
             status=TaskResultStatus.READY,
@@ -324,22 +337,25 @@ class SoniqBackend(BaseTaskBackend):
             kwargs=job.args["kwargs"],
             enqueued_at=datetime.now(UTC),
         )
-        task_enqueued.send(type(self), task_result=result)
-        return result
 
     def enqueue(
         self, task: Task[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> TaskResult[Any, Any]:
         job = self._job(task, args, kwargs)
         [job_id] = project_app().backend.insert_jobs_sync([job])
-        return self._enqueued(task, job, job_id)
+        result = self._enqueued(task, job, job_id)
+        task_enqueued.send(type(self), task_result=result)
+        return result
 
     async def aenqueue(
         self, task: Task[Any, Any], args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> TaskResult[Any, Any]:
         job = self._job(task, args, kwargs)
         [job_id] = await project_app().backend.insert_jobs([job])
-        return self._enqueued(task, job, job_id)
+        result = self._enqueued(task, job, job_id)
+        # Receivers are sync code (the ORM, say): asend runs them off the event loop.
+        await task_enqueued.asend(type(self), task_result=result)
+        return result
 
     # -- results ----------------------------------------------------------------------------
 
@@ -402,40 +418,59 @@ def _spec(task: Task[Any, Any], backend: SoniqBackend | None = None) -> JobSpec:
 
 def _adapter(task: Task[Any, Any]) -> Callable[..., Any]:
     """The function the worker calls for ``task``'s jobs: sync tasks in its thread pool (with
-    Django's connection hygiene), async ones on its loop."""
+    Django's connection hygiene), async ones on its loop. It sends Django's ``task_started``
+    and ``task_finished`` around the call, as soniq's own job signals are sent."""
     if iscoroutinefunction(task.func):
 
         async def run_async(args: list[Any], kwargs: dict[str, Any], ctx: JobContext) -> Any:
-            history = await project_app().get_job(ctx.job_id) if _has_history(task, ctx) else None
+            history = await sync_to_async(_history)(ctx) if ctx.attempt > 1 else None
             result = _running(task, ctx, args, kwargs, history)
-            await task_started.asend(SoniqBackend, task_result=result)
+            sender = type(task.get_backend())
+            await task_started.asend(sender, task_result=result)
             try:
-                value = await task.func(*_positional(task, result, args), **kwargs)
-            except Exception:
+                value = _stored_value(await task.func(*_positional(task, result, args), **kwargs))
+            except Exception as exc:
                 if ctx.attempt >= ctx.max_attempts:
-                    await task_finished.asend(SoniqBackend, task_result=_failed(result))
+                    await task_finished.asend(sender, task_result=_failed(result, exc))
                 raise
-            value = normalize_json(value)
-            await task_finished.asend(SoniqBackend, task_result=_succeeded(result, value))
+            await task_finished.asend(sender, task_result=_succeeded(result, value))
             return value
 
         return run_async
 
     def run_sync(args: list[Any], kwargs: dict[str, Any], ctx: JobContext) -> Any:
-        history = project_app().get_job_sync(ctx.job_id) if _has_history(task, ctx) else None
+        history = _history(ctx) if ctx.attempt > 1 else None
         result = _running(task, ctx, args, kwargs, history)
-        task_started.send(SoniqBackend, task_result=result)
+        sender = type(task.get_backend())
+        task_started.send(sender, task_result=result)
         try:
-            value = task.func(*_positional(task, result, args), **kwargs)
-        except Exception:
+            value = _stored_value(task.func(*_positional(task, result, args), **kwargs))
+        except Exception as exc:
             if ctx.attempt >= ctx.max_attempts:
-                task_finished.send(SoniqBackend, task_result=_failed(result))
+                task_finished.send(sender, task_result=_failed(result, exc))
             raise
-        value = normalize_json(value)
-        task_finished.send(SoniqBackend, task_result=_succeeded(result, value))
+        task_finished.send(sender, task_result=_succeeded(result, value))
         return value
 
     return run_sync
+
+
+def _stored_value(value: Any) -> Any:
+    """A return value as Django's database backends store it: ``normalize_json``, then a JSON
+    round trip (``{1: "a"}`` comes back ``{"1": "a"}``). What JSON cannot hold fails the
+    attempt (``TypeError``), as it does on Django's own backends."""
+    return json.loads(json.dumps(normalize_json(value)))
+
+
+def _history(ctx: JobContext) -> JobInfo | None:
+    """The job as stored, for a retry's ``TaskResult`` (its earlier errors). Read on Django's
+    connection: in a worker, one past use is first dropped if it broke (a server restart), as
+    Django does between requests; inside a test's transaction it is left alone."""
+    app = project_app()
+    connection = connections[app.settings.database]
+    if not connection.in_atomic_block:
+        connection.close_if_unusable_or_obsolete()
+    return app.get_job_sync(ctx.job_id)
 
 
 def _positional(task: Task[Any, Any], result: TaskResult[Any, Any], args: list[Any]) -> list[Any]:
@@ -493,9 +528,17 @@ def _worker_ids(errors: list[dict[str, Any]], current: str | None, attempts: int
     return [""] * (attempts - len(ids)) + ids
 
 
-def _failed(result: TaskResult[Any, Any]) -> TaskResult[Any, Any]:
+def _failed(result: TaskResult[Any, Any], exc: BaseException) -> TaskResult[Any, Any]:
+    kind = type(exc)
+    error = TaskError(
+        exception_class_path=f"{kind.__module__}.{kind.__qualname__}",
+        traceback="".join(format_exception(exc)),
+    )
     return dataclasses.replace(
-        result, status=TaskResultStatus.FAILED, finished_at=datetime.now(UTC)
+        result,
+        status=TaskResultStatus.FAILED,
+        finished_at=datetime.now(UTC),
+        errors=[*result.errors, error],
     )
 
 

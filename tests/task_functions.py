@@ -51,3 +51,15 @@ CALLS: list[str] = []
 def not_a_task() -> None:
     """A plain function: a row naming it must never make soniq call it."""
     CALLS.append("called")
+
+
+@task()
+def returns_int_keys() -> dict:
+    return {1: "one"}
+
+
+@task()
+def returns_a_datetime() -> object:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)

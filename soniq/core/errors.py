@@ -53,8 +53,9 @@ class InvalidArgumentsError(EnqueueError):
     """The job's arguments do not fit its signature or its pydantic model."""
 
 
-class ArgumentsNotSerializableError(InvalidArgumentsError):
-    """An argument cannot be stored as JSON (a set, bytes, NaN, an object, ...)."""
+class ArgumentsNotSerializableError(InvalidArgumentsError, TypeError):
+    """An argument cannot be stored as JSON (a set, bytes, NaN, an object, ...). Also a
+    ``TypeError``, what ``json.dumps`` and Django's task backends raise for such a value."""
 
 
 class ArgumentsTooLargeError(InvalidArgumentsError):

@@ -244,11 +244,13 @@ def test_a_cancelled_task_reads_as_failed() -> None:
 
 
 def test_django_signals_are_sent() -> None:
-    seen: list[tuple[str, str]] = []
+    seen: list[tuple[str, str, list[str]]] = []
 
     def on_signal(name: str) -> Any:
         def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
-            seen.append((name, str(task_result.status)))
+            assert sender is SoniqBackend
+            errors = [error.exception_class_path for error in task_result.errors]
+            seen.append((name, str(task_result.status), errors))
 
         return receiver
 
@@ -266,7 +268,7 @@ def test_django_signals_are_sent() -> None:
     finally:
         for signal, receiver in receivers.items():
             signal.disconnect(receiver)
-    assert seen == [
+    assert [(name, status) for name, status, _ in seen] == [
         ("enqueued", "READY"),
         ("enqueued", "READY"),
         ("started", "RUNNING"),
@@ -274,6 +276,12 @@ def test_django_signals_are_sent() -> None:
         ("started", "RUNNING"),  # doomed: its first attempt fails and is retried
         ("started", "RUNNING"),
         ("finished", "FAILED"),
+    ]
+    # Each result carries the errors so far: the retry's start the first one, the final
+    # failure both, the one that ended it last.
+    assert [errors for _, _, errors in seen[-2:]] == [
+        ["builtins.ValueError"],
+        ["builtins.ValueError", "builtins.ValueError"],
     ]
 
 
@@ -298,9 +306,17 @@ def test_tasks_on_the_sqlite_alias() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", [f"{PATH}.not_a_task", "os.getcwd", f"{PATH}.CALLS", "no.such.module.thing"]
+    "name",
+    [
+        f"{PATH}.not_a_task",
+        "os.getcwd",
+        f"{PATH}.CALLS",
+        "no.such.module.thing",
+        "tests.never_import_me.thing",  # raises if imported
+    ],
 )
 def test_a_row_naming_anything_but_a_task_is_never_imported_as_one(name: str) -> None:
+    import sys
     import uuid
 
     from soniq.core.records import NewJob
@@ -319,6 +335,7 @@ def test_a_row_naming_anything_but_a_task_is_never_imported_as_one(name: str) ->
         task_backends["default"].get_result(job_id)
     assert drain(run_scheduled=True) == 0  # no worker serves it either
     assert tf.CALLS == []
+    assert "tests.never_import_me" not in sys.modules
 
 
 def test_the_admin_filters_know_the_tasks() -> None:
@@ -379,3 +396,50 @@ def test_a_requeued_task_starts_a_new_life_and_keeps_its_errors() -> None:
     assert again.status == TaskResultStatus.FAILED
     assert len(again.errors) == 4  # every failed attempt, both lives
     assert again.attempts == 2 and all(again.worker_ids)  # the attempts of this life
+
+
+def test_return_values_are_stored_as_json_round_trips_them() -> None:
+    keyed = tf.returns_int_keys.enqueue()
+    dated = tf.returns_a_datetime.enqueue()
+    drain()
+    assert tf.returns_int_keys.get_result(keyed.id).return_value == {"1": "one"}
+    failed = tf.returns_a_datetime.get_result(dated.id)
+    assert failed.status == TaskResultStatus.FAILED  # as on Django's own backends
+    assert failed.errors[0].exception_class_path == "builtins.TypeError"
+
+
+def test_a_whole_float_priority_is_accepted_as_django_accepts_it() -> None:
+    result = tf.add.using(priority=5.0).enqueue(1)
+    assert app.get_job_sync(result.id).priority == 96  # type: ignore[union-attr]
+
+
+def test_queue_names_follow_soniqs_rule_even_when_queues_are_open() -> None:
+    open_queues = {"default": {"BACKEND": "soniq.tasks.SoniqBackend", "QUEUES": []}}
+    with override_settings(TASKS=open_queues):
+        assert tf.add.using(queue_name="any-queue").enqueue(1).task.queue_name == "any-queue"
+        with pytest.raises(InvalidTask, match="not a valid soniq queue name"):
+            tf.add.using(queue_name="has space")
+    assert _rows() == 1
+
+
+def test_non_json_arguments_are_also_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        tf.add.enqueue({1, 2})
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"], transaction=True)
+@pytest.mark.asyncio
+async def test_aenqueue_runs_signal_receivers_off_the_event_loop(async_db: None) -> None:
+    from shop.models import Order
+
+    counted: list[int] = []
+
+    def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        counted.append(Order.objects.count())  # the ORM: only from sync code
+
+    task_enqueued.connect(receiver)
+    try:
+        await tf.greet.aenqueue("grace")
+    finally:
+        task_enqueued.disconnect(receiver)
+    assert counted == [0]
