@@ -1,4 +1,5 @@
-"""The standalone ``soniq`` command: ``soniq setup`` and ``soniq worker``, configured by
+"""The standalone ``soniq`` command: ``soniq setup``, ``soniq worker``, ``soniq scheduler`` and
+the command tree it shares with ``manage.py soniq`` (:mod:`soniq.commands`), configured by
 ``SONIQ_*`` environment variables (``SONIQ_DATABASE_URL``, ``SONIQ_JOBS_MODULES``, ...)."""
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import sys
 from collections.abc import Sequence
 
 from soniq import _discovery, _worker_cli
-from soniq.core.errors import ConfigurationError, SoniqError
+from soniq.core.errors import ConfigurationError, DatabaseUnavailableError, SoniqError
 from soniq.core.settings import build_settings
 
 
 def _configure_django(database_url: str) -> None:
-    """A minimal Django configuration, only to apply soniq's migrations to that database."""
+    """A minimal Django configuration on that database: soniq's migrations, and the shared
+    commands, run through its connection ``"default"``."""
     import django
     from django.conf import settings
 
@@ -63,6 +65,25 @@ def setup(_: argparse.Namespace) -> int:
 
     call_command("migrate", "soniq", verbosity=1)
     return 0
+
+
+def shared(options: argparse.Namespace) -> int:
+    """A command of :mod:`soniq.commands`, on SONIQ_DATABASE_URL."""
+    url = build_settings().database_url
+    if not url or url.startswith("memory:"):
+        raise ConfigurationError(
+            f"set SONIQ_DATABASE_URL to the database to inspect (postgresql://... or "
+            f"sqlite:///...) for `soniq {options.command}`"
+        )
+    _configure_django(url)
+    from django.db import DatabaseError
+
+    from soniq import commands
+
+    try:
+        return commands.run(options, "default", sys.stdout)
+    except DatabaseError as exc:
+        raise DatabaseUnavailableError(f"the database did not answer: {exc}".strip()) from exc
 
 
 def worker(options: argparse.Namespace) -> int:
@@ -122,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     scheduler_parser.add_argument("--tick", type=float, default=1.0, help="Seconds between ticks.")
     scheduler_parser.set_defaults(handler=scheduler)
+    from soniq import commands as shared_commands
+
+    shared_commands.add_commands(commands)
+    for name in shared_commands.COMMANDS:
+        commands.choices[name].set_defaults(handler=shared)
     options = parser.parse_args(argv)
     try:
         return int(options.handler(options))

@@ -8,7 +8,8 @@ of that SQL contract: change them only together.
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import BooleanField, Q
+from django.db.models.expressions import RawSQL
 
 from soniq.core.options import MAX_PRIORITY, MIN_PRIORITY
 from soniq.core.periodic import format_period
@@ -21,6 +22,18 @@ SUSPICION_CHOICES = [
     (Suspicion.UNCONFIRMED_START.value, "start unconfirmed (its worker died)"),
     (Suspicion.LOST_WHILE_RUNNING.value, "running when its worker died: runs alone"),
 ]
+
+
+def finished_rows() -> RawSQL:
+    """``status IN ('done', 'cancelled')``, the condition of the partial index on
+    ``finished_at``, written with literals. SQLite uses a partial index only when the query
+    repeats its condition term for term, and a bound parameter in an ``IN`` list never
+    matches (PostgreSQL would infer it from ``status = 'done'`` alone). The values are
+    constants of ours, not input."""
+    values = ", ".join("'{}'".format(value.replace("'", "''")) for value in FINISHED_STATUSES)
+    return RawSQL(f'"soniq_jobs"."status" IN ({values})', [], BooleanField())
+
+
 ROW_STATUS_CHOICES = [
     (status.value, status.name.replace("_", " ").capitalize())
     for status in JobStatus

@@ -20,8 +20,7 @@ from uuid import UUID
 
 from django.conf import settings
 from django.contrib.admin.exceptions import NotRegistered
-from django.db.models import BooleanField, Count, Min, Model, Q, QuerySet
-from django.db.models.expressions import RawSQL
+from django.db.models import Count, Min, Model, Q, QuerySet
 from django.db.models.functions import TruncMinute
 from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
@@ -31,9 +30,10 @@ from django.utils.safestring import SafeString
 from soniq.admin.charts import Series, bar_chart
 from soniq.admin.common import breadcrumbs
 from soniq.admin.serving import Unserved, live_serving, unserved
+from soniq.core.ages import format_age
 from soniq.core.settings import build_settings
 from soniq.core.status import JobStatus
-from soniq.models import FINISHED_STATUSES, DeadLetterJob, Job, Worker
+from soniq.models import DeadLetterJob, Job, Worker, finished_rows
 
 if TYPE_CHECKING:
     from django.contrib.admin import AdminSite
@@ -224,22 +224,12 @@ def oldest_due_query(alias: str, now: datetime) -> QuerySet[Any, Any]:
     )
 
 
-def _finished_rows() -> RawSQL:
-    """``status IN ('done', 'cancelled')``, the condition of the partial index on
-    ``finished_at``, written with literals. SQLite uses a partial index only when the query
-    repeats its condition term for term, and a bound parameter in an ``IN`` list never
-    matches (PostgreSQL would infer it from ``status = 'done'`` alone). The values are
-    constants of ours, not input."""
-    values = ", ".join("'{}'".format(value.replace("'", "''")) for value in FINISHED_STATUSES)
-    return RawSQL(f'"{Job._meta.db_table}"."status" IN ({values})', [], BooleanField())
-
-
 def completed_per_minute_query(alias: str, start: datetime, end: datetime) -> QuerySet[Any, Any]:
     """Done jobs per minute of ``finished_at`` in ``[start, end)``: a range of the finished
-    index (partial on finished rows, see :func:`_finished_rows`)."""
+    index (partial on finished rows, see :func:`soniq.models.finished_rows`)."""
     return (
         Job.objects.using(alias)
-        .filter(_finished_rows())
+        .filter(finished_rows())
         .filter(status=JobStatus.DONE.value, finished_at__gte=start, finished_at__lt=end)
         .order_by()
         .annotate(minute=TruncMinute("finished_at", tzinfo=UTC))
@@ -382,23 +372,6 @@ def _workers(
 
 
 # -- presentation -----------------------------------------------------------------------------
-
-
-def format_age(age: timedelta | None) -> str:
-    """``"45 s"``, ``"3 min 12 s"``, ``"2 h 5 min"``, ``"3 d 4 h"``; ``"-"`` for ``None``."""
-    if age is None:
-        return "-"
-    seconds = max(int(age.total_seconds()), 0)
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if days:
-        return f"{days} d {hours} h"
-    if hours:
-        return f"{hours} h {minutes} min"
-    if minutes:
-        return f"{minutes} min {seconds} s"
-    return f"{seconds} s"
 
 
 def _local(value: datetime) -> datetime:

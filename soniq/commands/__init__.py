@@ -1,0 +1,34 @@
+"""The ``soniq`` command tree, shared by ``soniq <command>`` (standalone, on
+``SONIQ_DATABASE_URL``) and ``manage.py soniq <command>`` (on ``SONIQ["DATABASE"]``): one
+parser and one implementation for both.
+
+A command is a module with ``HELP``, ``add_arguments(parser)`` and ``run(options, alias, out)
+-> int`` (the exit status). It reads and acts through Django's connection to ``alias``; the
+standalone entry point configures a minimal Django on the database URL first.
+
+Models are imported when the command runs: the standalone ``soniq`` builds its parser
+before it configures Django.
+"""
+
+from __future__ import annotations
+
+import argparse
+from types import ModuleType
+from typing import Any
+
+from soniq.commands import _output, healthcheck, status
+
+COMMANDS: dict[str, ModuleType] = {"status": status, "healthcheck": healthcheck}
+
+
+def add_commands(subparsers: Any) -> None:
+    """Add every shared command to ``subparsers`` (``parser.add_subparsers()``)."""
+    for name, module in COMMANDS.items():
+        parser = subparsers.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(parser)
+
+
+def run(options: argparse.Namespace, alias: str, out: _output.Out) -> int:
+    """Run the shared command ``options.command``; its exit status."""
+    status_code: int = COMMANDS[options.command].run(options, alias, out)
+    return status_code

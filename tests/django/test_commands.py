@@ -1,0 +1,177 @@
+"""``manage.py soniq status`` and ``healthcheck``, on PostgreSQL and SQLite, text and JSON.
+
+The standalone ``soniq`` runs the same commands: tests/acceptance/test_soniq_commands.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.test import override_settings
+
+from tests.rows import Rows
+
+pytestmark = pytest.mark.django_db(databases=["default", "sqlite"])
+
+
+@pytest.fixture(params=["default", "sqlite"], ids=["postgres", "sqlite"])
+def rows(request: pytest.FixtureRequest) -> Iterator[Rows]:
+    alias = str(request.param)
+    with override_settings(SONIQ={**settings.SONIQ, "DATABASE": alias}):
+        yield Rows(alias)
+
+
+def soniq(*args: str) -> tuple[int, str]:
+    """``manage.py soniq ARGS``: its exit status and what it printed."""
+    out = io.StringIO()
+    try:
+        call_command("soniq", *args, stdout=out)
+    except SystemExit as exit_:
+        return int(exit_.code or 0), out.getvalue()
+    return 0, out.getvalue()
+
+
+def busy(rows: Rows) -> dict[str, Any]:
+    """A busy moment: due and scheduled jobs, running ones, done and failed in the hour."""
+    now = datetime.now(UTC)
+    alive = rows.worker(hostname="web-1", queues=["default"], task_names=["a", "b"])
+    rows.worker(hostname="web-2", heartbeat_age=3600)  # stale
+    rows.job(scheduled_at=now - timedelta(minutes=5))
+    rows.job(scheduled_at=now - timedelta(seconds=30))
+    rows.scheduled()
+    rows.running(alive)
+    rows.job(status="done", finished_at=now - timedelta(minutes=10), attempts=1)
+    rows.job(status="done", finished_at=now - timedelta(hours=3), attempts=1)  # not this hour
+    rows.job(queue="emails", scheduled_at=now + timedelta(minutes=1))
+    rows.dead_letter(queue="emails", dead_lettered_at=now - timedelta(minutes=1))
+    rows.dead_letter(queue="emails", dead_lettered_at=now - timedelta(days=1))
+    rows.schedule(name="digest", status="paused")
+    return {"alive": alive}
+
+
+def test_status_json_counts_each_queue_from_the_database(rows: Rows) -> None:
+    made = busy(rows)
+    code, text = soniq("status", "--json")
+    assert code == 0
+    data = json.loads(text)
+    queues = {q["queue"]: q for q in data["queues"]}
+    default = queues["default"]
+    assert (default["due"], default["scheduled"], default["processing"]) == (2, 1, 1)
+    assert (default["done_last_hour"], default["failed_last_hour"], default["dead_letters"]) == (
+        1,
+        0,
+        0,
+    )
+    assert 299 <= default["oldest_due_age_seconds"] < 400
+    emails = queues["emails"]
+    assert (emails["due"], emails["scheduled"], emails["failed_last_hour"]) == (0, 1, 1)
+    assert emails["dead_letters"] == 2 and emails["oldest_due_age_seconds"] is None
+    workers = {w["hostname"]: w for w in data["workers"]}
+    assert workers["web-1"]["state"] == "alive" and workers["web-1"]["running"] == 1
+    assert workers["web-1"]["id"] == str(made["alive"].id)
+    assert workers["web-1"]["queues"] == ["default"] and workers["web-1"]["tasks"] == ["a", "b"]
+    assert workers["web-2"]["state"] == "stale" and workers["web-2"]["queues"] is None
+    assert data["schedules"] == [
+        {
+            "name": "digest",
+            "task": "shop.jobs.remind",
+            "next_fire_at": data["schedules"][0]["next_fire_at"],
+            "paused": True,
+        }
+    ]
+
+
+def test_status_text_is_an_aligned_table(rows: Rows) -> None:
+    busy(rows)
+    code, text = soniq("status")
+    assert code == 0
+    lines = text.splitlines()
+    header = next(line for line in lines if line.startswith("QUEUE"))
+    default = next(line for line in lines if line.startswith("default"))
+    assert header.split() == [
+        "QUEUE",
+        "DUE",
+        "SCHEDULED",
+        "PROCESSING",
+        "DONE",
+        "1H",
+        "FAILED",
+        "1H",
+        "DEAD",
+        "OLDEST",
+        "DUE",
+    ]
+    # Numbers right-aligned under their headers.
+    assert default.index(" 2  ") > 0 and len(default.split()) >= 8
+    assert default.split()[1:7] == ["2", "1", "1", "1", "0", "0"]
+    assert "min" in default  # the oldest due job's age, "5 min 0 s"
+    assert "Workers: 1 alive, 0 stopping, 1 stale" in text
+    worker_line = next(line for line in lines if "web-1" in line)
+    assert "alive" in worker_line and "default" in worker_line
+    assert "Schedules: 1" in text and any(line.startswith("digest") for line in lines)
+
+
+def test_status_of_an_empty_database(rows: Rows) -> None:
+    code, text = soniq("status")
+    assert code == 0
+    assert "no jobs" in text and "Workers: 0 alive" in text
+    code, text = soniq("status", "--json")
+    assert json.loads(text)["queues"] == []
+
+
+def test_healthcheck_healthy(rows: Rows) -> None:
+    now = datetime.now(UTC)
+    rows.worker(queues=["default"])
+    rows.job(scheduled_at=now - timedelta(seconds=2))
+    code, text = soniq("healthcheck", "--worker", "--queue", "default", "--max-latency", "60")
+    assert code == 0, text
+    lines = text.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["ok", "database"],
+        ["ok", "migrations"],
+        ["ok", "worker"],
+        ["ok", "latency"],
+    ]
+    assert "1 live worker(s) serve queue default" in lines[2]
+    assert re.search(r"the oldest due job in queue default has waited \d+ s$", lines[3])
+
+
+def test_healthcheck_unhealthy(rows: Rows) -> None:
+    now = datetime.now(UTC)
+    rows.worker(queues=["emails"])  # alive, but not on this queue
+    rows.worker(heartbeat_age=3600)  # every queue, but presumed dead
+    rows.job(scheduled_at=now - timedelta(minutes=10))
+    code, text = soniq("healthcheck", "--worker", "--queue", "default", "--max-latency", "60")
+    assert code == 1
+    lines = text.splitlines()
+    assert lines[2].startswith("FAIL  worker") and "no live worker serves queue default" in text
+    assert lines[3].startswith("FAIL  latency") and "the limit is 60 s" in lines[3]
+    # Without the options only the database and the migrations are checked.
+    assert soniq("healthcheck")[0] == 0
+
+
+def test_healthcheck_without_migrations_skips_what_needs_the_tables(rows: Rows) -> None:
+    from django.db.migrations.recorder import MigrationRecorder
+
+    recorder = MigrationRecorder.Migration.objects.using(rows.alias)
+    recorder.filter(app="soniq", name="0007_errors_dropped").delete()
+    code, text = soniq("healthcheck", "--worker")
+    assert code == 1
+    assert "FAIL  migrations  not applied: 0007_errors_dropped" in text
+    assert "skip  worker" in text
+
+
+def test_bad_healthcheck_options_are_refused() -> None:
+    from django.core.management.base import CommandError
+
+    for args in (["--max-latency", "0"], ["--max-latency", "soon"], ["--queue", "no spaces"]):
+        with pytest.raises((CommandError, SystemExit)):
+            call_command("soniq", "healthcheck", *args, stdout=io.StringIO(), stderr=io.StringIO())
