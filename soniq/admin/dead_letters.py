@@ -29,8 +29,8 @@ from soniq.admin.common import (
 )
 from soniq.admin.jobs import JobDataMixin, QueueFilter, TaskFilter
 from soniq.admin.last_error import LastError
-from soniq.admin.redaction import Redaction
 from soniq.core.operations import ActionResult
+from soniq.core.redaction import Redaction
 from soniq.models import DeadLetterJob, Job
 
 DEAD_LETTERS = ("dead letter", "dead letters")

@@ -2,7 +2,7 @@
 
 Job arguments and results are whatever applications put there, so nothing is trusted: every
 value goes through Django's escaping, and is masked and redacted
-(:class:`~soniq.admin.redaction.Redaction`) before anything is rendered; list columns redact a
+(:class:`~soniq.core.redaction.Redaction`) before anything is rendered; list columns redact a
 text before they cut it.
 """
 
@@ -18,9 +18,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from soniq.admin.redaction import Redaction
 from soniq.core import masking
 from soniq.core.periodic import format_period
+from soniq.core.redaction import Redaction
 
 MASK = masking.MASK
 PREVIEW_CHARS = 80
@@ -118,7 +118,7 @@ def time_column(field: str, label: str) -> Callable[[Any, Any], SafeString | str
 
 def error_history(errors: Any, redaction: Redaction, dropped: int = 0) -> SafeString:
     """Every failed attempt kept, oldest first: type, message, when, where, and the traceback,
-    each masked and redacted (:class:`~soniq.admin.redaction.Redaction`). ``dropped``: older
+    each masked and redacted (:class:`~soniq.core.redaction.Redaction`). ``dropped``: older
     attempts not kept (``ERROR_HISTORY_LIMIT``), said first so nobody reads the first entry
     shown as the first failure."""
     note = _dropped_note(dropped)

@@ -28,8 +28,8 @@ from soniq.admin.common import (
     report,
     soniq_settings,
 )
-from soniq.admin.redaction import Redaction
 from soniq.core.operations import ActionResult
+from soniq.core.redaction import Redaction
 from soniq.models import FINISHED_STATUSES, Job
 
 JOBS = ("job", "jobs")

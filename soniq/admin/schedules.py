@@ -21,9 +21,9 @@ from django.views.decorators.http import require_POST
 
 from soniq.admin import display
 from soniq.admin.common import SoniqModelAdmin, soniq_settings
-from soniq.admin.redaction import Redaction
 from soniq.core.errors import SoniqError
 from soniq.core.periodic import ScheduleDefinition, upcoming_slots
+from soniq.core.redaction import Redaction
 from soniq.django_backend import DjangoBackend
 from soniq.django_schedules import DjangoScheduleStore
 from soniq.models import Schedule

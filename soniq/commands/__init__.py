@@ -16,9 +16,14 @@ import argparse
 from types import ModuleType
 from typing import Any
 
-from soniq.commands import _output, healthcheck, status
+from soniq.commands import _output, dead_letters, healthcheck, jobs, status
 
-COMMANDS: dict[str, ModuleType] = {"status": status, "healthcheck": healthcheck}
+COMMANDS: dict[str, ModuleType] = {
+    "status": status,
+    "healthcheck": healthcheck,
+    "jobs": jobs,
+    "dead-letters": dead_letters,
+}
 
 
 def add_commands(subparsers: Any) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from soniq.core.codec import one_line
+
 
 class Out(Protocol):
     """Where a command prints: ``sys.stdout``, or a management command's ``self.stdout``."""
@@ -16,7 +18,8 @@ class Out(Protocol):
 
 def table(out: Out, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Columns padded to their widest cell; numbers right-aligned."""
-    cells = [[str(cell) for cell in row] for row in rows]
+    # Control characters escaped: text from the database must not drive the terminal.
+    cells = [[one_line(str(cell)) for cell in row] for row in rows]
     widths = [len(header) for header in headers]
     for row in cells:
         widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
@@ -38,6 +41,11 @@ def table(out: Out, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> No
 
 def moment(value: datetime | None) -> str:
     return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+
+
+def compact(data: Any) -> str:
+    """``data`` as one line of JSON."""
+    return json.dumps(data, default=_default, ensure_ascii=False)
 
 
 def dump(out: Out, data: Any) -> None:

@@ -94,3 +94,22 @@ def test_an_unreachable_database(tmp_path: Path) -> None:
     assert probe.stdout.splitlines()[1] == "skip  migrations  skipped"
     status = run("status")
     assert status.returncode == 2 and status.stderr.startswith("soniq: the database did not")
+
+
+@pytest.mark.parametrize("alias", ["default", "sqlite"], ids=["postgres", "sqlite"])
+def test_dead_letters_exported_and_requeued_from_the_shell(alias: str, tmp_path: Path) -> None:
+    rows = Rows(alias)
+    dead = rows.dead_letter(args={"to": "a@example.com", "api_key": "k-123"})
+    exported = soniq(alias, "dead-letters", "export", "--all", tmp_path=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    [line] = exported.stdout.splitlines()
+    record = json.loads(line)
+    assert record["id"] == str(dead.pk) and record["args"]["api_key"] == "********"
+    requeued = soniq(alias, "dead-letters", "requeue", str(dead.pk), tmp_path=tmp_path)
+    assert requeued.returncode == 0 and requeued.stdout == f"requeued: {dead.pk}\n"
+    shown = soniq(alias, "jobs", "show", str(dead.pk), "--json", tmp_path=tmp_path)
+    assert json.loads(shown.stdout)["status"] == "queued"
+    again = soniq(alias, "dead-letters", "requeue", str(dead.pk), tmp_path=tmp_path)
+    assert again.returncode == 1 and again.stdout.startswith(f"refused: {dead.pk}: ")
+    usage = soniq(alias, "dead-letters", "delete", tmp_path=tmp_path)
+    assert usage.returncode == 2 and "give ids, or --all" in usage.stderr

@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 
 from soniq.admin import display
-from soniq.admin.redaction import Redaction
+from soniq.core.redaction import Redaction
 
 NOW = datetime(2026, 11, 22, 15, 30, tzinfo=UTC)
 

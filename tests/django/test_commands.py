@@ -175,3 +175,111 @@ def test_bad_healthcheck_options_are_refused() -> None:
     for args in (["--max-latency", "0"], ["--max-latency", "soon"], ["--queue", "no spaces"]):
         with pytest.raises((CommandError, SystemExit)):
             call_command("soniq", "healthcheck", *args, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+# -- jobs ---------------------------------------------------------------------------------------
+
+
+def test_jobs_list_newest_first_with_filters(rows: Rows) -> None:
+    now = datetime.now(UTC)
+    old = rows.job(created_at=now - timedelta(minutes=5), task_name="tests.old")
+    new = rows.job(created_at=now, queue="emails", status="done", finished_at=now)
+    code, text = soniq("jobs", "list", "--json")
+    assert code == 0
+    assert [row["id"] for row in json.loads(text)] == [str(new.pk), str(old.pk)]
+    assert json.loads(soniq("jobs", "list", "--json", "--queue", "emails")[1])[0]["status"] == (
+        "done"
+    )
+    assert [
+        r["id"] for r in json.loads(soniq("jobs", "list", "--json", "--status", "queued")[1])
+    ] == [str(old.pk)]
+    assert len(json.loads(soniq("jobs", "list", "--json", "--limit", "1")[1])) == 1
+    assert json.loads(soniq("jobs", "list", "--json", "--task", "tests.old")[1])[0]["id"] == str(
+        old.pk
+    )
+    code, text = soniq("jobs", "list")
+    lines = text.splitlines()
+    assert lines[0].split()[:3] == ["ID", "TASK", "STATUS"]
+    assert lines[1].startswith(str(new.pk)) and "0/4" in lines[2]
+    assert soniq("jobs", "list", "--task", "nothing")[1] == "no jobs match\n"
+
+
+def test_jobs_show_masks_as_the_admin_does(rows: Rows) -> None:
+    job = rows.job(
+        args={"to": "a@example.com", "password": "hunter2"},
+        attempts=2,
+        errors=[
+            {
+                "attempt": 1,
+                "error_type": "builtins.ValueError",
+                "message": "login with hunter2 failed\x1b[31m",
+                "traceback": "Traceback (most recent call last):\nValueError: hunter2",
+                "failed_at": "2026-12-05T10:00:00+00:00",
+                "worker_id": "w-1",
+            }
+        ],
+    )
+    code, text = soniq("jobs", "show", str(job.pk))
+    assert code == 0
+    assert "hunter2" not in text and "\x1b" not in text
+    assert '"password": "********"' in text
+    assert "attempt 1: builtins.ValueError: login with ******** failed\\x1b[31m" in text
+    assert "  ValueError: ********" in text
+    data = json.loads(soniq("jobs", "show", str(job.pk), "--json")[1])
+    assert data["args"] == {"to": "a@example.com", "password": "********"}
+    assert data["errors"][0]["message"] == "login with ******** failed\x1b[31m"
+    code, text = soniq("jobs", "show", "00000000-0000-4000-8000-000000000000")
+    assert code == 1 and "no job has id" in text
+
+
+def test_jobs_retry_and_cancel_report_what_they_refused(rows: Rows) -> None:
+    queued = rows.job()
+    done = rows.job(status="done", finished_at=datetime.now(UTC))
+    code, text = soniq("jobs", "cancel", str(queued.pk), str(done.pk))
+    assert code == 0
+    assert f"cancelled: {queued.pk}" in text
+    assert f"refused: {done.pk}: " in text
+    code, text = soniq("jobs", "retry", str(queued.pk), "--json")
+    assert code == 0 and json.loads(text) == {"applied": [str(queued.pk)], "refused": {}}
+    code, text = soniq("jobs", "cancel", str(done.pk))
+    assert code == 1  # nothing could be done
+
+
+# -- dead letters ---------------------------------------------------------------------------------
+
+
+def test_dead_letters_list_show_export_requeue_delete(rows: Rows) -> None:
+    now = datetime.now(UTC)
+    first = rows.dead_letter(dead_lettered_at=now - timedelta(minutes=2), args={"token": "s3"})
+    second = rows.dead_letter(queue="emails", reason="worker_lost", dead_lettered_at=now)
+    listed = json.loads(soniq("dead-letters", "list", "--json")[1])
+    assert [row["id"] for row in listed] == [str(second.pk), str(first.pk)]
+    only = json.loads(soniq("dead-letters", "list", "--json", "--reason", "worker_lost")[1])
+    assert [row["id"] for row in only] == [str(second.pk)]
+    code, text = soniq("dead-letters", "show", str(first.pk))
+    assert code == 0 and "reason:    max_attempts" in text and "s3" not in text
+
+    code, text = soniq("dead-letters", "export", "--all")
+    assert code == 0
+    exported = [json.loads(line) for line in text.splitlines()]
+    assert [entry["id"] for entry in exported] == [str(first.pk), str(second.pk)]  # oldest first
+    assert exported[0]["args"] == {"token": "********"}
+    assert exported[0]["dead_letter_reason"] == "max_attempts"
+
+    code, text = soniq("dead-letters", "requeue", "--all", "--queue", "default")
+    assert code == 0 and text == f"requeued: {first.pk}\n"
+    code, text = soniq("dead-letters", "delete", str(second.pk), "--json")
+    assert code == 0 and json.loads(text) == {"applied": [str(second.pk)], "refused": {}}
+    assert soniq("dead-letters", "list")[1] == "no dead letters match\n"
+    assert soniq("dead-letters", "requeue", str(first.pk))[0] == 1  # it is a job again
+
+
+def test_dead_letter_actions_need_ids_or_all(rows: Rows) -> None:
+    from django.core.management.base import CommandError
+
+    dead = rows.dead_letter()
+    for args in ([], ["--all", str(dead.pk)], [str(dead.pk), "--queue", "default"]):
+        with pytest.raises(CommandError, match="give ids, or --all"):
+            call_command("soniq", "dead-letters", "requeue", *args, stdout=io.StringIO())
+    with pytest.raises(CommandError, match="not a job id"):
+        call_command("soniq", "jobs", "retry", "nope", stdout=io.StringIO())

@@ -1,4 +1,5 @@
-"""What the admin shows of one job's data: masked structures, then redacted text.
+"""What the admin and the ``soniq`` commands show of one job's data: masked structures, then
+redacted text.
 
 Both passes come from :mod:`soniq.core.masking`, driven by ``ADMIN_MASKED_ARGS``:
 
