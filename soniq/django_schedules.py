@@ -1,4 +1,4 @@
-"""Schedules read and changed on Django's connection, for the admin.
+"""Schedules read and changed on Django's connection, for the admin and the commands.
 
 The scheduler's own statements (PostgreSQL's or SQLite's, by the alias's vendor) run here on
 Django's cursor instead of soniq's own connections, so an admin action joins the request's
@@ -10,6 +10,7 @@ resume and run-now mean the same in the admin and in ``app.scheduler``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from asgiref.sync import sync_to_async
 from django.db import connections
@@ -20,7 +21,22 @@ from soniq.backends.rows import decode_schedule
 from soniq.backends.sqlite import scheduler_statements as sqlite_ss
 from soniq.core.errors import ConfigurationError
 from soniq.core.periodic import Schedule
-from soniq.django_backend import django_executor
+from soniq.django_backend import DjangoBackend, django_executor
+
+if TYPE_CHECKING:
+    from soniq.app import Soniq
+    from soniq.schedule_service import SchedulerService
+
+
+def scheduler_service(alias: str, app: Soniq | None = None) -> SchedulerService:
+    """``app.scheduler``'s logic on Django's connection to ``alias``. ``app`` builds the job of
+    a run-now (the app that registered the task: its retries and timeout); pausing, resuming
+    and reading need none."""
+    from soniq.app import Soniq
+    from soniq.schedule_service import SchedulerService
+
+    owner = app if app is not None else Soniq(database=alias)
+    return SchedulerService(owner, DjangoScheduleStore(alias), DjangoBackend(alias))
 
 
 class DjangoScheduleStore:

@@ -24,8 +24,7 @@ from soniq.admin.common import SoniqModelAdmin, soniq_settings
 from soniq.core.errors import SoniqError
 from soniq.core.periodic import ScheduleDefinition, upcoming_slots
 from soniq.core.redaction import Redaction
-from soniq.django_backend import DjangoBackend
-from soniq.django_schedules import DjangoScheduleStore
+from soniq.django_schedules import scheduler_service
 from soniq.models import Schedule
 from soniq.schedule_service import SchedulerService
 
@@ -53,21 +52,19 @@ def service(*, builds_jobs: bool) -> SchedulerService:
     """``app.scheduler``'s logic on Django's connection. Run-now builds the job with the app
     that registered it (its retries and timeout), found as the worker finds it; pausing and
     resuming need no app, and work even where none can be chosen."""
-    from soniq import Soniq, _discovery
+    from soniq import _discovery
     from soniq.admin.known import task_names
     from soniq.core.errors import ConfigurationError
 
     settings = soniq_settings()
-    store = DjangoScheduleStore(settings.database)
-    jobs = DjangoBackend(settings.database)
     if not builds_jobs:
-        return SchedulerService(Soniq(database=settings.database), store, jobs)
+        return scheduler_service(settings.database)
     task_names()  # imports the jobs modules once
     try:
         app = _discovery.choose_app(settings.app)
     except ConfigurationError as exc:
         raise ConfigurationError(f"cannot build the schedule's job: {exc}") from exc
-    return SchedulerService(app, store, jobs)
+    return scheduler_service(settings.database, app)
 
 
 def run(call: Callable[[SchedulerService], Coroutine[Any, Any, Any]], *, builds_jobs: bool) -> Any:

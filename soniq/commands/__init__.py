@@ -16,13 +16,15 @@ import argparse
 from types import ModuleType
 from typing import Any
 
-from soniq.commands import _output, dead_letters, healthcheck, jobs, status
+from soniq.commands import _output, dead_letters, healthcheck, jobs, prune, schedules, status
 
 COMMANDS: dict[str, ModuleType] = {
     "status": status,
     "healthcheck": healthcheck,
     "jobs": jobs,
     "dead-letters": dead_letters,
+    "schedules": schedules,
+    "prune": prune,
 }
 
 

@@ -283,3 +283,57 @@ def test_dead_letter_actions_need_ids_or_all(rows: Rows) -> None:
             call_command("soniq", "dead-letters", "requeue", *args, stdout=io.StringIO())
     with pytest.raises(CommandError, match="not a job id"):
         call_command("soniq", "jobs", "retry", "nope", stdout=io.StringIO())
+
+
+# -- schedules ------------------------------------------------------------------------------------
+
+
+def test_schedules_list_pause_resume_and_run_now(rows: Rows) -> None:
+    rows.schedule(name="digest", cron="0 7 * * *", args={"customer_email": "a@example.com"})
+    listed = json.loads(soniq("schedules", "list", "--json")[1])
+    assert [(s["name"], s["task"], s["paused"]) for s in listed] == [
+        ("digest", "shop.jobs.remind", False)
+    ]
+    assert listed[0]["timing"] == "cron '0 7 * * *' (UTC)"
+    code, text = soniq("schedules", "pause", "digest", "nope")
+    assert code == 0
+    assert text == "paused: digest\nrefused: nope: no schedule named 'nope'\n"
+    assert json.loads(soniq("schedules", "list", "--json")[1])[0]["paused"] is True
+    assert soniq("schedules", "list")[1].splitlines()[1].split()[:2] == [
+        "digest",
+        "shop.jobs.remind",
+    ]
+    assert soniq("schedules", "resume", "digest")[0] == 0
+    assert json.loads(soniq("schedules", "list", "--json")[1])[0]["paused"] is False
+
+    code, text = soniq("schedules", "run-now", "digest", "--json")
+    assert code == 0
+    job_id = json.loads(text)["applied"]["digest"]
+    code, text = soniq("jobs", "show", job_id, "--json")
+    shown = json.loads(text)
+    assert (shown["task"], shown["status"]) == ("shop.jobs.remind", "queued")
+    assert shown["args"] == {"customer_email": "a@example.com"}
+    assert soniq("schedules", "run-now", "nope")[0] == 1
+
+
+# -- prune ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"], transaction=True)
+def test_prune_applies_the_retention_now(rows: Rows) -> None:
+    now = datetime.now(UTC)
+    old = rows.job(status="done", finished_at=now - timedelta(days=2), attempts=1)
+    recent = rows.job(status="done", finished_at=now - timedelta(hours=1), attempts=1)
+    queued = rows.job(created_at=now - timedelta(days=3))
+    dead = rows.dead_letter(dead_lettered_at=now - timedelta(days=30))
+    code, text = soniq("prune")
+    assert code == 0 and text == "deleted 1 finished job(s) older than 86400 s\n"
+    from soniq.models import DeadLetterJob, Job
+
+    left = set(Job.objects.using(rows.alias).values_list("pk", flat=True))
+    assert left == {recent.pk, queued.pk} and old.pk not in left
+    assert DeadLetterJob.objects.using(rows.alias).filter(pk=dead.pk).exists()
+    assert json.loads(soniq("prune", "--json")[1]) == {
+        "deleted_jobs": 0,
+        "retention_seconds": 86400.0,
+    }

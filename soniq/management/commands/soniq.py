@@ -15,7 +15,7 @@ from soniq.core.errors import SoniqError
 
 
 class Command(BaseCommand):
-    help = "Inspect and operate soniq: status, healthcheck, jobs, dead-letters."
+    help = "Inspect and operate soniq: status, healthcheck, jobs, dead-letters, schedules, prune."
 
     def add_arguments(self, parser: CommandParser) -> None:
         commands.add_commands(parser.add_subparsers(dest="command", required=True))
