@@ -66,6 +66,24 @@ def shown(info: JobInfo, settings: SoniqSettings) -> dict[str, Any]:
     }
 
 
+def show(out: _output.Out, alias: str, job_id: str, *, as_json: bool, dead_letter: bool) -> int:
+    """``jobs show`` and ``dead-letters show``: one job (``dead_letter``: only a dead letter)
+    as the admin shows it; 1 when there is none."""
+    from soniq.commands._settings import soniq_settings
+    from soniq.django_backend import DjangoBackend
+
+    info = DjangoBackend(alias).get_job_sync(job_id)
+    if info is None or (dead_letter and info.dead_letter_reason is None):
+        out.write(f"no {'dead letter' if dead_letter else 'job'} has id {job_id}\n")
+        return 1
+    data = shown(info, soniq_settings())
+    if as_json:
+        _output.dump(out, data)
+    else:
+        print_job(out, data)
+    return 0
+
+
 def print_job(out: _output.Out, data: dict[str, Any]) -> None:
     attempts = f"{data['attempts']}/{data['max_attempts']}"
     fields = [

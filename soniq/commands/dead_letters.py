@@ -88,16 +88,7 @@ def run(options: argparse.Namespace, alias: str, out: _output.Out) -> int:
     if options.action == "list":
         return _list(options, alias, out)
     if options.action == "show":
-        info = backend.get_job_sync(options.id)
-        if info is None or info.dead_letter_reason is None:
-            out.write(f"no dead letter has id {options.id}\n")
-            return 1
-        data = _records.shown(info, soniq_settings())
-        if options.json:
-            _output.dump(out, data)
-        else:
-            _records.print_job(out, data)
-        return 0
+        return _records.show(out, alias, options.id, as_json=options.json, dead_letter=True)
     ids = _chosen(options, alias)
     if ids is None:
         raise _records.UsageError(

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 
 from soniq.commands import _output, _records
-from soniq.commands._settings import soniq_settings
 
 HELP = "list, show, retry and cancel jobs"
 
@@ -45,16 +44,7 @@ def run(options: argparse.Namespace, alias: str, out: _output.Out) -> int:
     if options.action == "list":
         return _list(options, alias, out)
     if options.action == "show":
-        info = backend.get_job_sync(options.id)
-        if info is None:
-            out.write(f"no job has id {options.id}\n")
-            return 1
-        data = _records.shown(info, soniq_settings())
-        if options.json:
-            _output.dump(out, data)
-        else:
-            _records.print_job(out, data)
-        return 0
+        return _records.show(out, alias, options.id, as_json=options.json, dead_letter=False)
     if options.action == "retry":
         return _records.report(out, "retried", backend.retry_jobs_sync(options.ids), options.json)
     return _records.report(out, "cancelled", backend.cancel_jobs_sync(options.ids), options.json)

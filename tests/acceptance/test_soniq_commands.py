@@ -34,8 +34,13 @@ def _url(alias: str) -> str:
 
 
 def soniq(alias: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return soniq_on(_url(alias), *args, tmp_path=tmp_path)
+
+
+def soniq_on(url: str, *args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """``soniq ARGS`` in a process of its own, configured by ``SONIQ_DATABASE_URL`` alone."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SONIQ_", "DJANGO_"))}
-    env.update(SONIQ_DATABASE_URL=_url(alias), PYTHONPATH=str(ROOT))
+    env.update(SONIQ_DATABASE_URL=url, PYTHONPATH=str(ROOT))
     return subprocess.run(
         [sys.executable, "-m", "soniq.cli", *args],
         cwd=tmp_path,
@@ -71,22 +76,11 @@ def test_status_and_healthcheck_from_the_shell(alias: str, tmp_path: Path) -> No
 
 
 def test_an_unreachable_database(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SONIQ_", "DJANGO_"))}
-    # A port nothing listens on (the test server's, plus one, is not assumed free: use 1).
-    env.update(
-        SONIQ_DATABASE_URL="postgresql://postgres@127.0.0.1:1/none?connect_timeout=2",
-        PYTHONPATH=str(ROOT),
-    )
+    # Port 1: nothing listens there, so the connection is refused at once.
+    url = "postgresql://postgres@127.0.0.1:1/none?connect_timeout=2"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "soniq.cli", *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return soniq_on(url, *args, tmp_path=tmp_path)
 
     probe = run("healthcheck")
     assert probe.returncode == 1
