@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/worker.py [--url postgresql://postgres@127.0.0.1/postgres]
                                           [--jobs 20000] [--latency-samples 200]
                                           [--concurrency 10] [--analyze]
+                                          [--metrics-port N]
 
 Creates (and at the end drops) a scratch database "soniq_bench_worker", migrates it with the
 testproject's settings, then:
@@ -26,6 +27,9 @@ testproject's settings, then:
 Then sends SIGTERM, waits for the worker to exit, and drops the scratch database.
 
 The scratch table is never analyzed, as on a fresh install before autovacuum's first pass;
+--metrics-port N starts the worker with ``--metrics-port N`` (Prometheus metrics served, and
+recorded for every job), to measure what they cost.
+
 --analyze runs ``ANALYZE soniq_jobs`` after the bulk enqueue, before the worker starts. That
 changes the claim's plan: without statistics PostgreSQL sorts every queued row on each claim
 (cost grows with the backlog); with them it walks the partial claim index.
@@ -82,6 +86,7 @@ class Results:
     concurrency: int = 0
     enqueue_seconds: float = 0.0
     drain_seconds: float = 0.0
+    drain_cpu_seconds: float = 0.0
     drain_seconds_db: float = 0.0
     latencies_ms: list[float] = field(default_factory=list)  # start - enqueue() returned
     latencies_from_call_ms: list[float] = field(default_factory=list)  # start - before call
@@ -106,6 +111,7 @@ class Worker:
         started_addr: str,
         log_path: Path,
         prefetch: int | None = None,
+        metrics_port: int | None = None,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SONIQ_", "DJANGO_"))}
         env.pop("DATABASE_URL", None)
@@ -125,7 +131,13 @@ class Worker:
         self._log = log_path.open("wb")
         soniq = Path(sys.executable).parent / "soniq"
         self.process = subprocess.Popen(
-            [str(soniq), "worker", "--concurrency", str(concurrency)],
+            [
+                str(soniq),
+                "worker",
+                "--concurrency",
+                str(concurrency),
+                *(["--metrics-port", str(metrics_port)] if metrics_port else []),
+            ],
             env=env,
             cwd=BENCH_DIR,
             stdout=self._log,
@@ -141,6 +153,11 @@ class Worker:
             raise RuntimeError(
                 f"the worker exited with {self.process.returncode}:\n{self.output()}"
             )
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker process so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def memory_kib(self) -> tuple[int, int]:
         """(VmHWM, VmRSS) in KiB."""
@@ -302,10 +319,18 @@ async def _run(url: str, options: argparse.Namespace, log_path: Path, results: R
             await conn.execute("ANALYZE soniq_jobs")
 
         # (b) one worker drains them
-        worker = Worker(url, options.concurrency, f"{host}:{port}", log_path)
+        worker = Worker(
+            url,
+            options.concurrency,
+            f"{host}:{port}",
+            log_path,
+            metrics_port=options.metrics_port,
+        )
         registered = await _wait_registered(conn, worker)
+        cpu_before = worker.cpu_seconds()
         finished = await _wait_done(conn, worker, "bench.noop", options.jobs)
         results.drain_seconds = finished - registered
+        results.drain_cpu_seconds = worker.cpu_seconds() - cpu_before
         results.drain_seconds_db = await _scalar(
             conn,
             """
@@ -368,6 +393,13 @@ def _report(results: Results, log_path: Path) -> None:
             _verdict(drain_rate >= TARGET_DRAIN),
         ),
         (
+            "    worker CPU over the drain",
+            f"{results.drain_cpu_seconds / n * 1e6:.1f} µs per job "
+            f"({results.drain_cpu_seconds:.2f} s)",
+            "",
+            "",
+        ),
+        (
             "    same span on the PostgreSQL clock",
             f"{n / results.drain_seconds_db:,.0f} jobs/s ({results.drain_seconds_db:.3f} s)",
             "",
@@ -417,6 +449,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--metrics-port", type=int, default=None)
     parser.add_argument(
         "--analyze",
         action="store_true",

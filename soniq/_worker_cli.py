@@ -30,12 +30,25 @@ def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
         "--run-once", action="store_true", help="Process the jobs that are due, then exit."
     )
     parser.add_argument("--app", default=None, help="The Soniq app as 'module:attribute'.")
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        help="Serve Prometheus metrics on this port (needs the prometheus extra).",
+    )
 
 
 def _positive_int(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 1000:
         raise argparse.ArgumentTypeError(f"must be from 1 to 1000, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a TCP port, 1 to 65535, got {value}")
     return value
 
 
@@ -65,8 +78,18 @@ def configure_logging(verbosity: int = 1) -> None:
 THREAD_EXIT_GRACE = 1.0
 
 
-def run(app: Soniq, concurrency: int | None, queues: list[str] | None, run_once: bool) -> bool:
-    ran = asyncio.run(app.run_worker(concurrency=concurrency, run_once=run_once, queues=queues))
+def run(
+    app: Soniq,
+    concurrency: int | None,
+    queues: list[str] | None,
+    run_once: bool,
+    metrics_port: int | None = None,
+) -> bool:
+    ran = asyncio.run(
+        app.run_worker(
+            concurrency=concurrency, run_once=run_once, queues=queues, metrics_port=metrics_port
+        )
+    )
     stuck = job_threads_left(THREAD_EXIT_GRACE)
     if stuck:
         # A sync job that outlived its timeout or the shutdown cannot be interrupted; its job

@@ -288,13 +288,21 @@ class Soniq:
             "SONIQ_DATABASE_URL"
         )
 
-    def make_worker(self, concurrency: int | None = None) -> Any:
+    def make_worker(
+        self,
+        concurrency: int | None = None,
+        *,
+        extra_hooks: Mapping[str, Sequence[Callable[..., Any]]] | None = None,
+    ) -> Any:
         """A :class:`soniq.worker.Worker` for this app's jobs (with Django's ORM hygiene and
-        signals when running inside Django)."""
+        signals when running inside Django). ``extra_hooks`` are called after the app's own,
+        for this worker only."""
         from soniq.worker import Worker
 
         settings = self.settings
         hooks = {event: list(callbacks) for event, callbacks in self.hooks.items()}
+        for event, callbacks in (extra_hooks or {}).items():
+            hooks.setdefault(event, []).extend(callbacks)  # an unknown event: Worker refuses it
         sync_call_wrapper = None
         if _integration.django_is_configured():
             from soniq.django_worker import signal_hooks, with_fresh_connections
@@ -315,17 +323,31 @@ class Soniq:
         concurrency: int | None = None,
         run_once: bool = False,
         queues: list[str] | None = None,
+        *,
+        metrics_port: int | None = None,
     ) -> bool:
         """Run a worker in this process; True when any job ran. ``concurrency`` defaults to
-        the ``CONCURRENCY`` setting (4)."""
-        worker = self.make_worker(concurrency)
+        the ``CONCURRENCY`` setting (4). ``metrics_port``: serve Prometheus metrics on that
+        port meanwhile (:mod:`soniq.metrics`, the ``prometheus`` extra)."""
+        metrics = None
+        if metrics_port is not None:
+            from soniq.metrics import WorkerMetrics
+
+            metrics = WorkerMetrics()  # refuses at once without prometheus_client
+        worker = self.make_worker(
+            concurrency, extra_hooks=metrics.hooks() if metrics is not None else None
+        )
         try:
+            if metrics is not None and metrics_port is not None:
+                metrics.serve(worker, metrics_port, self)
             ran: bool = await worker.run(
                 concurrency=concurrency or self.settings.concurrency,
                 run_once=run_once,
                 queues=queues,
             )
         finally:
+            if metrics is not None:
+                metrics.stop()
             await worker.backend.close()
         return ran
 

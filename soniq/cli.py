@@ -108,7 +108,7 @@ def worker(options: argparse.Namespace) -> int:
                 ",".join(app.settings.queues),
                 ",".join(app.settings.queues),
             )
-    _worker_cli.run(app, options.concurrency, queues, options.run_once)
+    _worker_cli.run(app, options.concurrency, queues, options.run_once, options.metrics_port)
     return 0
 
 

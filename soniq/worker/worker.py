@@ -409,6 +409,13 @@ class Worker:
                 # jobs just claimed by the time it takes to send that claim.
                 await self._until(self._wake, at_most=self.settings.poll_interval)
 
+    @property
+    def busy_slots(self) -> int:
+        """Slots taken now: jobs running, and threads still running a sync job past its
+        timeout (the ``soniq_worker_busy_slots`` gauge)."""
+        runner = self._runner_in_use
+        return len(self._running) + (runner.overrunning() if runner is not None else 0)
+
     def _busy(self, runner: JobRunner) -> int:
         """Slots taken: running jobs, and threads still running a sync job past its timeout."""
         return len(self._running) + runner.overrunning()

@@ -30,6 +30,12 @@ class Command(BaseCommand):
         except ConfigurationError as exc:
             raise CommandError(str(exc)) from exc
         try:
-            _worker_cli.run(app, options["concurrency"], options["queues"], options["run_once"])
-        except SchemaMissingError as exc:
+            _worker_cli.run(
+                app,
+                options["concurrency"],
+                options["queues"],
+                options["run_once"],
+                options["metrics_port"],
+            )
+        except (SchemaMissingError, ConfigurationError) as exc:
             raise CommandError(str(exc)) from exc

@@ -1,0 +1,146 @@
+"""The Prometheus metrics: the worker's hooks, the queue gauges and the Django view, each
+parsed back with prometheus_client's own parser. A real worker serving them over HTTP is in
+tests/acceptance/test_metrics_endpoint.py."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.test import Client, override_settings
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from soniq import ConfigurationError, JobContext
+from soniq.metrics import QueueCollector, QueueFigures, WorkerMetrics
+from soniq.worker.results import ResultTooLargeError
+from tests.rows import Rows
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of an exposition, by (name, sorted labels)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def context(attempt: int = 1, max_attempts: int = 3, **fields: Any) -> JobContext:
+    values: dict[str, Any] = {
+        "job_id": "j-1",
+        "job_name": "shop.jobs.remind",
+        "attempt": attempt,
+        "max_attempts": max_attempts,
+        "queue": "emails",
+        "scheduled_at": datetime.now(UTC) - timedelta(seconds=2),
+        "created_at": datetime.now(UTC) - timedelta(seconds=3),
+    }
+    values.update(fields)
+    return JobContext(**values)
+
+
+def test_worker_metrics_count_outcomes_durations_and_waits() -> None:
+    metrics = WorkerMetrics()
+    hooks = metrics.hooks()
+    for ctx, event, argument in [
+        (context(job_id="a"), "after_job", 42),  # succeeded
+        (context(job_id="b", attempt=1), "on_error", ValueError("x")),  # retried
+        (context(job_id="c", attempt=3), "on_error", ValueError("x")),  # failed: last attempt
+        (context(job_id="d", attempt=1), "on_error", ResultTooLargeError("big")),  # failed
+    ]:
+        hooks["before_job"][0](ctx)
+        hooks[event][0](ctx, argument)
+    found = samples(generate_latest(metrics.registry).decode())
+    labels = (("queue", "emails"), ("task", "shop.jobs.remind"))
+    assert found[("soniq_jobs_processed_total", (("outcome", "succeeded"), *labels))] == 1
+    assert found[("soniq_jobs_processed_total", (("outcome", "retried"), *labels))] == 1
+    # Out of attempts, or a result too large to store: failed for good.
+    assert found[("soniq_jobs_processed_total", (("outcome", "failed"), *labels))] == 2
+    assert found[("soniq_job_duration_seconds_count", labels)] == 4
+    assert found[("soniq_job_wait_seconds_count", (("queue", "emails"),))] == 4
+    # Waited about 2 s: from scheduled_at, the due time.
+    assert 2 <= found[("soniq_job_wait_seconds_sum", (("queue", "emails"),))] / 4 < 10
+    assert metrics._started == {}
+
+
+def test_the_queue_collector_reads_at_most_every_ttl() -> None:
+    from soniq.commands.status import QueueStatus
+
+    reads: list[int] = []
+
+    def read() -> QueueFigures:
+        reads.append(1)
+        entry = QueueStatus("default", due=3, scheduled=1, processing=2, dead_letters=4)
+        entry.oldest_due_age_seconds = 12.5
+        return QueueFigures([entry], live_workers=2)
+
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(read, ttl=60))
+    first = samples(generate_latest(registry).decode())
+    generate_latest(registry)
+    assert len(reads) == 1  # cached
+    assert first[("soniq_queue_jobs", (("queue", "default"), ("state", "due")))] == 3
+    assert first[("soniq_queue_jobs", (("queue", "default"), ("state", "processing")))] == 2
+    assert first[("soniq_queue_dead_letters", (("queue", "default"),))] == 4
+    assert first[("soniq_queue_oldest_due_age_seconds", (("queue", "default"),))] == 12.5
+    assert first[("soniq_workers_live", ())] == 2
+
+
+@pytest.fixture(params=["default", "sqlite"], ids=["postgres", "sqlite"])
+def rows(request: pytest.FixtureRequest) -> Iterator[Rows]:
+    alias = str(request.param)
+    with override_settings(SONIQ={**settings.SONIQ, "DATABASE": alias}):
+        yield Rows(alias)
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+def test_the_view_serves_the_queue_gauges(rows: Rows) -> None:
+    import soniq.views
+
+    soniq.views._registries.clear()  # each test's database afresh
+    now = datetime.now(UTC)
+    rows.worker()
+    rows.job(scheduled_at=now - timedelta(minutes=1))
+    rows.scheduled(queue="emails")
+    rows.dead_letter(queue="emails")
+    response = Client().get("/soniq/metrics")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    found = samples(response.content.decode())
+    assert found[("soniq_queue_jobs", (("queue", "default"), ("state", "due")))] == 1
+    assert found[("soniq_queue_jobs", (("queue", "emails"), ("state", "scheduled")))] == 1
+    assert found[("soniq_queue_dead_letters", (("queue", "emails"),))] == 1
+    assert 59 <= found[("soniq_queue_oldest_due_age_seconds", (("queue", "default"),))] < 120
+    assert found[("soniq_workers_live", ())] == 1
+
+
+def test_metrics_without_prometheus_client_say_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import fails
+    with pytest.raises(ConfigurationError, match=r"django-soniq\[prometheus\]"):
+        WorkerMetrics()
+
+
+@pytest.mark.parametrize("port", ["0", "70000", "http"])
+def test_a_bad_metrics_port_is_refused(port: str) -> None:
+    from django.core.management import call_command
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError, match=r"metrics[-_]port"):
+        call_command("soniq_worker", "--metrics-port", port)
+
+
+def test_extra_hooks_of_an_unknown_event_are_refused() -> None:
+    from soniq import Soniq
+
+    app = Soniq(database_url="memory://")
+    with pytest.raises(ValueError, match="unknown hook event 'after_everything'"):
+        app.make_worker(extra_hooks={"after_everything": [print]})
