@@ -75,6 +75,14 @@ def shared(options: argparse.Namespace) -> int:
             f"set SONIQ_DATABASE_URL to the database to inspect (postgresql://... or "
             f"sqlite:///...) for `soniq {options.command}`"
         )
+    if url.startswith("sqlite"):
+        from soniq.backends.sqlite.backend import path_from_url
+
+        path = path_from_url(url)
+        if path != ":memory:" and not os.path.exists(path):
+            # Opening it would create an empty file, and report an empty soniq.
+            raise ConfigurationError(f"no SQLite database at {path} (SONIQ_DATABASE_URL)")
+    _find_modules_in_working_directory()  # run-now imports the jobs modules, as a worker does
     _configure_django(url)
     from django.db import DatabaseError
 
@@ -83,7 +91,8 @@ def shared(options: argparse.Namespace) -> int:
     try:
         return commands.run(options, "default", sys.stdout)
     except DatabaseError as exc:
-        raise DatabaseUnavailableError(f"the database did not answer: {exc}".strip()) from exc
+        text = " ".join(str(exc).split())
+        raise DatabaseUnavailableError(f"the database did not answer: {text}") from exc
 
 
 def worker(options: argparse.Namespace) -> int:

@@ -59,10 +59,20 @@ def in_user_atomic_block(connection: BaseDatabaseWrapper) -> bool:
     return any(not getattr(block, "_from_testcase", False) for block in connection.atomic_blocks)
 
 
-def django_executor(connection: BaseDatabaseWrapper) -> plans.SyncExecute:
+def format_placeholders(sql: str) -> str:
+    """A statement written for sqlite3 (``?`` placeholders) in the format style Django's
+    cursor takes. Django's SQLite cursor passes ``?`` through, but with DEBUG on it formats
+    every query for its log with ``%``, and a qmark statement fails there."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def django_executor(connection: BaseDatabaseWrapper, *, qmark: bool = False) -> plans.SyncExecute:
+    """``qmark``: the statements are written for sqlite3 (see :func:`format_placeholders`)."""
+
     def execute(statement: Statement) -> list[Row]:
+        sql = format_placeholders(statement.sql) if qmark else statement.sql
         with connection.cursor() as cursor:
-            cursor.execute(statement.sql, statement.params)
+            cursor.execute(sql, statement.params)
             return cursor.fetchall() if cursor.description else []
 
     return execute

@@ -57,8 +57,7 @@ class DjangoScheduleStore:
         return vendor == "sqlite"
 
     def _fetch_sync(self, statement: Statement) -> list[Row]:
-        # Django's SQLite cursor takes SQLite's own "?" placeholders as they are.
-        return django_executor(connections[self.alias])(statement)
+        return django_executor(connections[self.alias], qmark=self._sqlite)(statement)
 
     async def _fetch(self, statement: Statement) -> list[Row]:
         rows: list[Row] = await sync_to_async(self._fetch_sync)(statement)

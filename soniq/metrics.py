@@ -29,7 +29,6 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from soniq.core.errors import ConfigurationError
@@ -249,10 +248,11 @@ def django_reader(alias: str, *, close: bool) -> Callable[[], QueueFigures]:
     def read() -> QueueFigures:
         from django.db import connections
 
+        from soniq.commands._output import now as database_now
         from soniq.commands._settings import soniq_settings
         from soniq.commands.status import queues, workers
 
-        now = datetime.now(UTC)
+        now = database_now()
         try:
             found = queues(alias, now)
             live = [

@@ -27,6 +27,7 @@ from soniq.backends.sqlite.statements import format_time
 from soniq.core.errors import ConfigurationError
 from soniq.core.records import ClaimedJob
 from soniq.core.retry import retry_delay_seconds
+from soniq.django_backend import format_placeholders
 from soniq.worker.execution import error_record, job_arguments, job_context
 from soniq.worker.results import ResultTooLargeError, encode_result
 
@@ -72,10 +73,8 @@ class _Inline:
     def run(self, statement: Statement) -> tuple[list[Row], int]:
         sql = statement.sql
         if self.vendor == "sqlite":
-            # The worker's SQLite statements are written for sqlite3 (qmark). Django's cursor
-            # takes format style: with DEBUG on it formats every query for its log, and a
-            # qmark statement would fail there.
-            sql = sql.replace("%", "%%").replace("?", "%s")
+            # The worker's SQLite statements are written for sqlite3.
+            sql = format_placeholders(sql)
         with self.connection.cursor() as cursor:
             cursor.execute(sql, statement.params)
             rows = cursor.fetchall() if cursor.description else []

@@ -35,7 +35,37 @@ def add_commands(subparsers: Any) -> None:
         module.add_arguments(parser)
 
 
-def run(options: argparse.Namespace, alias: str, out: _output.Out) -> int:
-    """Run the shared command ``options.command``; its exit status."""
-    status_code: int = COMMANDS[options.command].run(options, alias, out)
+def run(
+    options: argparse.Namespace, alias: str, out: _output.Out, *, django_alias: str | None = None
+) -> int:
+    """Run the shared command ``options.command``; its exit status. A database without
+    soniq's tables raises :class:`~soniq.SchemaMissingError`, saying how to create them
+    (``django_alias``: the alias named in that advice, ``manage.py migrate``; else
+    ``soniq setup``)."""
+    from django.db import DatabaseError
+
+    try:
+        status_code: int = COMMANDS[options.command].run(options, alias, out)
+    except DatabaseError as exc:
+        missing = _schema_missing(exc, alias, django_alias)
+        if missing is None:
+            raise
+        raise missing from exc
     return status_code
+
+
+def _schema_missing(error: BaseException, alias: str, django_alias: str | None) -> Any:
+    from django.db import connections
+
+    from soniq.backends.schema import missing_table, postgres_url, schema_missing
+
+    table = missing_table(error)
+    if table is None:
+        return None
+    found = connections[alias].settings_dict
+    where = str(found["NAME"])
+    if connections[alias].vendor == "postgresql":
+        where = postgres_url(
+            dbname=found["NAME"], user=found["USER"], host=found["HOST"], port=found["PORT"]
+        )
+    return schema_missing(table, where, django_alias=django_alias)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from soniq.core.codec import one_line
@@ -39,13 +39,32 @@ def table(out: Out, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> No
         out.write(line(row) + "\n")
 
 
+def aware(value: datetime) -> datetime:
+    """A time read through Django, in UTC: with ``USE_TZ = False`` Django gives naive times
+    in ``TIME_ZONE``."""
+    from django.utils import timezone
+
+    if timezone.is_naive(value):
+        value = timezone.make_aware(value, timezone.get_default_timezone())
+    return value.astimezone(UTC)
+
+
+def now() -> datetime:
+    """Now, to compare with times read through Django (naive in ``TIME_ZONE`` without
+    ``USE_TZ``, which SQLite's backend insists on)."""
+    from django.utils import timezone
+
+    return timezone.now()
+
+
 def moment(value: datetime | None) -> str:
-    return "-" if value is None else value.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+    return "-" if value is None else aware(value).strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 def compact(data: Any) -> str:
-    """``data`` as one line of JSON."""
-    return json.dumps(data, default=_default, ensure_ascii=False)
+    """``data`` as one line of JSON, every character past ASCII escaped: job data must not
+    drive the terminal (C1 controls, right-to-left overrides)."""
+    return json.dumps(data, default=_default)
 
 
 def dump(out: Out, data: Any) -> None:
@@ -55,5 +74,5 @@ def dump(out: Out, data: Any) -> None:
 
 def _default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return aware(value).isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON")

@@ -42,8 +42,15 @@ def shown(info: JobInfo, settings: SoniqSettings) -> dict[str, Any]:
     redaction = Redaction.of(settings.admin_masked_args, info.args, info.result)
     dedup: str | None = info.dedup_key
     if dedup is not None:
-        # Not shown at all under ADMIN_HIDE_DEDUP_KEYS, as on the admin's page.
-        dedup = None if settings.admin_hide_dedup_keys else redaction.text(dedup)
+        # As the admin's job page shows it: not at all under ADMIN_HIDE_DEDUP_KEYS; hidden
+        # when the arguments hold masked values (a unique=True key is a hash of them, from
+        # which a weak secret could be guessed offline); else redacted.
+        if settings.admin_hide_dedup_keys:
+            dedup = None
+        elif redaction.secrets:
+            dedup = "set (hidden: the arguments hold masked values)"
+        else:
+            dedup = redaction.text(dedup)
     return {
         "id": info.id,
         "task": info.task_name,

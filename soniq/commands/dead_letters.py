@@ -9,6 +9,7 @@ the admin's actions, with each refused id and its reason.
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from soniq.commands import _output, _records
@@ -17,7 +18,6 @@ from soniq.commands._settings import soniq_settings
 HELP = "list, show, requeue, delete and export dead letters"
 
 REASONS = ("max_attempts", "worker_lost", "result_too_large")
-BATCH = 500
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +81,10 @@ def _chosen(options: argparse.Namespace, alias: str) -> list[str] | None:
     ]
 
 
-def run(options: argparse.Namespace, alias: str, out: _output.Out) -> int:
+def run(
+    options: argparse.Namespace, alias: str, out: _output.Out, err: _output.Out | None = None
+) -> int:
+    err = err if err is not None else sys.stderr
     from soniq.django_backend import DjangoBackend
 
     backend = DjangoBackend(alias)
@@ -96,23 +99,29 @@ def run(options: argparse.Namespace, alias: str, out: _output.Out) -> int:
             "--reason to narrow it), not both"
         )
     if options.action == "export":
-        return _export(ids, backend, out)
+        return _export(ids, backend, out, err)
     if options.action == "requeue":
         result = backend.requeue_dead_letters_sync(ids)
         return _records.report(out, "requeued", result, options.json)
     return _records.report(out, "deleted", backend.delete_dead_letters_sync(ids), options.json)
 
 
-def _export(ids: list[str], backend: Any, out: _output.Out) -> int:
+def _export(ids: list[str], backend: Any, out: _output.Out, err: _output.Out) -> int:
+    """The dead letters on ``out``, one JSON object a line; each id that is none (a job, or
+    requeued or deleted since it was listed) on ``err`` with why. 1 when none was written."""
     settings = soniq_settings()
     written = 0
     for job_id in ids:
         info = backend.get_job_sync(job_id)
         if info is None or info.dead_letter_reason is None:
-            continue  # requeued or deleted since it was listed
+            why = "no such job" if info is None else f"not a dead letter (it is {info.status})"
+            err.write(f"refused: {job_id}: {why}\n")
+            continue
         out.write(_output.compact(_records.shown(info, settings)) + "\n")
         written += 1
-    return 0 if written or not ids else 1
+    if not ids:
+        err.write("nothing matched\n")
+    return 0 if written else 1
 
 
 def _list(options: argparse.Namespace, alias: str, out: _output.Out) -> int:

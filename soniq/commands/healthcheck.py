@@ -14,12 +14,11 @@ import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from django.db import DatabaseError, connections
 from django.db.migrations.loader import MigrationLoader
 from django.db.models import Min
-from django.utils import timezone
 
 from soniq.commands import _output
 from soniq.commands._settings import soniq_settings
@@ -65,10 +64,6 @@ def _queue(text: str) -> str:
     return text
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if timezone.is_naive(value) else value.astimezone(UTC)
-
-
 def database(alias: str) -> Check:
     started = time.monotonic()
     try:
@@ -94,7 +89,7 @@ def migrations(alias: str) -> Check:
 def worker(alias: str, queue: str | None, heartbeat_timeout: float) -> Check:
     from soniq.models import Worker
 
-    cutoff = datetime.now(UTC) - timedelta(seconds=heartbeat_timeout)
+    cutoff = _output.now() - timedelta(seconds=heartbeat_timeout)
     live = Worker.objects.using(alias).filter(status="running", last_heartbeat_at__gte=cutoff)
     serving = [w for w in live if queue is None or w.queues is None or queue in w.queues]
     where = f"queue {queue}" if queue else "any queue"
@@ -106,7 +101,7 @@ def worker(alias: str, queue: str | None, heartbeat_timeout: float) -> Check:
 def latency(alias: str, queue: str | None, limit: float) -> Check:
     from soniq.models import Job
 
-    now = datetime.now(UTC)
+    now = _output.now()
     due = Job.objects.using(alias).filter(status="queued", scheduled_at__lte=now)
     if queue is not None:
         due = due.filter(queue=queue)
@@ -114,7 +109,7 @@ def latency(alias: str, queue: str | None, limit: float) -> Check:
     where = f"in queue {queue}" if queue else "in any queue"
     if oldest is None:
         return Check("latency", True, f"no job due {where}")
-    waited = max(now - _utc(oldest), timedelta(0))
+    waited = max(_output.aware(now) - _output.aware(oldest), timedelta(0))
     text = f"the oldest due job {where} has waited {format_age(waited)}"
     if waited.total_seconds() >= limit:
         return Check("latency", False, f"{text}, the limit is {limit:g} s")

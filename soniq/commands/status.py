@@ -1,4 +1,4 @@
-"""``soniq status``: the queues, the workers and the schedules, read in seven queries.
+"""``soniq status``: the queues, the workers and the schedules, read in eight queries.
 
 Per queue: jobs due and scheduled (``queued``, by ``scheduled_at``), processing, done and
 dead-lettered in the last hour, dead letters, and the age of the oldest due job. Each figure
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Min, Q
-from django.utils import timezone
 
 from soniq.commands import _output
 from soniq.commands._settings import soniq_settings
@@ -64,10 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if timezone.is_naive(value) else value.astimezone(UTC)
-
-
 def queues(alias: str, now: datetime) -> list[QueueStatus]:
     from soniq.models import DeadLetterJob, Job, finished_rows
 
@@ -91,7 +86,8 @@ def queues(alias: str, now: datetime) -> list[QueueStatus]:
         entry = of(row["queue"])
         entry.due, entry.scheduled = row["due"], row["scheduled"]
         if row["oldest"] is not None:
-            age = max((now - _utc(row["oldest"])).total_seconds(), 0.0)
+            waited = _output.aware(now) - _output.aware(row["oldest"])
+            age = max(waited.total_seconds(), 0.0)
             entry.oldest_due_age_seconds = round(age, 3)
     for queue, n in _per_queue(jobs.filter(status="processing")):
         of(queue).processing = n
@@ -113,7 +109,7 @@ def _per_queue(rows: Any) -> list[tuple[str, int]]:
 def workers(alias: str, now: datetime, heartbeat_timeout: float) -> list[WorkerStatus]:
     from soniq.models import Job, Worker
 
-    cutoff = now - timedelta(seconds=heartbeat_timeout)
+    cutoff = _output.aware(now) - timedelta(seconds=heartbeat_timeout)
     running = dict(
         Job.objects.using(alias)
         .filter(status="processing")
@@ -129,7 +125,7 @@ def workers(alias: str, now: datetime, heartbeat_timeout: float) -> list[WorkerS
     )
     found = []
     for worker in live:
-        heartbeat = _utc(worker.last_heartbeat_at)
+        heartbeat = _output.aware(worker.last_heartbeat_at)
         state = (
             "stale"
             if heartbeat < cutoff
@@ -158,7 +154,9 @@ def schedules(alias: str) -> list[ScheduleStatus]:
         ScheduleStatus(
             name=schedule.name,
             task=schedule.task_name,
-            next_fire_at=None if schedule.next_fire_at is None else _utc(schedule.next_fire_at),
+            next_fire_at=None
+            if schedule.next_fire_at is None
+            else _output.aware(schedule.next_fire_at),
             paused=schedule.status == "paused",
         )
         for schedule in Schedule.objects.using(alias).order_by("name")
@@ -167,9 +165,9 @@ def schedules(alias: str) -> list[ScheduleStatus]:
 
 def collect(alias: str, settings: SoniqSettings, now: datetime | None = None) -> dict[str, Any]:
     """Everything ``status`` prints, as JSON-ready data."""
-    now = now or datetime.now(UTC)
+    now = now or _output.now()
     return {
-        "now": now,
+        "now": _output.aware(now),
         "queues": [asdict(entry) for entry in queues(alias, now)],
         "workers": [asdict(entry) for entry in workers(alias, now, settings.heartbeat_timeout)],
         "schedules": [asdict(entry) for entry in schedules(alias)],

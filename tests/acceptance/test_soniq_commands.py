@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -107,3 +108,18 @@ def test_dead_letters_exported_and_requeued_from_the_shell(alias: str, tmp_path:
     assert again.returncode == 1 and again.stdout.startswith(f"refused: {dead.pk}: ")
     usage = soniq(alias, "dead-letters", "delete", tmp_path=tmp_path)
     assert usage.returncode == 2 and "give ids, or --all" in usage.stderr
+
+
+def test_a_database_without_soniq_or_without_a_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.sqlite3"
+    sqlite3.connect(empty).close()  # a database, but no soniq tables in it
+    status = soniq_on(f"sqlite:///{empty}", "status", tmp_path=tmp_path)
+    assert status.returncode == 2
+    assert "soniq's tables are missing" in status.stderr and "soniq setup" in status.stderr
+    probe = soniq_on(f"sqlite:///{empty}", "healthcheck", tmp_path=tmp_path)
+    assert probe.returncode == 1 and "FAIL  migrations  not applied: 0001_initial" in probe.stdout
+
+    missing = tmp_path / "typo.sqlite3"
+    typo = soniq_on(f"sqlite:///{missing}", "healthcheck", tmp_path=tmp_path)
+    assert typo.returncode == 2 and f"no SQLite database at {missing}" in typo.stderr
+    assert not missing.exists()  # nothing created by looking

@@ -59,6 +59,7 @@ def busy(rows: Rows) -> dict[str, Any]:
 
 def test_status_json_counts_each_queue_from_the_database(rows: Rows) -> None:
     made = busy(rows)
+    now = datetime.now(UTC)
     code, text = soniq("status", "--json")
     assert code == 0
     data = json.loads(text)
@@ -79,14 +80,14 @@ def test_status_json_counts_each_queue_from_the_database(rows: Rows) -> None:
     assert workers["web-1"]["id"] == str(made["alive"].id)
     assert workers["web-1"]["queues"] == ["default"] and workers["web-1"]["tasks"] == ["a", "b"]
     assert workers["web-2"]["state"] == "stale" and workers["web-2"]["queues"] is None
-    assert data["schedules"] == [
-        {
-            "name": "digest",
-            "task": "shop.jobs.remind",
-            "next_fire_at": data["schedules"][0]["next_fire_at"],
-            "paused": True,
-        }
-    ]
+    [schedule] = data["schedules"]
+    assert (schedule["name"], schedule["task"], schedule["paused"]) == (
+        "digest",
+        "shop.jobs.remind",
+        True,
+    )
+    next_fire = datetime.fromisoformat(schedule["next_fire_at"])
+    assert timedelta(minutes=4) < next_fire - now < timedelta(minutes=6)  # rows: in 5 minutes
 
 
 def test_status_text_is_an_aligned_table(rows: Rows) -> None:
@@ -337,3 +338,64 @@ def test_prune_applies_the_retention_now(rows: Rows) -> None:
         "deleted_jobs": 0,
         "retention_seconds": 86400.0,
     }
+
+
+def test_show_hides_a_dedup_key_beside_masked_values_as_the_admin_does(rows: Rows) -> None:
+    hashed = rows.job(args={"password": "hunter2"}, dedup_key="sha256:abc123")
+    plain = rows.job(args={"to": "a@example.com"}, dedup_key="order:7")
+    shown = json.loads(soniq("jobs", "show", str(hashed.pk), "--json")[1])
+    assert shown["dedup_key"] == "set (hidden: the arguments hold masked values)"
+    assert json.loads(soniq("jobs", "show", str(plain.pk), "--json")[1])["dedup_key"] == "order:7"
+    with override_settings(
+        SONIQ={**settings.SONIQ, "DATABASE": rows.alias, "ADMIN_HIDE_DEDUP_KEYS": True}
+    ):
+        assert json.loads(soniq("jobs", "show", str(plain.pk), "--json")[1])["dedup_key"] is None
+
+
+def test_job_data_cannot_drive_the_terminal(rows: Rows) -> None:
+    job = rows.job(args={"note": "a\x9b31mred\u202eevil\x7f"}, task_name="tests.send_email")
+    code, text = soniq("jobs", "show", str(job.pk))
+    assert code == 0
+    assert all(char.isprintable() or char == "\n" for char in text)
+    assert "\\u009b31mred\\u202eevil\\u007f" in text
+
+
+def test_export_reports_what_it_could_not_export(
+    rows: Rows, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dead = rows.dead_letter()
+    job = rows.job()
+    code, text = soniq("dead-letters", "export", str(dead.pk), str(job.pk))
+    assert code == 0 and json.loads(text)["id"] == str(dead.pk)
+    assert f"refused: {job.pk}: not a dead letter (it is queued)" in capsys.readouterr().err
+    code, text = soniq("dead-letters", "export", "--all", "--queue", "none")
+    assert code == 1 and text == ""
+    assert "nothing matched" in capsys.readouterr().err
+
+
+@pytest.mark.django_db(databases=["default", "sqlite"])
+def test_schedules_with_debug_on_sqlite() -> None:
+    """DEBUG makes Django format every query for its log: SQLite's statements survive it."""
+    rows = Rows("sqlite")
+    rows.schedule(name="nightly")
+    with override_settings(SONIQ={**settings.SONIQ, "DATABASE": "sqlite"}, DEBUG=True):
+        code, text = soniq("schedules", "pause", "nightly")
+        assert code == 0, text
+        assert json.loads(soniq("schedules", "list", "--json")[1])[0]["paused"] is True
+
+
+def test_status_and_healthcheck_without_use_tz(rows: Rows) -> None:
+    """USE_TZ = False (soniq.W002 warns of it) with a TIME_ZONE far from UTC: Django reads
+    naive local times, and the ages must still be right."""
+    from django.utils import timezone
+
+    with override_settings(USE_TZ=False, TIME_ZONE="America/New_York"):
+        local_now = timezone.now()  # naive, New York time
+        rows.worker(last_heartbeat_at=local_now, started_at=local_now)
+        rows.job(scheduled_at=local_now - timedelta(minutes=2), created_at=local_now)
+        data = json.loads(soniq("status", "--json")[1])
+        [queue] = data["queues"]
+        assert 100 <= queue["oldest_due_age_seconds"] < 300
+        assert [w["state"] for w in data["workers"]] == ["alive"]
+        code, text = soniq("healthcheck", "--worker", "--max-latency", "600")
+        assert code == 0, text

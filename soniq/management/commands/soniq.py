@@ -23,7 +23,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             alias = soniq_settings().database
-            status = commands.run(_namespace(options), alias, self.stdout)
+            status = commands.run(_namespace(options), alias, self.stdout, django_alias=alias)
         except (SoniqError, DatabaseError) as exc:
             raise CommandError(str(exc)) from exc
         if status:
