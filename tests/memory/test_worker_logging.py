@@ -254,8 +254,15 @@ def cli_run(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     def chosen(name: str | None) -> Soniq:
         return seen["app"]  # type: ignore[no-any-return]
 
-    def run(app: Soniq, concurrency: int | None, queues: list[str] | None, once: bool) -> bool:
+    def run(
+        app: Soniq,
+        concurrency: int | None,
+        queues: list[str] | None,
+        once: bool,
+        metrics_port: int | None = None,
+    ) -> bool:
         seen["queues"] = queues
+        seen["metrics_port"] = metrics_port
         return False
 
     monkeypatch.setenv("SONIQ_JOBS_MODULES", "tests.memory.conftest")
