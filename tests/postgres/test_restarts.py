@@ -22,6 +22,7 @@ import pytest
 from soniq import DatabaseUnavailableError, Soniq
 from soniq.backends.base import Statement
 from soniq.backends.postgres import PostgresBackend
+from soniq.backends.postgres.pooling import has_input
 from tests.helpers import wait_until
 from tests.pg_server import ThrowawayCluster
 
@@ -231,13 +232,22 @@ def test_killed_pooled_connections_are_replaced_before_use(cluster: ThrowawayClu
     )
 
     def kill_all() -> None:
-        """Terminate every pooled connection open now, and wait until they are gone."""
+        """Terminate every pooled connection open now, and wait until they are gone: from
+        the server, and from the client's side too (their sockets readable, the server's
+        goodbye or its close arrived; over TCP that can trail the backend's exit a little
+        on a busy machine, and checkout rightly trusts a socket with nothing to read)."""
         with psycopg.connect(cluster.url, autocommit=True) as admin:
             pids = [pid for (pid,) in admin.execute(sessions).fetchall()]
             assert pids
             admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (pids,))
             gone = "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s))"
             wait_until(lambda: admin.execute(gone, (pids,)).fetchone() == (True,))
+        pool = backend._pool
+        assert pool is not None
+        killed = [
+            conn for conn in list(pool._pool) if not conn.closed and conn.info.backend_pid in pids
+        ]
+        wait_until(lambda: all(has_input(conn.pgconn.socket) for conn in killed))
 
     async def scenario() -> None:
         try:
