@@ -225,28 +225,25 @@ def test_an_enqueue_made_during_a_short_outage_waits_for_the_server(
 def test_killed_pooled_connections_are_replaced_before_use(cluster: ThrowawayCluster) -> None:
     app = _app(cluster)
     backend = _backend(app)
-    # This module's own cluster, and of it only this database's pooled sessions.
-    sessions = (
-        "SELECT pid FROM pg_stat_activity "
-        "WHERE application_name = 'soniq' AND datname = current_database()"
-    )
+
+    def pooled() -> list[Any]:
+        """The idle connections of the backend's pools (async and sync): this test's own
+        sessions, known from the client side, so nothing else on the server is touched."""
+        pools = [pool for pool in (backend._pool, backend._sync_pool) if pool is not None]
+        return [conn for pool in pools for conn in list(pool._pool) if not conn.closed]
 
     def kill_all() -> None:
         """Terminate every pooled connection open now, and wait until they are gone: from
         the server, and from the client's side too (their sockets readable, the server's
         goodbye or its close arrived; over TCP that can trail the backend's exit a little
         on a busy machine, and checkout rightly trusts a socket with nothing to read)."""
+        killed = pooled()
+        pids = [conn.info.backend_pid for conn in killed]
+        assert pids
         with psycopg.connect(cluster.url, autocommit=True) as admin:
-            pids = [pid for (pid,) in admin.execute(sessions).fetchall()]
-            assert pids
             admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) pid", (pids,))
             gone = "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s))"
             wait_until(lambda: admin.execute(gone, (pids,)).fetchone() == (True,))
-        pool = backend._pool
-        assert pool is not None
-        killed = [
-            conn for conn in list(pool._pool) if not conn.closed and conn.info.backend_pid in pids
-        ]
         wait_until(lambda: all(has_input(conn.pgconn.socket) for conn in killed))
 
     async def scenario() -> None:
