@@ -43,8 +43,13 @@ def jobs_of(task_name: str, alias: str = "default") -> list[Job]:
 
 
 def test_the_list_shows_timing_status_and_next_fire(pg_rows: Rows, superuser: Client) -> None:
-    cron = pg_rows.schedule(name="nightly-report", cron="0 3 * * *", timezone="Europe/Paris")
-    every = pg_rows.schedule(name="heartbeat", cron=None, interval_seconds=90.0)
+    # Next fires due now: a time of today is shown to the second (one of another day would
+    # show its date, as Rows' default of "in 5 minutes" does a few minutes before midnight).
+    today = datetime.now(UTC)
+    cron = pg_rows.schedule(
+        name="nightly-report", cron="0 3 * * *", timezone="Europe/Paris", next_fire_at=today
+    )
+    every = pg_rows.schedule(name="heartbeat", cron=None, interval_seconds=90.0, next_fire_at=today)
     paused = pg_rows.schedule(name="on-hold", status="paused", source="code")
     response = superuser.get(SCHEDULES)
     assert response.status_code == 200
