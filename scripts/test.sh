@@ -16,20 +16,27 @@ echo "== ruff"
 "$VENV/bin/ruff" format --check .
 echo "== mypy"
 "$VENV/bin/mypy"
-echo "== chromium"
-# The admin's browser tests (tests/browser) drive Debian's chromium through Playwright; they
-# fail, rather than skip, without it. SONIQ_CHROMIUM may name another binary.
+echo "== Debian packages"
+# The admin's browser tests (tests/browser) drive Debian's chromium through Playwright, and
+# tests/acceptance/test_pgbouncer.py runs soniq behind Debian's pgbouncer; both fail, rather
+# than skip, without them. SONIQ_CHROMIUM may name another chromium binary.
+missing=()
 if [ -z "${SONIQ_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1 \
     && ! command -v chromium-browser >/dev/null 2>&1; then
+    missing+=(chromium)
+fi
+if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ]; then
+    missing+=(pgbouncer)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ] || command -v sudo >/dev/null 2>&1; then
         as_root=""
         [ "$(id -u)" -eq 0 ] || as_root="sudo"
-        echo "installing Debian's chromium with apt-get"
+        echo "installing ${missing[*]} with apt-get"
         $as_root apt-get update -qq
-        $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+        $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
     else
-        echo "chromium is missing and installing it needs root or sudo:" \
-            "the browser tests will fail" >&2
+        echo "${missing[*]} missing and installing needs root or sudo: tests will fail" >&2
     fi
 fi
 echo "== pytest"

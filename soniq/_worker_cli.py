@@ -84,10 +84,15 @@ def run(
     queues: list[str] | None,
     run_once: bool,
     metrics_port: int | None = None,
+    metrics_database: str | None = None,
 ) -> bool:
     ran = asyncio.run(
         app.run_worker(
-            concurrency=concurrency, run_once=run_once, queues=queues, metrics_port=metrics_port
+            concurrency=concurrency,
+            run_once=run_once,
+            queues=queues,
+            metrics_port=metrics_port,
+            metrics_database=metrics_database,
         )
     )
     stuck = job_threads_left(THREAD_EXIT_GRACE)

@@ -325,10 +325,13 @@ class Soniq:
         queues: list[str] | None = None,
         *,
         metrics_port: int | None = None,
+        metrics_database: str | None = None,
     ) -> bool:
         """Run a worker in this process; True when any job ran. ``concurrency`` defaults to
         the ``CONCURRENCY`` setting (4). ``metrics_port``: serve Prometheus metrics on that
-        port meanwhile (:mod:`soniq.metrics`, the ``prometheus`` extra)."""
+        port meanwhile (:mod:`soniq.metrics`, the ``prometheus`` extra), with the queue
+        gauges read through the Django database alias ``metrics_database`` (by default the
+        app's own Django database, when it has one)."""
         metrics = None
         if metrics_port is not None:
             from soniq.metrics import WorkerMetrics
@@ -339,7 +342,7 @@ class Soniq:
         )
         try:
             if metrics is not None and metrics_port is not None:
-                metrics.serve(worker, metrics_port, self)
+                metrics.serve(worker, metrics_port, self, metrics_database)
             ran: bool = await worker.run(
                 concurrency=concurrency or self.settings.concurrency,
                 run_once=run_once,

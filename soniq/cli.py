@@ -16,23 +16,24 @@ from soniq.core.errors import ConfigurationError, DatabaseUnavailableError, Soni
 from soniq.core.settings import build_settings
 
 
-def _configure_django(database_url: str) -> None:
-    """A minimal Django configuration on that database: soniq's migrations, and the shared
-    commands, run through its connection ``"default"``."""
+def _configure_django(database_url: str) -> bool:
+    """A minimal Django configuration on that database: soniq's migrations, the shared
+    commands and a worker's queue gauges run through its connection ``"default"``. False
+    when Django was configured already (by the jobs modules), and so is left as it is."""
     import django
     from django.conf import settings
 
     from soniq.backends.postgres.conninfo import parse_conninfo
 
     if settings.configured:
-        return
+        return False
     if database_url.startswith("sqlite"):
         from soniq.backends.sqlite.backend import path_from_url
 
         sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": path_from_url(database_url)}
         settings.configure(INSTALLED_APPS=["soniq"], DATABASES={"default": sqlite}, USE_TZ=True)
         django.setup()
-        return
+        return True
     params = parse_conninfo(database_url)
     named = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST"}
     database: dict[str, object] = {"ENGINE": "django.db.backends.postgresql"}
@@ -42,6 +43,7 @@ def _configure_django(database_url: str) -> None:
     database["OPTIONS"] = params
     settings.configure(INSTALLED_APPS=["soniq"], DATABASES={"default": database}, USE_TZ=True)
     django.setup()
+    return True
 
 
 def _find_modules_in_working_directory() -> None:
@@ -117,7 +119,17 @@ def worker(options: argparse.Namespace) -> int:
                 ",".join(app.settings.queues),
                 ",".join(app.settings.queues),
             )
-    _worker_cli.run(app, options.concurrency, queues, options.run_once, options.metrics_port)
+    gauges = None
+    url = app.settings.database_url
+    if options.metrics_port is not None and url and not url.startswith("memory:"):
+        # The queue gauges are read as `soniq status` reads them, through Django's ORM: a
+        # minimal configuration on the worker's database, made only for them (after the jobs
+        # modules, which may configure Django themselves).
+        if _configure_django(url):
+            gauges = "default"
+    _worker_cli.run(
+        app, options.concurrency, queues, options.run_once, options.metrics_port, gauges
+    )
     return 0
 
 

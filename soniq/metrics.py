@@ -148,14 +148,19 @@ class WorkerMetrics:
             )
         return [processed, durations, waits]
 
-    def serve(self, worker: Any, port: int, app: Any) -> None:
+    def serve(self, worker: Any, port: int, app: Any, database: str | None = None) -> None:
         """Serve this registry on ``port`` (all interfaces), the busy slots read from
-        ``worker``, and the queue gauges when ``app`` keeps its jobs in a Django database."""
+        ``worker``, and the queue gauges read through the Django database alias
+        ``database``: by default ``app``'s own when it keeps its jobs in a Django database,
+        none otherwise."""
         self.busy.set_function(lambda: worker.busy_slots)
         from soniq import _integration
 
-        if _integration.django_is_configured() and not app.settings.database_url:
-            reader = django_reader(app.settings.database, close=True)
+        if database is None and _integration.django_is_configured():
+            if not app.settings.database_url:
+                database = app.settings.database
+        if database is not None:
+            reader = django_reader(database, close=True)
             self.registry.register(QueueCollector(reader))
         client = _client()
         try:

@@ -42,6 +42,10 @@ DATABASES = {
 if os.environ.get("SONIQ_WORKER_DATABASE_NAME"):
     DATABASES["default"]["NAME"] = os.environ["SONIQ_WORKER_DATABASE_NAME"]
     DATABASES["sqlite"]["NAME"] = DATABASES["sqlite"]["TEST"]["NAME"]
+# ... and through a PgBouncer on this port (tests/pgbouncer.py), configured as the docs say.
+if os.environ.get("SONIQ_WORKER_DATABASE_PORT"):
+    DATABASES["default"]["PORT"] = os.environ["SONIQ_WORKER_DATABASE_PORT"]
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 SONIQ = {"DATABASE": "default", "APP": "config.tasks:app"}
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
