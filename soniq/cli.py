@@ -120,13 +120,13 @@ def worker(options: argparse.Namespace) -> int:
                 ",".join(app.settings.queues),
             )
     gauges = None
-    url = app.settings.database_url
-    if options.metrics_port is not None and url and not url.startswith("memory:"):
-        # The queue gauges are read as `soniq status` reads them, through Django's ORM: a
-        # minimal configuration on the worker's database, made only for them (after the jobs
-        # modules, which may configure Django themselves).
-        if _configure_django(url):
-            gauges = "default"
+    url = app.settings.database_url or ""
+    # The queue gauges are read as `soniq status` reads them, through Django's ORM: a minimal
+    # configuration on the worker's database, made only for them (after the jobs modules,
+    # which may configure Django themselves).
+    wants_gauges = options.metrics_port is not None and not url.startswith("memory:")
+    if url and wants_gauges and _configure_django(url):
+        gauges = "default"
     _worker_cli.run(
         app, options.concurrency, queues, options.run_once, options.metrics_port, gauges
     )

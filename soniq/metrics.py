@@ -156,9 +156,9 @@ class WorkerMetrics:
         self.busy.set_function(lambda: worker.busy_slots)
         from soniq import _integration
 
-        if database is None and _integration.django_is_configured():
-            if not app.settings.database_url:
-                database = app.settings.database
+        own_django_database = not app.settings.database_url
+        if database is None and own_django_database and _integration.django_is_configured():
+            database = app.settings.database
         if database is not None:
             reader = django_reader(database, close=True)
             self.registry.register(QueueCollector(reader))

@@ -121,10 +121,10 @@ class PgBouncer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1):
                     return
-            except OSError:
+            except OSError as exc:
                 if time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"PgBouncer did not listen in time:\n{self.log()}")
+                    raise RuntimeError(f"PgBouncer did not listen in time:\n{self.log()}") from exc
                 time.sleep(0.02)
 
     def stop(self) -> None:

@@ -1,4 +1,5 @@
 """Jobs for the standalone processes behind PgBouncer: no Django anywhere in the process.
+Sync jobs, so that the worker's thread pool runs them too.
 
 Each run appends a line ``label job_id attempt pid`` to the file named by PGBOUNCER_RUNS_FILE
 (one short write in append mode, whole even with several processes), so the test counts
@@ -24,12 +25,12 @@ def jobs_on(app: Soniq) -> Soniq:
     (which must know them: a job's options, such as its retries, are written at enqueue)."""
 
     @app.job(name="bouncer.add")
-    async def add(n: int, ctx: JobContext) -> int:
+    def add(n: int, ctx: JobContext) -> int:
         _record("add", ctx)
         return n + 1
 
     @app.job(name="bouncer.refuse", retries=0)
-    async def refuse(ctx: JobContext) -> str:
+    def refuse(ctx: JobContext) -> str:
         """Fails until the file PGBOUNCER_RUNS_FILE + ".fixed" exists: dead letters."""
         _record("refuse", ctx)
         if not Path(os.environ["PGBOUNCER_RUNS_FILE"] + ".fixed").exists():
@@ -37,7 +38,7 @@ def jobs_on(app: Soniq) -> Soniq:
         return "sent"
 
     @app.periodic(every=1, name="bouncer.tick")
-    async def tick(ctx: JobContext) -> None:
+    def tick(ctx: JobContext) -> None:
         _record("tick", ctx)
 
     return app
