@@ -260,6 +260,7 @@ def cli_run(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         queues: list[str] | None,
         once: bool,
         metrics_port: int | None = None,
+        metrics_database: str | None = None,
     ) -> bool:
         seen["queues"] = queues
         seen["metrics_port"] = metrics_port
