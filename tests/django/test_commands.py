@@ -48,6 +48,7 @@ def busy(rows: Rows) -> dict[str, Any]:
     rows.job(scheduled_at=now - timedelta(seconds=30))
     rows.scheduled()
     rows.running(alive)
+    rows.running(alive, started_at=None)  # claimed ahead, not started yet
     rows.job(status="done", finished_at=now - timedelta(minutes=10), attempts=1)
     rows.job(status="done", finished_at=now - timedelta(hours=3), attempts=1)  # not this hour
     rows.job(queue="emails", scheduled_at=now + timedelta(minutes=1))
@@ -65,7 +66,7 @@ def test_status_json_counts_each_queue_from_the_database(rows: Rows) -> None:
     data = json.loads(text)
     queues = {q["queue"]: q for q in data["queues"]}
     default = queues["default"]
-    assert (default["due"], default["scheduled"], default["processing"]) == (2, 1, 1)
+    assert (default["due"], default["scheduled"], default["processing"]) == (2, 1, 2)
     assert (default["done_last_hour"], default["failed_last_hour"], default["dead_letters"]) == (
         1,
         0,
@@ -77,6 +78,7 @@ def test_status_json_counts_each_queue_from_the_database(rows: Rows) -> None:
     assert emails["dead_letters"] == 2 and emails["oldest_due_age_seconds"] is None
     workers = {w["hostname"]: w for w in data["workers"]}
     assert workers["web-1"]["state"] == "alive" and workers["web-1"]["running"] == 1
+    assert workers["web-1"]["held"] == 2
     assert workers["web-1"]["id"] == str(made["alive"].id)
     assert workers["web-1"]["queues"] == ["default"] and workers["web-1"]["tasks"] == ["a", "b"]
     assert workers["web-2"]["state"] == "stale" and workers["web-2"]["queues"] is None
@@ -91,7 +93,7 @@ def test_status_json_counts_each_queue_from_the_database(rows: Rows) -> None:
 
 
 def test_status_text_is_an_aligned_table(rows: Rows) -> None:
-    busy(rows)
+    made = busy(rows)
     code, text = soniq("status")
     assert code == 0
     lines = text.splitlines()
@@ -112,11 +114,14 @@ def test_status_text_is_an_aligned_table(rows: Rows) -> None:
     ]
     # Numbers right-aligned under their headers.
     assert default.index(" 2  ") > 0 and len(default.split()) >= 8
-    assert default.split()[1:7] == ["2", "1", "1", "1", "0", "0"]
+    assert default.split()[1:7] == ["2", "1", "2", "1", "0", "0"]
     assert "min" in default  # the oldest due job's age, "5 min 0 s"
     assert "Workers: 1 alive, 0 stopping, 1 stale" in text
     worker_line = next(line for line in lines if "web-1" in line)
     assert "alive" in worker_line and "default" in worker_line
+    worker_header = next(line for line in lines if line.startswith("ID"))
+    assert worker_header.split()[6:9] == ["RUNNING", "SLOTS", "HELD"]
+    assert worker_line.split()[6:9] == ["1", str(made["alive"].concurrency), "2"]
     assert "Schedules: 1" in text and any(line.startswith("digest") for line in lines)
 
 
