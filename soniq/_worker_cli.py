@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import threading
@@ -86,6 +87,10 @@ def run(
     metrics_port: int | None = None,
     metrics_database: str | None = None,
 ) -> bool:
+    # What exists by now (the jobs modules, Django, the libraries) lives as long as the
+    # process: keep it out of the collector's full passes, which would otherwise rescan it
+    # while the worker allocates a few objects per job (about 1 µs per no-op job, measured).
+    gc.freeze()
     ran = asyncio.run(
         app.run_worker(
             concurrency=concurrency,

@@ -293,10 +293,12 @@ class Soniq:
         concurrency: int | None = None,
         *,
         extra_hooks: Mapping[str, Sequence[Callable[..., Any]]] | None = None,
+        observer: Any = None,
     ) -> Any:
         """A :class:`soniq.worker.Worker` for this app's jobs (with Django's ORM hygiene and
         signals when running inside Django). ``extra_hooks`` are called after the app's own,
-        for this worker only."""
+        for this worker only; ``observer`` (a :class:`soniq.worker.observer.JobObserver`, such
+        as :class:`soniq.metrics.WorkerMetrics`) is told of every attempt's start and end."""
         from soniq.worker import Worker
 
         settings = self.settings
@@ -304,7 +306,7 @@ class Soniq:
         for event, callbacks in (extra_hooks or {}).items():
             hooks.setdefault(event, []).extend(callbacks)  # an unknown event: Worker refuses it
         sync_call_wrapper = None
-        if _integration.django_is_configured():
+        if _integration.django_project():
             from soniq.django_worker import signal_hooks, with_fresh_connections
 
             for event, callbacks in signal_hooks(self).items():
@@ -316,6 +318,7 @@ class Soniq:
             settings,
             hooks,
             sync_call_wrapper=sync_call_wrapper,
+            observer=observer,
         )
 
     async def run_worker(
@@ -337,9 +340,7 @@ class Soniq:
             from soniq.metrics import WorkerMetrics
 
             metrics = WorkerMetrics()  # refuses at once without prometheus_client
-        worker = self.make_worker(
-            concurrency, extra_hooks=metrics.hooks() if metrics is not None else None
-        )
+        worker = self.make_worker(concurrency, observer=metrics)
         try:
             if metrics is not None and metrics_port is not None:
                 metrics.serve(worker, metrics_port, self, metrics_database)

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from soniq import _discovery, _worker_cli
+from soniq import _discovery, _integration, _worker_cli
 from soniq.core.errors import ConfigurationError, DatabaseUnavailableError, SoniqError
 from soniq.core.settings import build_settings
 
@@ -27,6 +27,7 @@ def _configure_django(database_url: str) -> bool:
 
     if settings.configured:
         return False
+    _integration.configured_for_soniq_only = True
     if database_url.startswith("sqlite"):
         from soniq.backends.sqlite.backend import path_from_url
 

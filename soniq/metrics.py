@@ -2,7 +2,7 @@
 ``django-soniq[prometheus]``); nothing here writes the exposition format by hand.
 
 In a worker (``soniq worker --metrics-port N``, ``manage.py soniq_worker --metrics-port N``,
-``app.run_worker(metrics_port=N)``), from hooks on every job:
+``app.run_worker(metrics_port=N)``), as the worker's observer of every attempt:
 
 - ``soniq_jobs_processed_total{task,queue,outcome}``: attempts ended, ``outcome`` being
   ``succeeded``, ``retried`` (failed, another attempt will come) or ``failed`` (failed for
@@ -13,7 +13,8 @@ In a worker (``soniq worker --metrics-port N``, ``manage.py soniq_worker --metri
 - ``soniq_worker_busy_slots``: slots taken now.
 
 Queue gauges, read from the database at most every :data:`QUEUE_TTL` seconds (a scrape in
-between gets the figures read last), in the worker when it runs inside Django and in the
+between gets the figures read last), in the worker (through Django's connection to its
+database: the project's, or the minimal configuration ``soniq worker`` makes) and in the
 Django view ``soniq.views.metrics``:
 
 - ``soniq_queue_jobs{queue,state}``: ``state`` ``due``, ``scheduled``, ``processing``;
@@ -27,13 +28,16 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from soniq.core.errors import ConfigurationError
+from soniq.core.records import ClaimedJob
 
 QUEUE_TTL = 5.0
+FOLD_EVERY = 1024
 
 
 def _client() -> Any:
@@ -80,8 +84,9 @@ class _Histograms:
 
 
 class WorkerMetrics:
-    """The worker's own metrics, in a registry of their own (``registry``). The hooks run on
-    the worker's event loop; a scrape reads under the same lock, from the HTTP thread."""
+    """The worker's own metrics, in a registry of their own (``registry``): the worker's
+    observer, called on its event loop; a scrape reads under the same lock, from the HTTP
+    thread."""
 
     def __init__(self) -> None:
         client = _client()
@@ -90,42 +95,40 @@ class WorkerMetrics:
             "soniq_worker_busy_slots", "The worker's slots taken now.", registry=self.registry
         )
         self._lock = threading.Lock()
+        self._ended: deque[tuple[str, str, str, float]] = deque()  # not folded yet
+        self._waited: deque[tuple[str, float]] = deque()
         self._processed: dict[tuple[str, str, str], int] = {}
         self._durations = _Histograms(client.Histogram.DEFAULT_BUCKETS[:-1])
         self._waits = _Histograms(client.Histogram.DEFAULT_BUCKETS[:-1])
-        # job id -> monotonic start; an attempt cut off by a shutdown or a fence ends in no
-        # hook, and its entry goes with the next attempt of the same job or the process.
-        self._started: dict[str, float] = {}
         self.registry.register(_JobCollector(self))
         self.server: Any = None
 
-    def hooks(self) -> dict[str, list[Callable[..., Any]]]:
-        return {"before_job": [self._before], "after_job": [self._after], "on_error": [self._error]}
+    # The worker's observer (soniq.worker.observer.JobObserver), called on its event loop.
+    # Each call only appends to a deque (thread-safe without a lock); the figures are folded
+    # into the totals every FOLD_EVERY attempts and before each scrape: about 1 µs per job on
+    # the worker's hot path, against about 3 when each call updated the totals itself.
 
-    def _before(self, ctx: Any) -> None:
-        self._started[ctx.job_id] = time.monotonic()
-        due = ctx.scheduled_at or ctx.created_at
+    def job_started(self, job: ClaimedJob) -> None:
+        due = job.scheduled_at or job.created_at
         if due is not None:
-            waited = max(time.time() - due.timestamp(), 0.0)
-            with self._lock:
-                self._waits.observe((ctx.queue,), waited)
+            self._waited.append((job.queue, time.time() - due.timestamp()))
 
-    def _after(self, ctx: Any, value: Any) -> None:
-        self._ended(ctx, "succeeded")
+    def job_ended(self, job: ClaimedJob, outcome: str, started: float) -> None:
+        self._ended.append((job.task_name, job.queue, outcome, time.monotonic() - started))
+        if len(self._ended) >= FOLD_EVERY:
+            self._fold()
 
-    def _error(self, ctx: Any, exc: BaseException) -> None:
-        from soniq.worker.results import ResultTooLargeError
-
-        final = ctx.attempt >= ctx.max_attempts or isinstance(exc, ResultTooLargeError)
-        self._ended(ctx, "failed" if final else "retried")
-
-    def _ended(self, ctx: Any, outcome: str) -> None:
-        started = self._started.pop(ctx.job_id, None)
-        key = (ctx.job_name, ctx.queue, outcome)
-        with self._lock:
-            self._processed[key] = self._processed.get(key, 0) + 1
-            if started is not None:
-                self._durations.observe(key[:2], time.monotonic() - started)
+    def _fold(self) -> None:
+        with self._lock:  # one folder at a time; appends go on meanwhile
+            processed, ended, waited = self._processed, self._ended, self._waited
+            for _ in range(len(ended)):
+                task, queue, outcome, took = ended.popleft()
+                key = (task, queue, outcome)
+                processed[key] = processed.get(key, 0) + 1
+                self._durations.observe((task, queue), took)
+            for _ in range(len(waited)):
+                queue, seconds = waited.popleft()
+                self._waits.observe((queue,), max(seconds, 0.0))
 
     def families(self) -> list[Any]:
         from prometheus_client.core import CounterMetricFamily
@@ -135,6 +138,7 @@ class WorkerMetrics:
             "Job attempts ended, by task, queue and outcome (succeeded, retried, failed).",
             labels=["task", "queue", "outcome"],
         )
+        self._fold()
         with self._lock:
             for labels, count in self._processed.items():
                 processed.add_metric(list(labels), count)

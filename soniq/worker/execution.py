@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future
@@ -23,6 +24,7 @@ from soniq.core.settings import SoniqSettings
 from soniq.core.spec import JobSpec
 from soniq.worker.deadlines import Deadlines
 from soniq.worker.hooks import call_hooks
+from soniq.worker.observer import FAILED, RETRIED, SUCCEEDED, JobObserver
 from soniq.worker.results import (
     MAX_RESULT_BYTES,
     ResultTooLargeError,
@@ -202,7 +204,9 @@ class JobRunner:
         traceback_limit: int = TRACEBACK_LIMIT,
         max_result_bytes: int = MAX_RESULT_BYTES,
         masked_names: tuple[str, ...] = masking.DEFAULT_MASKED_NAMES,
+        observer: JobObserver | None = None,
     ) -> None:
+        self.observer = observer
         self.message_limit = message_limit
         self.traceback_limit = traceback_limit
         self.max_result_bytes = max_result_bytes
@@ -247,6 +251,11 @@ class JobRunner:
             ctx = job_context(job, job.claimed_by or self.worker_id(), flag)
             if self.hooks["before_job"]:
                 await call_hooks(self.hooks["before_job"], ctx)
+        observer = self.observer
+        started = 0.0
+        if observer is not None:
+            started = time.monotonic()
+            observer.job_started(job)
         limit = spec.timeout if spec.timeout is not None else self.default_timeout
         try:
             kwargs = job_arguments(spec, job, ctx)
@@ -255,20 +264,24 @@ class JobRunner:
             else:
                 value = await self._in_thread(spec.func, kwargs, limit, job)
         except Exception as exc:
-            outcome = await self._failed(ctx, job, exc)
+            outcome = await self._failed(ctx, job, exc, started)
             return dataclasses.replace(outcome, contact_lost=flag.is_set())
         try:
             result_json = encode_result(
                 job, value, max_bytes=self.max_result_bytes, masked_names=self.masked_names
             )
         except ResultTooLargeError as exc:
-            outcome = await self._failed(ctx, job, exc)
+            outcome = await self._failed(ctx, job, exc, started)
             return dataclasses.replace(outcome, dead_letter_reason=exc.reason)
         if ctx is not None and self.hooks["after_job"]:
             await call_hooks(self.hooks["after_job"], ctx, value)
+        if observer is not None:
+            observer.job_ended(job, SUCCEEDED, started)
         return Outcome(True, result_json=result_json)
 
-    async def _failed(self, ctx: JobContext | None, job: ClaimedJob, exc: Exception) -> Outcome:
+    async def _failed(
+        self, ctx: JobContext | None, job: ClaimedJob, exc: Exception, started: float
+    ) -> Outcome:
         logger.warning(
             "job %s (%s) attempt %d/%d failed: %s: %s",
             job.id,
@@ -280,6 +293,9 @@ class JobRunner:
         )
         if ctx is not None and self.hooks["on_error"]:
             await call_hooks(self.hooks["on_error"], ctx, exc)
+        if self.observer is not None:
+            final = job.attempt >= job.max_attempts or isinstance(exc, ResultTooLargeError)
+            self.observer.job_ended(job, FAILED if final else RETRIED, started)
         record = error_record(
             job,
             job.claimed_by or self.worker_id(),

@@ -28,6 +28,7 @@ from soniq.core.spec import JobSpec
 from soniq.worker.execution import JobRunner, Outcome, SyncCallWrapper, stripped
 from soniq.worker.hooks import Hooks, check_hooks
 from soniq.worker.liveness import Liveness
+from soniq.worker.observer import JobObserver
 from soniq.worker.pace import Pace
 from soniq.worker.progress import ProgressWriter
 from soniq.worker.results import refusal_text
@@ -72,8 +73,10 @@ class Worker:
         hooks: Hooks | None = None,
         *,
         sync_call_wrapper: SyncCallWrapper | None = None,
+        observer: JobObserver | None = None,
     ) -> None:
         self.backend = backend
+        self.observer = observer
         self.registry = registry
         self.settings = settings if settings is not None else build_settings()
         self.hooks = check_hooks(hooks)
@@ -870,6 +873,7 @@ class Worker:
             traceback_limit=self.settings.traceback_limit,
             max_result_bytes=self.settings.max_result_bytes,
             masked_names=self.settings.admin_masked_args,
+            observer=self.observer,
         )
         self._runner_in_use = runner
         if self._writer is not None:

@@ -1,4 +1,4 @@
-"""The Prometheus metrics: the worker's hooks, the queue gauges and the Django view, each
+"""The Prometheus metrics: the worker's observer, the queue gauges and the Django view, each
 parsed back with prometheus_client's own parser. A real worker serving them over HTTP is in
 tests/acceptance/test_metrics_endpoint.py."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 from django.conf import settings
@@ -15,9 +14,8 @@ from django.test import Client, override_settings
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from soniq import ConfigurationError, JobContext
+from soniq import ConfigurationError, JobContext, Soniq
 from soniq.metrics import QueueCollector, QueueFigures, WorkerMetrics
-from soniq.worker.results import ResultTooLargeError
 from tests.rows import Rows
 
 
@@ -30,42 +28,58 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def context(attempt: int = 1, max_attempts: int = 3, **fields: Any) -> JobContext:
-    values: dict[str, Any] = {
-        "job_id": "j-1",
-        "job_name": "shop.jobs.remind",
-        "attempt": attempt,
-        "max_attempts": max_attempts,
-        "queue": "emails",
-        "scheduled_at": datetime.now(UTC) - timedelta(seconds=2),
-        "created_at": datetime.now(UTC) - timedelta(seconds=3),
-    }
-    values.update(fields)
-    return JobContext(**values)
+@pytest.mark.asyncio
+async def test_worker_metrics_count_outcomes_durations_and_waits() -> None:
+    """A real worker (memory backend) with the metrics as its observer."""
+    app = Soniq(database_url="memory://", max_result_bytes=1024)
 
+    @app.job(name="m.ok")
+    async def ok() -> int:
+        return 42
 
-def test_worker_metrics_count_outcomes_durations_and_waits() -> None:
+    @app.job(name="m.flaky", retries=1, retry_delay=0)
+    def flaky(ctx: JobContext) -> int:  # a sync job: observed from the thread pool's side too
+        if ctx.attempt == 1:
+            raise ValueError("first attempt fails")
+        return ctx.attempt
+
+    @app.job(name="m.bad", retries=0)
+    async def bad() -> None:
+        raise ValueError("always")
+
+    @app.job(name="m.huge", retries=3)
+    async def huge() -> str:
+        return "x" * 2000  # over max_result_bytes: failed for good, retries left or not
+
+    await ok.using(scheduled_at=datetime.now(UTC) - timedelta(seconds=2)).aenqueue()
+    for job in (flaky, bad, huge):
+        await job.aenqueue()
     metrics = WorkerMetrics()
-    hooks = metrics.hooks()
-    for ctx, event, argument in [
-        (context(job_id="a"), "after_job", 42),  # succeeded
-        (context(job_id="b", attempt=1), "on_error", ValueError("x")),  # retried
-        (context(job_id="c", attempt=3), "on_error", ValueError("x")),  # failed: last attempt
-        (context(job_id="d", attempt=1), "on_error", ResultTooLargeError("big")),  # failed
-    ]:
-        hooks["before_job"][0](ctx)
-        hooks[event][0](ctx, argument)
+    worker = app.make_worker(observer=metrics)
+    try:
+        await worker.run(concurrency=2, run_once=True)
+    finally:
+        await worker.backend.close()
     found = samples(generate_latest(metrics.registry).decode())
-    labels = (("queue", "emails"), ("task", "shop.jobs.remind"))
-    assert found[("soniq_jobs_processed_total", (("outcome", "succeeded"), *labels))] == 1
-    assert found[("soniq_jobs_processed_total", (("outcome", "retried"), *labels))] == 1
+
+    def processed(task: str, outcome: str) -> float | None:
+        labels = (("outcome", outcome), ("queue", "default"), ("task", task))
+        return found.get(("soniq_jobs_processed_total", labels))
+
+    assert processed("m.ok", "succeeded") == 1
+    assert (processed("m.flaky", "retried"), processed("m.flaky", "succeeded")) == (1, 1)
+    assert processed("m.bad", "failed") == 1
     # Out of attempts, or a result too large to store: failed for good.
-    assert found[("soniq_jobs_processed_total", (("outcome", "failed"), *labels))] == 2
-    assert found[("soniq_job_duration_seconds_count", labels)] == 4
-    assert found[("soniq_job_wait_seconds_count", (("queue", "emails"),))] == 4
-    # Waited about 2 s: from scheduled_at, the due time.
-    assert 2 <= found[("soniq_job_wait_seconds_sum", (("queue", "emails"),))] / 4 < 10
-    assert metrics._started == {}
+    assert processed("m.huge", "failed") == 1 and processed("m.huge", "retried") is None
+    durations = {
+        labels: value
+        for (name, labels), value in found.items()
+        if name == "soniq_job_duration_seconds_count"
+    }
+    assert sum(durations.values()) == 5
+    assert found[("soniq_job_wait_seconds_count", (("queue", "default"),))] == 5
+    # m.ok waited at least the 2 s since its scheduled_at, the due time.
+    assert found[("soniq_job_wait_seconds_sum", (("queue", "default"),))] >= 2
 
 
 def test_the_queue_collector_reads_at_most_every_ttl() -> None:
