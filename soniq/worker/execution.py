@@ -252,10 +252,7 @@ class JobRunner:
             if self.hooks["before_job"]:
                 await call_hooks(self.hooks["before_job"], ctx)
         observer = self.observer
-        started = 0.0
-        if observer is not None:
-            started = time.monotonic()
-            observer.job_started(job)
+        started = time.time() if observer is not None else 0.0
         limit = spec.timeout if spec.timeout is not None else self.default_timeout
         try:
             kwargs = job_arguments(spec, job, ctx)

@@ -2,8 +2,8 @@
 
 Hooks could say the same, but each hooked job costs a job context and the hook machinery:
 measured on a drain of no-op jobs, metrics through hooks added about 7 µs of worker CPU per
-job, and through these two plain calls about 2.5 µs. An observer is called on the worker's
-event loop and must return at once.
+job. An observer gets one plain call per attempt, on the worker's event loop, and must return
+at once (the metrics only append to a deque there).
 """
 
 from __future__ import annotations
@@ -18,10 +18,8 @@ SUCCEEDED, RETRIED, FAILED = "succeeded", "retried", "failed"
 
 
 class JobObserver(Protocol):
-    def job_started(self, job: ClaimedJob) -> None:
-        """The attempt starts now (its arguments are about to be passed to the function)."""
-
     def job_ended(self, job: ClaimedJob, outcome: str, started: float) -> None:
-        """The attempt ended with ``outcome`` (:data:`SUCCEEDED`, :data:`RETRIED` or
-        :data:`FAILED`); ``started`` is ``time.monotonic()`` at its start. An attempt cut off
-        by a shutdown or a lost lease does not end here: its job goes back to the queue."""
+        """An attempt of ``job`` ended with ``outcome`` (:data:`SUCCEEDED`, :data:`RETRIED`
+        or :data:`FAILED`); ``started`` is ``time.time()`` when the attempt started. An
+        attempt cut off by a shutdown or a lost lease does not end here: its job goes back to
+        the queue, and its next attempt is the one observed."""
