@@ -298,7 +298,7 @@ class Soniq:
         """A :class:`soniq.worker.Worker` for this app's jobs (with Django's ORM hygiene and
         signals when running inside Django). ``extra_hooks`` are called after the app's own,
         for this worker only; ``observer`` (a :class:`soniq.worker.observer.JobObserver`, such
-        as :class:`soniq.metrics.WorkerMetrics`) is told of every attempt's start and end."""
+        as :class:`soniq.metrics.WorkerMetrics`) is told of the end of every attempt."""
         from soniq.worker import Worker
 
         settings = self.settings

@@ -28,7 +28,6 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +36,6 @@ from soniq.core.errors import ConfigurationError
 from soniq.core.records import ClaimedJob
 
 QUEUE_TTL = 5.0
-FOLD_EVERY = 1024
 
 
 def _client() -> Any:
@@ -51,10 +49,11 @@ def _client() -> Any:
 
 
 class _Histograms:
-    """Bucket counts and sums per label values, kept in plain dicts: about a microsecond per
+    """Bucket counts and sums per label values, kept in plain dicts and updated without a
+    lock from one thread (the worker's event loop): a fraction of a microsecond per
     observation on the worker's hot path, where ``prometheus_client.Histogram`` (locks on
     every bucket and sum) costs several. The exposition is still the library's
-    (``HistogramMetricFamily``)."""
+    (``HistogramMetricFamily``), built from copies (see :meth:`family`)."""
 
     def __init__(self, bounds: Sequence[float]) -> None:
         self.bounds = tuple(bounds)
@@ -62,6 +61,8 @@ class _Histograms:
         self.sums: dict[tuple[str, ...], float] = {}
 
     def observe(self, labels: tuple[str, ...], value: float) -> None:
+        if value < 0.0:  # a clock stepped back
+            value = 0.0
         counts = self.counts.get(labels)
         if counts is None:
             counts = self.counts[labels] = [0] * (len(self.bounds) + 1)
@@ -74,19 +75,23 @@ class _Histograms:
         from prometheus_client.utils import floatToGoString
 
         family = HistogramMetricFamily(name, text, labels=label_names)
-        for labels, counts in self.counts.items():
+        # Copies taken in one step each (dict() and list() of these copy in C, without
+        # letting the loop thread run in between), so the observing thread needs no lock. A
+        # scrape may see a sum one observation apart from its buckets, never torn buckets.
+        sums = dict(self.sums)
+        for labels, shared in dict(self.counts).items():
+            counts = list(shared)
             cumulative, buckets = 0, []
             for bound, count in zip((*self.bounds, float("inf")), counts, strict=True):
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
-            family.add_metric(list(labels), buckets, self.sums[labels])
+            family.add_metric(list(labels), buckets, sums.get(labels, 0.0))
         return family
 
 
 class WorkerMetrics:
     """The worker's own metrics, in a registry of their own (``registry``): the worker's
-    observer, called on its event loop; a scrape reads under the same lock, from the HTTP
-    thread."""
+    observer, called on its event loop only; a scrape, from the HTTP thread, reads copies."""
 
     def __init__(self) -> None:
         client = _client()
@@ -94,37 +99,24 @@ class WorkerMetrics:
         self.busy = client.Gauge(
             "soniq_worker_busy_slots", "The worker's slots taken now.", registry=self.registry
         )
-        self._lock = threading.Lock()
-        # (job, outcome, started, ended) of the attempts not folded into the totals yet
-        self._ended: deque[tuple[ClaimedJob, str, float, float]] = deque()
         self._processed: dict[tuple[str, str, str], int] = {}
         self._durations = _Histograms(client.Histogram.DEFAULT_BUCKETS[:-1])
         self._waits = _Histograms(client.Histogram.DEFAULT_BUCKETS[:-1])
         self.registry.register(_JobCollector(self))
         self.server: Any = None
 
-    # The worker's observer (soniq.worker.observer.JobObserver), called on its event loop.
-    # It only appends to a deque (thread-safe without a lock); the attempts are folded into
-    # the totals every FOLD_EVERY attempts and before each scrape.
-
     def job_ended(self, job: ClaimedJob, outcome: str, started: float) -> None:
-        ended = self._ended
-        ended.append((job, outcome, started, time.time()))
-        if len(ended) >= FOLD_EVERY:
-            self._fold()
-
-    def _fold(self) -> None:
-        with self._lock:  # one folder at a time; appends go on meanwhile
-            ended, processed = self._ended, self._processed
-            for _ in range(len(ended)):
-                job, outcome, started, stopped = ended.popleft()
-                task, queue = job.task_name, job.queue
-                key = (task, queue, outcome)
-                processed[key] = processed.get(key, 0) + 1
-                self._durations.observe((task, queue), max(stopped - started, 0.0))
-                due = job.scheduled_at or job.created_at
-                if due is not None:
-                    self._waits.observe((queue,), max(started - due.timestamp(), 0.0))
+        """The worker's observer (soniq.worker.observer.JobObserver): one call per attempt,
+        on the worker's event loop, about 1.3 µs."""
+        stopped = time.time()
+        task, queue = job.task_name, job.queue
+        key = (task, queue, outcome)
+        processed = self._processed
+        processed[key] = processed.get(key, 0) + 1
+        self._durations.observe((task, queue), stopped - started)
+        due = job.scheduled_at or job.created_at
+        if due is not None:
+            self._waits.observe((queue,), started - due.timestamp())
 
     def families(self) -> list[Any]:
         from prometheus_client.core import CounterMetricFamily
@@ -134,18 +126,16 @@ class WorkerMetrics:
             "Job attempts ended, by task, queue and outcome (succeeded, retried, failed).",
             labels=["task", "queue", "outcome"],
         )
-        self._fold()
-        with self._lock:
-            for labels, count in self._processed.items():
-                processed.add_metric(list(labels), count)
-            durations = self._durations.family(
-                "soniq_job_duration_seconds", "How long a job's function ran.", ["task", "queue"]
-            )
-            waits = self._waits.family(
-                "soniq_job_wait_seconds",
-                "From a job's due time (enqueue or scheduled_at) to its start.",
-                ["queue"],
-            )
+        for labels, count in dict(self._processed).items():  # a copy: see _Histograms.family
+            processed.add_metric(list(labels), count)
+        durations = self._durations.family(
+            "soniq_job_duration_seconds", "How long a job's function ran.", ["task", "queue"]
+        )
+        waits = self._waits.family(
+            "soniq_job_wait_seconds",
+            "From a job's due time (enqueue or scheduled_at) to its start.",
+            ["queue"],
+        )
         return [processed, durations, waits]
 
     def serve(self, worker: Any, port: int, app: Any, database: str | None = None) -> None:

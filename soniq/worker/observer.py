@@ -3,7 +3,7 @@
 Hooks could say the same, but each hooked job costs a job context and the hook machinery:
 measured on a drain of no-op jobs, metrics through hooks added about 7 µs of worker CPU per
 job. An observer gets one plain call per attempt, on the worker's event loop, and must return
-at once (the metrics only append to a deque there).
+at once: the metrics update a few counters there, about 1.3 µs.
 """
 
 from __future__ import annotations
