@@ -88,18 +88,24 @@ def run(
     metrics_database: str | None = None,
 ) -> bool:
     # What exists by now (the jobs modules, Django, the libraries) lives as long as the
-    # process: keep it out of the collector's full passes, which would otherwise rescan it
+    # worker: keep it out of the collector's full passes, which would otherwise rescan it
     # while the worker allocates a few objects per job (about 1 µs per no-op job, measured).
+    # Collected first, so that no garbage is frozen; thawed after, for a caller that goes on
+    # (call_command("soniq_worker") in a process of its own).
+    gc.collect()
     gc.freeze()
-    ran = asyncio.run(
-        app.run_worker(
-            concurrency=concurrency,
-            run_once=run_once,
-            queues=queues,
-            metrics_port=metrics_port,
-            metrics_database=metrics_database,
+    try:
+        ran = asyncio.run(
+            app.run_worker(
+                concurrency=concurrency,
+                run_once=run_once,
+                queues=queues,
+                metrics_port=metrics_port,
+                metrics_database=metrics_database,
+            )
         )
-    )
+    finally:
+        gc.unfreeze()
     stuck = job_threads_left(THREAD_EXIT_GRACE)
     if stuck:
         # A sync job that outlived its timeout or the shutdown cannot be interrupted; its job

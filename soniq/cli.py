@@ -27,13 +27,13 @@ def _configure_django(database_url: str) -> bool:
 
     if settings.configured:
         return False
-    _integration.configured_for_soniq_only = True
     if database_url.startswith("sqlite"):
         from soniq.backends.sqlite.backend import path_from_url
 
         sqlite = {"ENGINE": "django.db.backends.sqlite3", "NAME": path_from_url(database_url)}
         settings.configure(INSTALLED_APPS=["soniq"], DATABASES={"default": sqlite}, USE_TZ=True)
         django.setup()
+        _integration.configured_for_soniq_only = True
         return True
     params = parse_conninfo(database_url)
     named = {"dbname": "NAME", "user": "USER", "password": "PASSWORD", "host": "HOST"}
@@ -44,6 +44,7 @@ def _configure_django(database_url: str) -> bool:
     database["OPTIONS"] = params
     settings.configure(INSTALLED_APPS=["soniq"], DATABASES={"default": database}, USE_TZ=True)
     django.setup()
+    _integration.configured_for_soniq_only = True
     return True
 
 

@@ -107,16 +107,16 @@ class WorkerMetrics:
 
     def job_ended(self, job: ClaimedJob, outcome: str, started: float) -> None:
         """The worker's observer (soniq.worker.observer.JobObserver): one call per attempt,
-        on the worker's event loop, about 1.3 µs."""
-        stopped = time.time()
+        on the worker's event loop, about 1.1 µs. ``started``: ``time.monotonic()``."""
+        took = time.monotonic() - started
         task, queue = job.task_name, job.queue
         key = (task, queue, outcome)
         processed = self._processed
         processed[key] = processed.get(key, 0) + 1
-        self._durations.observe((task, queue), stopped - started)
+        self._durations.observe((task, queue), took)
         due = job.scheduled_at or job.created_at
-        if due is not None:
-            self._waits.observe((queue,), started - due.timestamp())
+        if due is not None:  # the wait: from the due time to the start, on the wall clock
+            self._waits.observe((queue,), time.time() - took - due.timestamp())
 
     def families(self) -> list[Any]:
         from prometheus_client.core import CounterMetricFamily

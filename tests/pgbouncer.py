@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
@@ -52,12 +52,14 @@ class PgBouncer:
                 "installs it when it runs as root or with sudo)."
             )
         server = urlsplit(postgres_url)
-        self.user = server.username or "postgres"
+        self.user = unquote(server.username or "postgres")
+        # The server's password, if it wants one: PgBouncer logs in with the auth file's.
+        password = unquote(server.password or "")
         self.port = _free_port()
         self.root = Path(tempfile.mkdtemp(prefix="soniq-pgbouncer-"))
         self.log_path = self.root / "pgbouncer.log"
         users = self.root / "users.txt"
-        users.write_text(f'"{self.user}" ""\n')
+        users.write_text(f'"{self.user}" "{password}"\n')
         config = self.root / "pgbouncer.ini"
         config.write_text(
             "\n".join(
@@ -97,9 +99,13 @@ class PgBouncer:
                 path.chmod(0o644)
             self.root.chmod(0o755)
             command = [binary, "-u", "nobody", str(config)]
-        self.process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
-        )
+        try:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+            )
+        except OSError:
+            shutil.rmtree(self.root, ignore_errors=True)
+            raise
         self._wait_started()
 
     def url(self, dbname: str) -> str:
@@ -113,26 +119,27 @@ class PgBouncer:
             return ""
 
     def _wait_started(self) -> None:
+        """Until PgBouncer says it listens on its port: its own log line, not a connection,
+        which another program that took the port meanwhile could answer."""
+        listening = f"listening on 127.0.0.1:{self.port}"
         deadline = time.monotonic() + _START_TIMEOUT
-        while True:
+        while listening not in self.log():
             if self.process.poll() is not None:
                 self.stop()
                 raise RuntimeError(f"PgBouncer exited at start-up:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"PgBouncer did not listen in time:\n{self.log()}") from exc
-                time.sleep(0.02)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"PgBouncer did not listen in time:\n{self.log()}")
+            time.sleep(0.02)
 
     def stop(self) -> None:
-        """Stop at once (SIGTERM), closing every server connection, and remove the files."""
+        """Stop, closing every server connection, and remove the files. SIGTERM first (an
+        immediate shutdown up to PgBouncer 1.22; later releases wait for their clients
+        there), then SIGKILL."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(10)
+                self.process.wait(3)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(10)

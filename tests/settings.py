@@ -44,6 +44,7 @@ if os.environ.get("SONIQ_WORKER_DATABASE_NAME"):
     DATABASES["sqlite"]["NAME"] = DATABASES["sqlite"]["TEST"]["NAME"]
 # ... and through a PgBouncer on this port (tests/pgbouncer.py), configured as the docs say.
 if os.environ.get("SONIQ_WORKER_DATABASE_PORT"):
+    DATABASES["default"]["HOST"] = "127.0.0.1"  # where the bouncer listens
     DATABASES["default"]["PORT"] = os.environ["SONIQ_WORKER_DATABASE_PORT"]
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 

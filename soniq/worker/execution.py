@@ -252,7 +252,7 @@ class JobRunner:
             if self.hooks["before_job"]:
                 await call_hooks(self.hooks["before_job"], ctx)
         observer = self.observer
-        started = time.time() if observer is not None else 0.0
+        started = time.monotonic() if observer is not None else 0.0
         limit = spec.timeout if spec.timeout is not None else self.default_timeout
         try:
             kwargs = job_arguments(spec, job, ctx)
@@ -261,14 +261,20 @@ class JobRunner:
             else:
                 value = await self._in_thread(spec.func, kwargs, limit, job)
         except Exception as exc:
-            outcome = await self._failed(ctx, job, exc, started)
-            return dataclasses.replace(outcome, contact_lost=flag.is_set())
+            outcome = await self._failed(ctx, job, exc)
+            lost = flag.is_set()  # then the worker puts the job back uncharged: no outcome
+            if observer is not None and not lost:
+                retried = job.attempt < job.max_attempts
+                observer.job_ended(job, RETRIED if retried else FAILED, started)
+            return dataclasses.replace(outcome, contact_lost=lost)
         try:
             result_json = encode_result(
                 job, value, max_bytes=self.max_result_bytes, masked_names=self.masked_names
             )
         except ResultTooLargeError as exc:
-            outcome = await self._failed(ctx, job, exc, started)
+            outcome = await self._failed(ctx, job, exc)
+            if observer is not None:  # dead-lettered at once, whatever attempts are left
+                observer.job_ended(job, FAILED, started)
             return dataclasses.replace(outcome, dead_letter_reason=exc.reason)
         if ctx is not None and self.hooks["after_job"]:
             await call_hooks(self.hooks["after_job"], ctx, value)
@@ -276,9 +282,7 @@ class JobRunner:
             observer.job_ended(job, SUCCEEDED, started)
         return Outcome(True, result_json=result_json)
 
-    async def _failed(
-        self, ctx: JobContext | None, job: ClaimedJob, exc: Exception, started: float
-    ) -> Outcome:
+    async def _failed(self, ctx: JobContext | None, job: ClaimedJob, exc: Exception) -> Outcome:
         logger.warning(
             "job %s (%s) attempt %d/%d failed: %s: %s",
             job.id,
@@ -290,9 +294,6 @@ class JobRunner:
         )
         if ctx is not None and self.hooks["on_error"]:
             await call_hooks(self.hooks["on_error"], ctx, exc)
-        if self.observer is not None:
-            final = job.attempt >= job.max_attempts or isinstance(exc, ResultTooLargeError)
-            self.observer.job_ended(job, FAILED if final else RETRIED, started)
         record = error_record(
             job,
             job.claimed_by or self.worker_id(),

@@ -38,7 +38,7 @@ async def test_worker_metrics_count_outcomes_durations_and_waits() -> None:
         return 42
 
     @app.job(name="m.flaky", retries=1, retry_delay=0)
-    def flaky(ctx: JobContext) -> int:  # a sync job: observed from the thread pool's side too
+    def flaky(ctx: JobContext) -> int:  # a sync job, run in the thread pool
         if ctx.attempt == 1:
             raise ValueError("first attempt fails")
         return ctx.attempt

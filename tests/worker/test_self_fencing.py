@@ -90,6 +90,13 @@ async def test_out_of_contact_the_worker_gives_up_its_jobs_and_takes_nothing_new
     sync_id = await app.enqueue(long_sync)
     stops_id = await app.enqueue(sync_stops)
     worker = workers(app)
+    observed: list[tuple[str, str]] = []  # what the worker's observer (its metrics) is told
+
+    class Observer:
+        def job_ended(self, job: Any, outcome: str, started: float) -> None:
+            observed.append((job.task_name, outcome))
+
+    worker.observer = Observer()
     cut = Cut(worker)
     with caplog.at_level(logging.INFO, logger="soniq.worker"):
         async with running(worker, concurrency=4):
@@ -123,6 +130,14 @@ async def test_out_of_contact_the_worker_gives_up_its_jobs_and_takes_nothing_new
     assert (stopped.result, stopped.attempts, stopped.errors) == ("ran again", 1, []), (
         "a job that stopped because of ctx.contact_lost is put back uncharged"
     )
+    # The attempts cut off (cancelled, or failed because contact was lost) ended in nothing:
+    # each job went back uncharged, and only its next attempt counts.
+    assert sorted(observed) == [
+        ("fence.later", "succeeded"),
+        ("fence.long_async", "succeeded"),
+        ("fence.long_sync", "succeeded"),
+        ("fence.sync_stops", "succeeded"),
+    ]
     assert cut.failed >= 2
     warnings = _messages(caplog, logging.WARNING)
     assert any("cannot reach the database" in message for message in warnings)
