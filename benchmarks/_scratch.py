@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,17 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "testproject")]
+
+
+def add_url_argument(parser: argparse.ArgumentParser) -> None:
+    """``--url``: the server to make scratch databases on (SONIQ_TEST_DATABASE_URL, or the
+    local one)."""
+    parser.add_argument(
+        "--url",
+        default=os.environ.get(
+            "SONIQ_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/postgres"
+        ),
+    )
 
 
 def database_url(base: str, name: str) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -112,12 +111,7 @@ def _claim_plan(url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--url",
-        default=os.environ.get(
-            "SONIQ_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/postgres"
-        ),
-    )
+    _scratch.add_url_argument(parser)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--million", action="store_true", help="also EXPLAIN the claim at 1M rows")
     parser.add_argument(

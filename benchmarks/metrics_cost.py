@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import socket
 import statistics
@@ -23,6 +22,8 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import _scratch
 
 from soniq.core.records import ClaimedJob
 from soniq.metrics import WorkerMetrics
@@ -78,12 +79,7 @@ def drain(url: str, jobs: int, metrics: bool) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--url",
-        default=os.environ.get(
-            "SONIQ_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/postgres"
-        ),
-    )
+    _scratch.add_url_argument(parser)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--jobs", type=int, default=100_000)
     options = parser.parse_args()

@@ -440,12 +440,7 @@ def _report(results: Results, log_path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--url",
-        default=os.environ.get(
-            "SONIQ_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1/postgres"
-        ),
-    )
+    _scratch.add_url_argument(parser)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=10)
