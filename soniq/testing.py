@@ -27,6 +27,7 @@ from soniq.backends.sqlite.statements import format_time
 from soniq.core.errors import ConfigurationError
 from soniq.core.records import ClaimedJob
 from soniq.core.retry import retry_delay_seconds
+from soniq.core.status import NOT_RETRYABLE
 from soniq.django_backend import format_placeholders
 from soniq.worker.execution import error_record, job_arguments, job_context
 from soniq.worker.results import ResultTooLargeError, encode_result
@@ -187,7 +188,9 @@ def drain(
             value = async_to_sync(spec.func)(**kwargs) if spec.is_async else spec.func(**kwargs)
         except Exception as exc:
             error = json.dumps(error_record(job, inline.worker_id, exc))
-            if job.attempt >= job.max_attempts:
+            if not spec.may_retry(exc):
+                inline.dead_letter(job, error, NOT_RETRYABLE)
+            elif job.attempt >= job.max_attempts:
                 inline.dead_letter(job, error)
             else:
                 inline.retry(job, retry_delay_seconds(spec, job.attempt), error)

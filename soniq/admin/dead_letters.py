@@ -31,14 +31,13 @@ from soniq.admin.jobs import JobDataMixin, QueueFilter, TaskFilter
 from soniq.admin.last_error import LastError
 from soniq.core.operations import ActionResult
 from soniq.core.redaction import Redaction
+from soniq.core.status import DEAD_LETTER_REASONS
 from soniq.models import DeadLetterJob, Job
 
 DEAD_LETTERS = ("dead letter", "dead letters")
-# The reasons soniq writes (the worker's "max_attempts" and "result_too_large", recovery's
-# "worker_lost"): a fixed list instead of Django's SELECT DISTINCT over the whole table on
-# every page load.
-REASONS = ("max_attempts", "worker_lost", "result_too_large")
-ReasonFilter = choices_filter("reason", "reason", "reason", lambda: REASONS)
+# The reasons soniq writes: a fixed list instead of Django's SELECT DISTINCT over the whole
+# table on every page load.
+ReasonFilter = choices_filter("reason", "reason", "reason", lambda: DEAD_LETTER_REASONS)
 # Characters of the last error's class read for the list (a class name is short; a crafted
 # one is cut).
 ERROR_TYPE_CHARS = 200

@@ -14,10 +14,9 @@ from typing import Any
 
 from soniq.commands import _output, _records
 from soniq.commands._settings import soniq_settings
+from soniq.core.status import DEAD_LETTER_REASONS
 
 HELP = "list, show, requeue, delete and export dead letters"
-
-REASONS = ("max_attempts", "worker_lost", "result_too_large")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--queue")
     parser.add_argument("--task", help="the task name")
-    parser.add_argument("--reason", choices=REASONS)
+    parser.add_argument("--reason", choices=DEAD_LETTER_REASONS)
 
 
 def _matching(options: argparse.Namespace, alias: str) -> Any:

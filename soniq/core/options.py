@@ -94,6 +94,19 @@ def check_retry_delay(value: Any) -> float | tuple[float, ...]:
     return check_seconds(value)
 
 
+def check_exception_types(value: Any) -> tuple[type[Exception], ...]:
+    """An exception class, or a list or tuple of them (``retry_on``, ``no_retry_on``)."""
+    given = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+    if not given:
+        raise ValueError("must name at least one exception class")
+    for item in given:
+        if not (isinstance(item, type) and issubclass(item, Exception)):
+            raise ValueError(
+                f"must be exception classes (subclasses of Exception), got {_shown(item)}"
+            )
+    return given
+
+
 def check_dedup_key(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a non-empty string, got {value!r}")

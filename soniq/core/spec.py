@@ -111,10 +111,20 @@ class JobSpec:
     timeout: float | None = None
     args_model: type[BaseModel] | None = None
     contract: ArgumentContract = field(default=None, repr=False)  # type: ignore[assignment]
+    # Which failures may be retried: only these exception types (and their subclasses), when
+    # given; never these. A failure that may not be retried is dead-lettered at once.
+    retry_on: tuple[type[Exception], ...] | None = None
+    no_retry_on: tuple[type[Exception], ...] = ()
 
     @property
     def max_attempts(self) -> int:
         return self.retries + 1
+
+    def may_retry(self, error: BaseException) -> bool:
+        """Whether a failure with ``error`` may be retried (attempts left or not)."""
+        if self.retry_on is not None and not isinstance(error, self.retry_on):
+            return False
+        return not isinstance(error, self.no_retry_on)
 
     @property
     def is_async(self) -> bool:
@@ -143,6 +153,8 @@ def build_job_spec(
     timeout: float | None = None,
     validate: type[BaseModel] | None = None,
     args_model: type[BaseModel] | None = None,
+    retry_on: Any = None,
+    no_retry_on: Any = None,
 ) -> JobSpec:
     """Validate the decorator's parameters and build the spec (aliases resolved)."""
     if not callable(func):
@@ -168,6 +180,21 @@ def build_job_spec(
         )
     if not isinstance(unique, bool) or not isinstance(retry_backoff, bool):
         raise JobDefinitionError(f"@app.job() for {job}: unique and retry_backoff are booleans")
+    retried = (
+        None
+        if retry_on is None
+        else _checked(job, "retry_on", options.check_exception_types, retry_on)
+    )
+    never = (
+        ()
+        if no_retry_on is None
+        else _checked(job, "no_retry_on", options.check_exception_types, no_retry_on)
+    )
+    both = sorted(kind.__qualname__ for kind in set(retried or ()) & set(never))
+    if both:
+        raise JobDefinitionError(
+            f"@app.job() for {job}: {', '.join(both)} in both retry_on and no_retry_on"
+        )
     return JobSpec(
         name=job,
         func=func,
@@ -192,4 +219,6 @@ def build_job_spec(
         ),
         args_model=model,
         contract=ArgumentContract.of(func),
+        retry_on=retried,
+        no_retry_on=never,
     )

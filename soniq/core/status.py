@@ -38,3 +38,10 @@ class Suspicion(IntEnum):
     UNCONFIRMED_START = 1
     #: Running when its worker died: it may be what killed the worker.
     LOST_WHILE_RUNNING = 2
+
+
+# Why a job is a dead letter (soniq_dead_letter_jobs.reason): its last attempt failed; its
+# worker was lost too often (recovery); its result was too large to store; it failed with an
+# error its job may not retry (retry_on / no_retry_on).
+NOT_RETRYABLE = "not_retryable"
+DEAD_LETTER_REASONS = ("max_attempts", "worker_lost", "result_too_large", NOT_RETRYABLE)

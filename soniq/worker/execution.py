@@ -22,6 +22,7 @@ from soniq.core.context import JobContext
 from soniq.core.records import ClaimedJob
 from soniq.core.settings import SoniqSettings
 from soniq.core.spec import JobSpec
+from soniq.core.status import NOT_RETRYABLE
 from soniq.worker.deadlines import Deadlines
 from soniq.worker.hooks import call_hooks
 from soniq.worker.observer import FAILED, RETRIED, SUCCEEDED, JobObserver
@@ -263,10 +264,15 @@ class JobRunner:
         except Exception as exc:
             outcome = await self._failed(ctx, job, exc)
             lost = flag.is_set()  # then the worker puts the job back uncharged: no outcome
+            retryable = spec.may_retry(exc)
             if observer is not None and not lost:
-                retried = job.attempt < job.max_attempts
+                retried = retryable and job.attempt < job.max_attempts
                 observer.job_ended(job, RETRIED if retried else FAILED, started)
-            return dataclasses.replace(outcome, contact_lost=lost)
+            return dataclasses.replace(
+                outcome,
+                contact_lost=lost,
+                dead_letter_reason=None if retryable else NOT_RETRYABLE,
+            )
         try:
             result_json = encode_result(
                 job, value, max_bytes=self.max_result_bytes, masked_names=self.masked_names

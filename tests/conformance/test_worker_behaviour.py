@@ -226,6 +226,50 @@ async def test_a_job_that_always_fails_is_dead_lettered(app: Soniq, workers: Mak
     assert await bounded(worker.run_once()) is False, "a dead letter is not claimed again"
 
 
+async def test_only_the_errors_a_job_may_retry_are_retried(app: Soniq, workers: MakeWorker) -> None:
+    calls: list[tuple[str, int]] = []
+
+    class PartnerDown(ConnectionError):
+        pass
+
+    @app.job(name="conf.partner", retries=3, retry_delay=0, retry_on=ConnectionError)
+    async def partner(fail_with: str, ctx: JobContext) -> str:
+        calls.append(("partner", ctx.attempt))
+        if ctx.attempt == 1:
+            raise PartnerDown("partner down")  # a ConnectionError: retried
+        if fail_with == "value":
+            raise ValueError("bad reply")  # not a ConnectionError: dead-lettered at once
+        return "sent"
+
+    @app.job(name="conf.strict", retries=3, retry_delay=0, no_retry_on=[KeyError])
+    def strict(ctx: JobContext) -> None:
+        calls.append(("strict", ctx.attempt))
+        raise KeyError("no such customer")
+
+    sent = await app.enqueue(partner, fail_with="none")
+    refused = await app.enqueue(partner, fail_with="value")
+    missing = await app.enqueue(strict)
+    worker = workers(app)
+    assert await bounded(worker.run_once()) is True
+    assert sorted(calls) == [
+        ("partner", 1),
+        ("partner", 1),
+        ("partner", 2),
+        ("partner", 2),
+        ("strict", 1),
+    ]
+    assert (await stored(app, sent)).status is JobStatus.DONE
+    for job_id, attempts, error_type in [
+        (refused, 2, "builtins.ValueError"),
+        (missing, 1, "builtins.KeyError"),
+    ]:
+        info = await stored(app, job_id)
+        assert info.status is JobStatus.DEAD_LETTER
+        assert info.dead_letter_reason == "not_retryable", "attempts were left"
+        assert (info.attempts, info.max_attempts) == (attempts, 4)
+        assert info.errors[-1]["error_type"] == error_type
+
+
 async def _picked_up_while_idle(app: Soniq, workers: MakeWorker) -> float:
     """Start a continuous worker, let it go idle, enqueue; seconds until the job is done."""
     assert app.settings.poll_interval == IDLE_POLL_INTERVAL

@@ -47,12 +47,16 @@ async def test_worker_metrics_count_outcomes_durations_and_waits() -> None:
     async def bad() -> None:
         raise ValueError("always")
 
+    @app.job(name="m.strict", retries=3, no_retry_on=ValueError)
+    async def strict() -> None:
+        raise ValueError("never retried")
+
     @app.job(name="m.huge", retries=3)
     async def huge() -> str:
         return "x" * 2000  # over max_result_bytes: failed for good, retries left or not
 
     await ok.using(scheduled_at=datetime.now(UTC) - timedelta(seconds=2)).aenqueue()
-    for job in (flaky, bad, huge):
+    for job in (flaky, bad, strict, huge):
         await job.aenqueue()
     metrics = WorkerMetrics()
     worker = app.make_worker(observer=metrics)
@@ -69,6 +73,8 @@ async def test_worker_metrics_count_outcomes_durations_and_waits() -> None:
     assert processed("m.ok", "succeeded") == 1
     assert (processed("m.flaky", "retried"), processed("m.flaky", "succeeded")) == (1, 1)
     assert processed("m.bad", "failed") == 1
+    # An error the job may not retry: failed for good, attempts left or not.
+    assert processed("m.strict", "failed") == 1 and processed("m.strict", "retried") is None
     # Out of attempts, or a result too large to store: failed for good.
     assert processed("m.huge", "failed") == 1 and processed("m.huge", "retried") is None
     durations = {
@@ -76,8 +82,8 @@ async def test_worker_metrics_count_outcomes_durations_and_waits() -> None:
         for (name, labels), value in found.items()
         if name == "soniq_job_duration_seconds_count"
     }
-    assert sum(durations.values()) == 5
-    assert found[("soniq_job_wait_seconds_count", (("queue", "default"),))] == 5
+    assert sum(durations.values()) == 6
+    assert found[("soniq_job_wait_seconds_count", (("queue", "default"),))] == 6
     # m.ok waited at least the 2 s since its scheduled_at, the due time.
     assert found[("soniq_job_wait_seconds_sum", (("queue", "default"),))] >= 2
 

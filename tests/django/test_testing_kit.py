@@ -36,7 +36,11 @@ def _app(alias: str) -> tuple[Soniq, dict[str, Any]]:
     async def later(n: int) -> int:
         return n * 2
 
-    seen.update(fulfil=fulfil, flaky=flaky, doomed=doomed, later=later)
+    @app.job(name="kit.strict", retries=3, no_retry_on=LookupError)
+    def strict() -> None:
+        raise KeyError("no such customer")
+
+    seen.update(fulfil=fulfil, flaky=flaky, doomed=doomed, later=later, strict=strict)
     return app, seen
 
 
@@ -77,6 +81,13 @@ class DrainOnPostgres(TestCase):
         assert info.status is JobStatus.DEAD_LETTER
         assert info.dead_letter_reason == "max_attempts"
         assert info.errors[-1]["error_type"] == "builtins.ValueError"
+
+    def test_an_error_the_job_may_not_retry_dead_letters_at_once(self) -> None:
+        job_id = self.jobs["strict"].enqueue()
+        assert drain(self.app, run_scheduled=True) == 1
+        info = self.app.get_job_sync(job_id)
+        assert info is not None and info.status is JobStatus.DEAD_LETTER
+        assert (info.dead_letter_reason, info.attempts) == ("not_retryable", 1)
 
     def test_scheduled_jobs_and_max_jobs(self) -> None:
         later = self.jobs["later"].using(scheduled_at=3600)

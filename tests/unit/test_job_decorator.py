@@ -193,6 +193,15 @@ def test_args_model_is_an_alias_of_validate(app: Soniq) -> None:
         ({"name": ""}, "name must be a non-empty string"),
         ({"name": " padded"}, "without surrounding spaces"),
         ({"name": 42}, "name must be a non-empty string"),
+        ({"retry_on": ()}, "retry_on must name at least one exception class"),
+        ({"retry_on": "ValueError"}, r"retry_on must be exception classes .* got 'ValueError'"),
+        ({"retry_on": ValueError("x")}, "retry_on must be exception classes"),
+        ({"retry_on": KeyboardInterrupt}, "retry_on must be exception classes"),
+        ({"no_retry_on": [ValueError, int]}, r"no_retry_on must be exception classes .*'int'"),
+        (
+            {"retry_on": (ValueError, KeyError), "no_retry_on": KeyError},
+            "KeyError in both retry_on and no_retry_on",
+        ),
     ],
     ids=lambda v: repr(v) if isinstance(v, dict) else None,
 )
@@ -207,6 +216,33 @@ def test_bad_parameters_raise_job_definition_error(
         decorator(job)
     assert "@app.job() for" in str(info.value)
     assert len(app.registry) == 0
+
+
+def test_retry_on_and_no_retry_on_choose_which_failures_may_be_retried(app: Soniq) -> None:
+    class PartnerDown(ConnectionError):
+        pass
+
+    @app.job(name="only", retry_on=ConnectionError)
+    def only() -> None: ...
+
+    @app.job(name="never", no_retry_on=[ValueError, KeyError])
+    def never() -> None: ...
+
+    @app.job(name="both", retry_on=(OSError,), no_retry_on=(PartnerDown,))
+    def both() -> None: ...
+
+    spec = _spec(app, "only")
+    assert spec.retry_on == (ConnectionError,) and spec.no_retry_on == ()
+    assert spec.may_retry(PartnerDown()) and spec.may_retry(ConnectionResetError())  # subclasses
+    assert not spec.may_retry(ValueError()) and not spec.may_retry(TimeoutError())
+    never_spec = _spec(app, "never")
+    assert never_spec.retry_on is None and never_spec.no_retry_on == (ValueError, KeyError)
+    assert not never_spec.may_retry(UnicodeError())  # a ValueError
+    assert never_spec.may_retry(RuntimeError())
+    both_spec = _spec(app, "both")
+    assert both_spec.may_retry(FileNotFoundError())
+    assert not both_spec.may_retry(PartnerDown()) and not both_spec.may_retry(RuntimeError())
+    assert _spec(app, "only").max_attempts == 4  # retries unchanged: they count retryable ones
 
 
 def test_error_message_names_the_job(app: Soniq) -> None:
