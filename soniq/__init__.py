@@ -6,6 +6,7 @@ Importing this package needs no configured Django project.
 from soniq._version import __version__
 from soniq.app import Soniq
 from soniq.core.context import JobContext
+from soniq.core.control import Discard, JobControl, Retry
 from soniq.core.enqueue import EnqueueOptions
 from soniq.core.errors import (
     ArgumentsNotSerializableError,
@@ -43,6 +44,7 @@ __all__ = [
     "ConfigurationError",
     "ConfiguredJob",
     "DatabaseUnavailableError",
+    "Discard",
     "DuplicateJobError",
     "EnqueueContentionError",
     "EnqueueError",
@@ -52,12 +54,14 @@ __all__ = [
     "InvalidJobIdError",
     "InvalidOptionError",
     "JobContext",
+    "JobControl",
     "JobDefinitionError",
     "JobFunction",
     "JobInfo",
     "JobNotRegisteredError",
     "JobRegistry",
     "JobStatus",
+    "Retry",
     "Schedule",
     "ScheduleDefinition",
     "SchemaMissingError",

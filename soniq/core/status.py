@@ -42,6 +42,13 @@ class Suspicion(IntEnum):
 
 # Why a job is a dead letter (soniq_dead_letter_jobs.reason): its last attempt failed; its
 # worker was lost too often (recovery); its result was too large to store; it failed with an
-# error its job may not retry (retry_on / no_retry_on).
+# error its job may not retry (retry_on / no_retry_on); it raised soniq.Discard.
 NOT_RETRYABLE = "not_retryable"
-DEAD_LETTER_REASONS = ("max_attempts", "worker_lost", "result_too_large", NOT_RETRYABLE)
+DISCARDED = "discarded"
+DEAD_LETTER_REASONS = (
+    "max_attempts",
+    "worker_lost",
+    "result_too_large",
+    NOT_RETRYABLE,
+    DISCARDED,
+)

@@ -19,10 +19,11 @@ from typing import Any, TypeVar
 
 from soniq.core import codec, masking
 from soniq.core.context import JobContext
+from soniq.core.control import Discard, JobControl, Retry
 from soniq.core.records import ClaimedJob
 from soniq.core.settings import SoniqSettings
 from soniq.core.spec import JobSpec
-from soniq.core.status import NOT_RETRYABLE
+from soniq.core.status import DISCARDED, NOT_RETRYABLE
 from soniq.worker.deadlines import Deadlines
 from soniq.worker.hooks import call_hooks
 from soniq.worker.observer import FAILED, RETRIED, SUCCEEDED, JobObserver
@@ -59,6 +60,9 @@ class Outcome:
     # Straight to the dead letters with this reason, whatever attempts are left: running the
     # job again would only repeat what happened (a result too large to store).
     dead_letter_reason: str | None = None
+    # Seconds until the next attempt, chosen by the job (soniq.Retry) instead of its
+    # retry_delay.
+    retry_delay: float | None = None
 
 
 # The defaults of the ERROR_MESSAGE_LIMIT and TRACEBACK_LIMIT settings.
@@ -123,6 +127,19 @@ def stripped(outcome: Outcome, refusal: BaseException) -> Outcome:
             "traceback": "",
         },
     )
+
+
+def _what_next(spec: JobSpec, exc: Exception) -> dict[str, Any]:
+    """What a failure with ``exc`` asks of the worker, as ``Outcome`` fields: a chosen retry
+    delay (soniq.Retry), the dead letters at once (soniq.Discard, or an error the job may not
+    retry), or nothing (retry while attempts are left)."""
+    if isinstance(exc, Retry):
+        return {"retry_delay": exc.delay}
+    if isinstance(exc, Discard):
+        return {"dead_letter_reason": DISCARDED}
+    if not spec.may_retry(exc):
+        return {"dead_letter_reason": NOT_RETRYABLE}
+    return {}
 
 
 def log_message(
@@ -264,15 +281,11 @@ class JobRunner:
         except Exception as exc:
             outcome = await self._failed(ctx, job, exc)
             lost = flag.is_set()  # then the worker puts the job back uncharged: no outcome
-            retryable = spec.may_retry(exc)
+            outcome = dataclasses.replace(outcome, contact_lost=lost, **_what_next(spec, exc))
             if observer is not None and not lost:
-                retried = retryable and job.attempt < job.max_attempts
+                retried = outcome.dead_letter_reason is None and job.attempt < job.max_attempts
                 observer.job_ended(job, RETRIED if retried else FAILED, started)
-            return dataclasses.replace(
-                outcome,
-                contact_lost=lost,
-                dead_letter_reason=None if retryable else NOT_RETRYABLE,
-            )
+            return outcome
         try:
             result_json = encode_result(
                 job, value, max_bytes=self.max_result_bytes, masked_names=self.masked_names
@@ -289,12 +302,15 @@ class JobRunner:
         return Outcome(True, result_json=result_json)
 
     async def _failed(self, ctx: JobContext | None, job: ClaimedJob, exc: Exception) -> Outcome:
-        logger.warning(
-            "job %s (%s) attempt %d/%d failed: %s: %s",
+        # A Retry or a Discard is the job's own decision, not a fault: logged at INFO.
+        logger.log(
+            logging.INFO if isinstance(exc, JobControl) else logging.WARNING,
+            "job %s (%s) attempt %d/%d %s: %s: %s",
             job.id,
             job.task_name,
             job.attempt,
             job.max_attempts,
+            "ended" if isinstance(exc, JobControl) else "failed",
             type(exc).__name__,
             log_message(exc, job.args, self.masked_names, self.message_limit),
         )

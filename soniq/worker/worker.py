@@ -754,7 +754,9 @@ class Worker:
                     "job %s (%s) moved to dead letters (%s)", job.id, job.task_name, reason
                 )
             return applied
-        delay = retry_delay_seconds(self._spec(job), job.attempt)
+        delay = outcome.retry_delay
+        if delay is None:
+            delay = retry_delay_seconds(self._spec(job), job.attempt)
         return await self.backend.retry_job(
             job.claimed_by, job.id, job.attempt, delay, outcome.error
         )

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from soniq import JobContext, JobInfo, JobStatus, Soniq
+from soniq import Discard, JobContext, JobInfo, JobStatus, Retry, Soniq
 from soniq.backends.base import WorkerBackend
 from soniq.core.status import Suspicion
 from soniq.worker import Worker
@@ -268,6 +268,65 @@ async def test_only_the_errors_a_job_may_retry_are_retried(app: Soniq, workers: 
         assert info.dead_letter_reason == "not_retryable", "attempts were left"
         assert (info.attempts, info.max_attempts) == (attempts, 4)
         assert info.errors[-1]["error_type"] == error_type
+
+
+async def test_a_job_chooses_its_retry_time_or_its_discard(app: Soniq, workers: MakeWorker) -> None:
+    calls: list[tuple[str, int]] = []
+
+    @app.job(name="conf.later", retries=2, retry_delay=0, no_retry_on=RuntimeError)
+    async def later(wait: float, ctx: JobContext) -> str:
+        calls.append(("later", ctx.attempt))
+        if ctx.attempt == 1:
+            # Overrides retry_delay, and no_retry_on: the job asked for it.
+            raise Retry(delay=timedelta(seconds=wait), reason="partner busy")
+        return "sent"
+
+    @app.job(name="conf.stubborn", retries=1)
+    async def stubborn(ctx: JobContext) -> None:
+        calls.append(("stubborn", ctx.attempt))
+        raise Retry(0)  # every attempt: the last one dead-letters it
+
+    @app.job(name="conf.discard", retries=5)
+    def discard(ctx: JobContext) -> None:
+        calls.append(("discard", ctx.attempt))
+        raise Discard("customer 42 closed the account")
+
+    now_ish = datetime.now(UTC)
+    soon = await app.enqueue(later, wait=0)
+    far = await app.enqueue(later, wait=3600)
+    tries = await app.enqueue(stubborn)
+    dropped = await app.enqueue(discard)
+    worker = workers(app)
+    assert await bounded(worker.run_once()) is True
+    assert sorted(calls) == [
+        ("discard", 1),
+        ("later", 1),
+        ("later", 1),
+        ("later", 2),
+        ("stubborn", 1),
+        ("stubborn", 2),
+    ]
+    done = await stored(app, soon)
+    assert (done.status, done.attempts, done.result) == (JobStatus.DONE, 2, "sent")
+    assert done.errors[0]["error_type"] == "soniq.core.control.Retry"
+    assert done.errors[0]["message"] == "partner busy"
+    waiting = await stored(app, far)
+    assert (waiting.status, waiting.attempts) == (JobStatus.QUEUED, 1)
+    assert waiting.scheduled_at is not None
+    assert timedelta(minutes=59) < waiting.scheduled_at - now_ish < timedelta(minutes=61)
+    out = await stored(app, tries)
+    assert (out.status, out.dead_letter_reason, out.attempts) == (
+        JobStatus.DEAD_LETTER,
+        "max_attempts",
+        2,
+    )
+    gone = await stored(app, dropped)
+    assert (gone.status, gone.dead_letter_reason, gone.attempts) == (
+        JobStatus.DEAD_LETTER,
+        "discarded",
+        1,
+    )
+    assert gone.errors[-1]["message"] == "customer 42 closed the account"
 
 
 async def _picked_up_while_idle(app: Soniq, workers: MakeWorker) -> float:

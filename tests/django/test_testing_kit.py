@@ -8,7 +8,7 @@ import pytest
 from django.test import TestCase, override_settings
 
 from shop.models import Order
-from soniq import JobContext, JobStatus, Soniq
+from soniq import Discard, JobContext, JobStatus, Retry, Soniq
 from soniq.testing import assert_enqueued, assert_not_enqueued, drain, enqueued
 
 
@@ -40,7 +40,18 @@ def _app(alias: str) -> tuple[Soniq, dict[str, Any]]:
     def strict() -> None:
         raise KeyError("no such customer")
 
+    @app.job(name="kit.polite", retries=1)
+    def polite(ctx: JobContext) -> int:
+        if ctx.attempt == 1:
+            raise Retry(delay=3600)
+        return ctx.attempt
+
+    @app.job(name="kit.discard", retries=3)
+    def discard() -> None:
+        raise Discard("nothing to do")
+
     seen.update(fulfil=fulfil, flaky=flaky, doomed=doomed, later=later, strict=strict)
+    seen.update(polite=polite, discard=discard)
     return app, seen
 
 
@@ -81,6 +92,22 @@ class DrainOnPostgres(TestCase):
         assert info.status is JobStatus.DEAD_LETTER
         assert info.dead_letter_reason == "max_attempts"
         assert info.errors[-1]["error_type"] == "builtins.ValueError"
+
+    def test_retry_and_discard_raised_by_the_job(self) -> None:
+        polite = self.jobs["polite"].enqueue()
+        discard = self.jobs["discard"].enqueue()
+        assert drain(self.app) == 2  # the retry is an hour away
+        info = self.app.get_job_sync(polite)
+        assert info is not None and info.status is JobStatus.QUEUED and info.attempts == 1
+        assert drain(self.app, run_scheduled=True) == 1
+        info = self.app.get_job_sync(polite)
+        assert info is not None and (info.status, info.result) == (JobStatus.DONE, 2)
+        gone = self.app.get_job_sync(discard)
+        assert gone is not None and gone.status is JobStatus.DEAD_LETTER
+        assert (gone.dead_letter_reason, gone.errors[-1]["message"]) == (
+            "discarded",
+            "nothing to do",
+        )
 
     def test_an_error_the_job_may_not_retry_dead_letters_at_once(self) -> None:
         job_id = self.jobs["strict"].enqueue()
