@@ -6,7 +6,8 @@ In a worker (``soniq worker --metrics-port N``, ``manage.py soniq_worker --metri
 
 - ``soniq_jobs_processed_total{task,queue,outcome}``: attempts ended, ``outcome`` being
   ``succeeded``, ``retried`` (failed, another attempt will come) or ``failed`` (failed for
-  good: out of attempts, or a result too large to store);
+  good: out of attempts, a result too large to store, an error the job may not retry, or
+  ``soniq.Discard``);
 - ``soniq_job_duration_seconds{task,queue}``: how long the job's function ran (histogram);
 - ``soniq_job_wait_seconds{queue}``: from the job's due time (its enqueue, or its
   ``scheduled_at``) to its start (histogram);

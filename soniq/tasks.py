@@ -55,6 +55,7 @@ from django.utils.module_loading import autodiscover_modules
 from soniq.app import Soniq
 from soniq.core import codec, options
 from soniq.core.context import JobContext
+from soniq.core.control import ends_the_job
 from soniq.core.enqueue import EnqueueOptions, JobBuilder, Target
 from soniq.core.errors import ArgumentsNotSerializableError, JobDefinitionError
 from soniq.core.records import JobInfo, NewJob
@@ -430,7 +431,7 @@ def _adapter(task: Task[Any, Any]) -> Callable[..., Any]:
             try:
                 value = _stored_value(await task.func(*_positional(task, result, args), **kwargs))
             except Exception as exc:
-                if ctx.attempt >= ctx.max_attempts:
+                if ends_the_job(None, exc, ctx.attempt, ctx.max_attempts):
                     await task_finished.asend(sender, task_result=_failed(result, exc))
                 raise
             await task_finished.asend(sender, task_result=_succeeded(result, value))
@@ -446,7 +447,7 @@ def _adapter(task: Task[Any, Any]) -> Callable[..., Any]:
         try:
             value = _stored_value(task.func(*_positional(task, result, args), **kwargs))
         except Exception as exc:
-            if ctx.attempt >= ctx.max_attempts:
+            if ends_the_job(None, exc, ctx.attempt, ctx.max_attempts):
                 task_finished.send(sender, task_result=_failed(result, exc))
             raise
         task_finished.send(sender, task_result=_succeeded(result, value))

@@ -24,11 +24,10 @@ from soniq.backends.postgres import worker_statements as postgres
 from soniq.backends.rows import decode_claimed
 from soniq.backends.sqlite import worker_statements as sqlite
 from soniq.backends.sqlite.statements import format_time
-from soniq.core.control import Discard, Retry
+from soniq.core.control import Retry, dead_letter_at_once
 from soniq.core.errors import ConfigurationError
 from soniq.core.records import ClaimedJob
 from soniq.core.retry import retry_delay_seconds
-from soniq.core.status import DISCARDED, NOT_RETRYABLE
 from soniq.django_backend import format_placeholders
 from soniq.worker.execution import error_record, job_arguments, job_context
 from soniq.worker.results import ResultTooLargeError, encode_result
@@ -189,10 +188,9 @@ def drain(
             value = async_to_sync(spec.func)(**kwargs) if spec.is_async else spec.func(**kwargs)
         except Exception as exc:
             error = json.dumps(error_record(job, inline.worker_id, exc))
-            if isinstance(exc, Discard):
-                inline.dead_letter(job, error, DISCARDED)
-            elif not isinstance(exc, Retry) and not spec.may_retry(exc):
-                inline.dead_letter(job, error, NOT_RETRYABLE)
+            at_once = dead_letter_at_once(spec, exc)
+            if at_once is not None:
+                inline.dead_letter(job, error, at_once)
             elif job.attempt >= job.max_attempts:
                 inline.dead_letter(job, error)
             else:

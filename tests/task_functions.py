@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.tasks import TaskContext, task
 
+from soniq import Discard
+
 
 @task()
 def add(a: int, b: int = 0) -> int:
@@ -32,6 +34,12 @@ def flaky(context: TaskContext, succeed_on: int) -> dict:
 @task(max_attempts=2, retry_delay=0)
 def doomed(message: str) -> None:
     raise ValueError(message)
+
+
+@task(max_attempts=3, retry_delay=0)
+def gives_up(message: str) -> None:
+    """Sends itself to the dead letters on its first attempt, with attempts left."""
+    raise Discard(message)
 
 
 @task()

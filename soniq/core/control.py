@@ -10,11 +10,14 @@ failure, with their type and message.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from soniq.core import options
+from soniq.core.retry import MAX_RETRY_DELAY
+from soniq.core.status import DISCARDED, NOT_RETRYABLE
 
-# The longest delay a Retry may ask for, as for computed retry delays: one year.
-MAX_RETRY_DELAY = 365 * 24 * 3600.0
+if TYPE_CHECKING:
+    from soniq.core.spec import JobSpec
 
 
 class JobControl(Exception):
@@ -37,6 +40,9 @@ class Retry(JobControl):
         self.reason = str(reason)
         super().__init__(self.reason or f"retry requested in {self.delay:g} s")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled and copied by what it was built from
+        return (type(self), (self.delay, self.reason))
+
 
 class Discard(JobControl):
     """Move the job to the dead letters now (reason ``discarded``), whatever attempts it has
@@ -46,3 +52,24 @@ class Discard(JobControl):
     def __init__(self, reason: str = "") -> None:
         self.reason = str(reason)
         super().__init__(self.reason or "discarded by the job")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason,))
+
+
+def dead_letter_at_once(spec: JobSpec | None, error: BaseException) -> str | None:
+    """The reason a failure with ``error`` sends its job to the dead letters whatever attempts
+    it has left: it raised :class:`Discard`, or an error its registration (``spec``) may not
+    retry. ``None``: retried while attempts are left (a :class:`Retry` always is)."""
+    if isinstance(error, Discard):
+        return DISCARDED
+    if isinstance(error, Retry) or spec is None or spec.may_retry(error):
+        return None
+    return NOT_RETRYABLE
+
+
+def ends_the_job(spec: JobSpec | None, error: BaseException, attempt: int, limit: int) -> bool:
+    """Whether attempt ``attempt`` of ``limit`` (``max_attempts``), failed with ``error``, is
+    the job's last: the one place that decides it for the worker, ``drain()``, the metrics and
+    the ``django.tasks`` signals."""
+    return attempt >= limit or dead_letter_at_once(spec, error) is not None

@@ -19,11 +19,10 @@ from typing import Any, TypeVar
 
 from soniq.core import codec, masking
 from soniq.core.context import JobContext
-from soniq.core.control import Discard, JobControl, Retry
+from soniq.core.control import JobControl, Retry, dead_letter_at_once, ends_the_job
 from soniq.core.records import ClaimedJob
 from soniq.core.settings import SoniqSettings
 from soniq.core.spec import JobSpec
-from soniq.core.status import DISCARDED, NOT_RETRYABLE
 from soniq.worker.deadlines import Deadlines
 from soniq.worker.hooks import call_hooks
 from soniq.worker.observer import FAILED, RETRIED, SUCCEEDED, JobObserver
@@ -135,11 +134,7 @@ def _what_next(spec: JobSpec, exc: Exception) -> dict[str, Any]:
     retry), or nothing (retry while attempts are left)."""
     if isinstance(exc, Retry):
         return {"retry_delay": exc.delay}
-    if isinstance(exc, Discard):
-        return {"dead_letter_reason": DISCARDED}
-    if not spec.may_retry(exc):
-        return {"dead_letter_reason": NOT_RETRYABLE}
-    return {}
+    return {"dead_letter_reason": dead_letter_at_once(spec, exc)}
 
 
 def log_message(
@@ -283,8 +278,8 @@ class JobRunner:
             lost = flag.is_set()  # then the worker puts the job back uncharged: no outcome
             outcome = dataclasses.replace(outcome, contact_lost=lost, **_what_next(spec, exc))
             if observer is not None and not lost:
-                retried = outcome.dead_letter_reason is None and job.attempt < job.max_attempts
-                observer.job_ended(job, RETRIED if retried else FAILED, started)
+                final = ends_the_job(spec, exc, job.attempt, job.max_attempts)
+                observer.job_ended(job, FAILED if final else RETRIED, started)
             return outcome
         try:
             result_json = encode_result(

@@ -25,6 +25,7 @@ from soniq.core.registry import JobRegistry
 from soniq.core.retry import retry_delay_seconds
 from soniq.core.settings import SoniqSettings, build_settings
 from soniq.core.spec import JobSpec
+from soniq.core.status import DISCARDED
 from soniq.worker.execution import JobRunner, Outcome, SyncCallWrapper, stripped
 from soniq.worker.hooks import Hooks, check_hooks
 from soniq.worker.liveness import Liveness
@@ -750,8 +751,13 @@ class Worker:
                 job.claimed_by, job.id, job.attempt, outcome.error, reason
             )
             if applied:
-                logger.error(
-                    "job %s (%s) moved to dead letters (%s)", job.id, job.task_name, reason
+                # A job that discarded itself chose so: not an error.
+                logger.log(
+                    logging.INFO if reason == DISCARDED else logging.ERROR,
+                    "job %s (%s) moved to dead letters (%s)",
+                    job.id,
+                    job.task_name,
+                    reason,
                 )
             return applied
         delay = outcome.retry_delay

@@ -14,7 +14,7 @@ from django.test import Client, override_settings
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from soniq import ConfigurationError, JobContext, Soniq
+from soniq import ConfigurationError, Discard, JobContext, Retry, Soniq
 from soniq.metrics import QueueCollector, QueueFigures, WorkerMetrics
 from tests.rows import Rows
 
@@ -51,12 +51,18 @@ async def test_worker_metrics_count_outcomes_durations_and_waits() -> None:
     async def strict() -> None:
         raise ValueError("never retried")
 
+    @app.job(name="m.control", retries=3)
+    def control(ctx: JobContext) -> None:
+        if ctx.attempt == 1:
+            raise Retry(0)  # retried, as it asked
+        raise Discard("done with it")  # failed for good, attempts left or not
+
     @app.job(name="m.huge", retries=3)
     async def huge() -> str:
         return "x" * 2000  # over max_result_bytes: failed for good, retries left or not
 
     await ok.using(scheduled_at=datetime.now(UTC) - timedelta(seconds=2)).aenqueue()
-    for job in (flaky, bad, strict, huge):
+    for job in (flaky, bad, strict, control, huge):
         await job.aenqueue()
     metrics = WorkerMetrics()
     worker = app.make_worker(observer=metrics)
@@ -75,6 +81,7 @@ async def test_worker_metrics_count_outcomes_durations_and_waits() -> None:
     assert processed("m.bad", "failed") == 1
     # An error the job may not retry: failed for good, attempts left or not.
     assert processed("m.strict", "failed") == 1 and processed("m.strict", "retried") is None
+    assert (processed("m.control", "retried"), processed("m.control", "failed")) == (1, 1)
     # Out of attempts, or a result too large to store: failed for good.
     assert processed("m.huge", "failed") == 1 and processed("m.huge", "retried") is None
     durations = {
@@ -82,8 +89,8 @@ async def test_worker_metrics_count_outcomes_durations_and_waits() -> None:
         for (name, labels), value in found.items()
         if name == "soniq_job_duration_seconds_count"
     }
-    assert sum(durations.values()) == 6
-    assert found[("soniq_job_wait_seconds_count", (("queue", "default"),))] == 6
+    assert sum(durations.values()) == 8
+    assert found[("soniq_job_wait_seconds_count", (("queue", "default"),))] == 8
     # m.ok waited at least the 2 s since its scheduled_at, the due time.
     assert found[("soniq_job_wait_seconds_sum", (("queue", "default"),))] >= 2
 

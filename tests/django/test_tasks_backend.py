@@ -285,6 +285,22 @@ def test_django_signals_are_sent() -> None:
     ]
 
 
+def test_a_task_that_discards_itself_finishes_failed_at_once() -> None:
+    finished: list[str] = []
+
+    def receiver(sender: Any, task_result: Any, **kwargs: Any) -> None:
+        finished.append(str(task_result.status))
+
+    task_finished.connect(receiver)
+    try:
+        result = tf.gives_up.enqueue("unknown customer")
+        assert drain(run_scheduled=True) == 1  # one attempt of three: the last one
+    finally:
+        task_finished.disconnect(receiver)
+    assert finished == ["FAILED"]
+    assert str(tf.gives_up.get_result(result.id).status) == "FAILED"
+
+
 @pytest.mark.django_db(databases=["default", "sqlite"], transaction=True)
 @pytest.mark.asyncio
 async def test_aenqueue_and_aget_result(async_db: None) -> None:

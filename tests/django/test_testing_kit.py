@@ -40,7 +40,7 @@ def _app(alias: str) -> tuple[Soniq, dict[str, Any]]:
     def strict() -> None:
         raise KeyError("no such customer")
 
-    @app.job(name="kit.polite", retries=1)
+    @app.job(name="kit.polite", retries=1, no_retry_on=Exception)  # a Retry is retried all the same
     def polite(ctx: JobContext) -> int:
         if ctx.attempt == 1:
             raise Retry(delay=3600)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 from datetime import timedelta
 
 import pytest
@@ -33,6 +35,14 @@ def test_retry_refuses_a_delay_that_is_not_a_time(delay: object, message: str) -
     # Raised inside the job: an ordinary failure of that attempt, retried or not as usual.
     with pytest.raises(ValueError, match=message):
         Retry(delay)  # type: ignore[arg-type]
+
+
+def test_they_survive_pickling_and_copying() -> None:
+    again = pickle.loads(pickle.dumps(Retry(30, reason="busy")))
+    assert (type(again), again.delay, again.reason, str(again)) == (Retry, 30.0, "busy", "busy")
+    assert copy.copy(Retry(timedelta(seconds=5))).delay == 5.0
+    dropped = pickle.loads(pickle.dumps(Discard("gone")))
+    assert (type(dropped), dropped.reason) == (Discard, "gone")
 
 
 def test_discard_keeps_its_reason_as_the_message() -> None:

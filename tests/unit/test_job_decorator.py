@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from soniq import ConfiguredJob, JobContext, Soniq
+from soniq import ConfiguredJob, Discard, JobContext, Retry, Soniq
 from soniq.core.context import JobContext as Ctx
 from soniq.core.errors import DuplicateJobError, InvalidOptionError, JobDefinitionError
 from soniq.core.spec import ArgumentContract, JobSpec
@@ -198,6 +198,8 @@ def test_args_model_is_an_alias_of_validate(app: Soniq) -> None:
         ({"retry_on": ValueError("x")}, "retry_on must be exception classes"),
         ({"retry_on": KeyboardInterrupt}, "retry_on must be exception classes"),
         ({"no_retry_on": [ValueError, int]}, r"no_retry_on must be exception classes .*'int'"),
+        ({"no_retry_on": Retry}, "no_retry_on cannot name Retry"),
+        ({"retry_on": [ValueError, Discard]}, "retry_on cannot name Discard"),
         (
             {"retry_on": (ValueError, KeyError), "no_retry_on": KeyError},
             "KeyError in both retry_on and no_retry_on",
