@@ -104,10 +104,6 @@ def check_exception_types(value: Any) -> tuple[type[Exception], ...]:
             raise ValueError(
                 f"must be exception classes (subclasses of Exception), got {_shown(item)}"
             )
-        if item.__module__ == "soniq.core.control":
-            raise ValueError(
-                f"cannot name {item.__name__}: soniq.Retry and soniq.Discard decide for themselves"
-            )
     return given
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from soniq.core.spec import JobSpec
+if TYPE_CHECKING:  # only annotations: soniq.core.spec imports soniq.core.control, which uses this
+    from soniq.core.spec import JobSpec
 
 # Exponents beyond this are pointless (2**32 s is over a century) and would overflow floats
 # for absurd attempt counts.

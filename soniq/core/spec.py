@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from soniq.core import options
 from soniq.core.context import JobContext
+from soniq.core.control import JobControl
 from soniq.core.errors import JobDefinitionError
 
 
@@ -190,6 +191,12 @@ def build_job_spec(
         if no_retry_on is None
         else _checked(job, "no_retry_on", options.check_exception_types, no_retry_on)
     )
+    control = [kind.__name__ for kind in (*(retried or ()), *never) if issubclass(kind, JobControl)]
+    if control:
+        raise JobDefinitionError(
+            f"@app.job() for {job}: retry_on and no_retry_on cannot name {control[0]}: "
+            "soniq.Retry and soniq.Discard decide for themselves"
+        )
     both = sorted(kind.__qualname__ for kind in set(retried or ()) & set(never))
     if both:
         raise JobDefinitionError(

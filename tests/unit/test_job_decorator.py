@@ -24,6 +24,10 @@ class PaymentArgs(BaseModel):
     amount: float
 
 
+class PoliteRetry(Retry):
+    """A subclass of soniq.Retry: refused in retry_on like Retry itself."""
+
+
 class OtherArgs(BaseModel):
     x: int
 
@@ -199,7 +203,8 @@ def test_args_model_is_an_alias_of_validate(app: Soniq) -> None:
         ({"retry_on": KeyboardInterrupt}, "retry_on must be exception classes"),
         ({"no_retry_on": [ValueError, int]}, r"no_retry_on must be exception classes .*'int'"),
         ({"no_retry_on": Retry}, "no_retry_on cannot name Retry"),
-        ({"retry_on": [ValueError, Discard]}, "retry_on cannot name Discard"),
+        ({"retry_on": [ValueError, Discard]}, "no_retry_on cannot name Discard"),
+        ({"retry_on": PoliteRetry}, "no_retry_on cannot name PoliteRetry"),
         (
             {"retry_on": (ValueError, KeyError), "no_retry_on": KeyError},
             "KeyError in both retry_on and no_retry_on",
