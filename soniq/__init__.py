@@ -6,7 +6,7 @@ Importing this package needs no configured Django project.
 from soniq._version import __version__
 from soniq.app import Soniq
 from soniq.core.context import JobContext
-from soniq.core.control import Discard, JobControl, Retry
+from soniq.core.control import MAX_SNOOZES, Cancel, Discard, JobControl, Retry, Snooze
 from soniq.core.enqueue import EnqueueOptions
 from soniq.core.errors import (
     ArgumentsNotSerializableError,
@@ -20,8 +20,12 @@ from soniq.core.errors import (
     InvalidConnectionError,
     InvalidJobIdError,
     InvalidOptionError,
+    JobCancelledError,
     JobDefinitionError,
+    JobFailedError,
+    JobNotFoundError,
     JobNotRegisteredError,
+    ResultValidationError,
     SchemaMissingError,
     SoniqError,
     SoniqWarning,
@@ -38,9 +42,11 @@ from soniq.job_function import ConfiguredJob, JobFunction
 from soniq.schedules import cron, daily, every, monthly, weekly
 
 __all__ = [
+    "MAX_SNOOZES",
     "ActionResult",
     "ArgumentsNotSerializableError",
     "ArgumentsTooLargeError",
+    "Cancel",
     "ConfigurationError",
     "ConfiguredJob",
     "DatabaseUnavailableError",
@@ -53,18 +59,23 @@ __all__ = [
     "InvalidConnectionError",
     "InvalidJobIdError",
     "InvalidOptionError",
+    "JobCancelledError",
     "JobContext",
     "JobControl",
     "JobDefinitionError",
+    "JobFailedError",
     "JobFunction",
     "JobInfo",
+    "JobNotFoundError",
     "JobNotRegisteredError",
     "JobRegistry",
     "JobStatus",
+    "ResultValidationError",
     "Retry",
     "Schedule",
     "ScheduleDefinition",
     "SchemaMissingError",
+    "Snooze",
     "Soniq",
     "SoniqError",
     "SoniqSettings",

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
-from soniq import _integration
+from soniq import _integration, waiting
 from soniq.backends.base import BatchInserter, OperatorBackend, StorageBackend, WorkerBackend
 from soniq.core.enqueue import EnqueueOptions, JobBuilder, Target, resolve_target
 from soniq.core.errors import (
@@ -19,7 +19,7 @@ from soniq.core.errors import (
     InvalidJobIdError,
     JobDefinitionError,
 )
-from soniq.core.operations import ActionResult
+from soniq.core.operations import ActionResult, requester
 from soniq.core.periodic import ScheduleDefinition, build_definition
 from soniq.core.records import JobInfo, NewJob
 from soniq.core.registry import JobRegistry
@@ -27,6 +27,7 @@ from soniq.core.settings import SoniqSettings, build_settings
 from soniq.core.spec import JobSpec, build_job_spec, default_task_name
 from soniq.job_function import JobFunction, attach_job_methods
 from soniq.schedule_service import SchedulerService
+from soniq.waiting import with_result_model
 from soniq.worker.hooks import HOOK_EVENTS
 
 P = ParamSpec("P")
@@ -598,13 +599,44 @@ class Soniq:
 
     # -- inspecting -------------------------------------------------------------------------
 
-    async def get_job(self, job_id: str | uuid.UUID) -> JobInfo | None:
-        """The job's state, or ``None`` if no job (nor dead letter) has this id."""
-        return await self.backend.get_job(_normalise_job_id(job_id))
+    async def get_job(self, job_id: str | uuid.UUID, *, result_model: Any = None) -> JobInfo | None:
+        """The job's state, or ``None`` if no job (nor dead letter) has this id.
+        ``result_model`` (a pydantic model, or any type pydantic validates) turns a finished
+        job's stored result into that type (:class:`ResultValidationError` if it does not
+        fit)."""
+        info = await self.backend.get_job(_normalise_job_id(job_id))
+        return None if info is None else with_result_model(info, result_model)
 
-    def get_job_sync(self, job_id: str | uuid.UUID) -> JobInfo | None:
+    def get_job_sync(self, job_id: str | uuid.UUID, *, result_model: Any = None) -> JobInfo | None:
         """The sync twin of :meth:`get_job`."""
-        return self.backend.get_job_sync(_normalise_job_id(job_id))
+        info = self.backend.get_job_sync(_normalise_job_id(job_id))
+        return None if info is None else with_result_model(info, result_model)
+
+    async def wait_for(
+        self,
+        job_id: str | uuid.UUID,
+        *,
+        # A parameter, as in asyncio.wait_for and Celery's get(): the same call in both twins.
+        timeout: float | None = None,  # noqa: ASYNC109
+        result_model: Any = None,
+    ) -> JobInfo:
+        """Wait until the job ends and return its :class:`JobInfo` (done, its result as
+        ``result_model`` if given). Raises :class:`JobFailedError` (with its error history)
+        when it ends in the dead letters, :class:`JobCancelledError` when it is cancelled,
+        :class:`JobNotFoundError` for an unknown id, and ``TimeoutError`` after ``timeout``
+        seconds (``None``: no limit). On PostgreSQL the job's end is announced to the waiter
+        (LISTEN/NOTIFY); elsewhere, and with ``LISTEN_NOTIFY`` off, it polls."""
+        return await waiting.wait_for(self, _normalise_job_id(job_id), timeout, result_model)
+
+    def wait_for_sync(
+        self,
+        job_id: str | uuid.UUID,
+        *,
+        timeout: float | None = None,
+        result_model: Any = None,
+    ) -> JobInfo:
+        """The sync twin of :meth:`wait_for` (it blocks the calling thread)."""
+        return waiting.wait_for_sync(self, _normalise_job_id(job_id), timeout, result_model)
 
     # -- operator actions (what the admin's buttons do) -----------------------------------
 
@@ -626,12 +658,27 @@ class Soniq:
     def retry_jobs_sync(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
         return self._operator().retry_jobs_sync(_normalise_job_ids(job_ids))
 
-    async def cancel_jobs(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
-        """Cancel queued jobs (a running job cannot be cancelled)."""
-        return await self._operator().cancel_jobs(_normalise_job_ids(job_ids))
+    async def cancel_jobs(
+        self, job_ids: Iterable[str | uuid.UUID], *, abort: bool = False, by: str | None = None
+    ) -> ActionResult:
+        """Cancel queued jobs. A running job is refused, unless ``abort=True``: then its abort
+        is requested, and the worker running it stops it within about a second (an async job
+        is cancelled, a sync one sees ``ctx.abort_requested``) and ends it ``cancelled``.
+        ``by`` says who asks (recorded with the request; ``user@host`` by default). Finished
+        jobs are refused; ``ActionResult.refused`` says why for each."""
+        ids = _normalise_job_ids(job_ids)
+        if abort:
+            return await self._operator().abort_jobs(ids, requester(by))
+        return await self._operator().cancel_jobs(ids)
 
-    def cancel_jobs_sync(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
-        return self._operator().cancel_jobs_sync(_normalise_job_ids(job_ids))
+    def cancel_jobs_sync(
+        self, job_ids: Iterable[str | uuid.UUID], *, abort: bool = False, by: str | None = None
+    ) -> ActionResult:
+        """The sync twin of :meth:`cancel_jobs`."""
+        ids = _normalise_job_ids(job_ids)
+        if abort:
+            return self._operator().abort_jobs_sync(ids, requester(by))
+        return self._operator().cancel_jobs_sync(ids)
 
     async def requeue_dead_letters(self, job_ids: Iterable[str | uuid.UUID]) -> ActionResult:
         """Move dead letters back to the queue: same id, error history kept, attempts reset."""

@@ -133,6 +133,16 @@ class DjangoBackend(SQLOperatorMixin):
     def supports_listen(self) -> bool:
         return self.connection.vendor == "postgresql"
 
+    @property
+    def conninfo(self) -> str | None:
+        """A psycopg conninfo for this alias's PostgreSQL database (``None`` on SQLite): for
+        connections of soniq's own, such as a waiter's LISTEN."""
+        if self.connection.vendor != "postgresql":
+            return None
+        from soniq.django_worker import postgres_conninfo
+
+        return postgres_conninfo(self.alias)
+
     def _warn_if_other_transaction(self) -> None:
         for other in connections.all(initialized_only=True):
             if other.alias != self.alias and in_user_atomic_block(other):

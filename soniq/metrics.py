@@ -7,7 +7,8 @@ In a worker (``soniq worker --metrics-port N``, ``manage.py soniq_worker --metri
 - ``soniq_jobs_processed_total{task,queue,outcome}``: attempts ended, ``outcome`` being
   ``succeeded``, ``retried`` (failed, another attempt will come) or ``failed`` (failed for
   good: out of attempts, a result too large to store, an error the job may not retry, or
-  ``soniq.Discard``);
+  ``soniq.Discard``), ``cancelled`` (``soniq.Cancel``, or an abort) or ``snoozed``
+  (``soniq.Snooze``);
 - ``soniq_job_duration_seconds{task,queue}``: how long the job's function ran (histogram);
 - ``soniq_job_wait_seconds{queue}``: from the job's due time (its enqueue, or its
   ``scheduled_at``) to its start (histogram);
@@ -124,7 +125,8 @@ class WorkerMetrics:
 
         processed = CounterMetricFamily(
             "soniq_jobs_processed",
-            "Job attempts ended, by task, queue and outcome (succeeded, retried, failed).",
+            "Job attempts ended, by task, queue and outcome (succeeded, retried, failed, "
+            "cancelled, snoozed).",
             labels=["task", "queue", "outcome"],
         )
         for labels, count in dict(self._processed).items():  # a copy: see _Histograms.family

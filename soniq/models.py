@@ -80,6 +80,17 @@ class Job(models.Model):
         choices=SUSPICION_CHOICES,
         help_text="Care its next start gets after its worker died.",
     )
+    snoozes = models.IntegerField(
+        db_default=0, help_text="Times it snoozed (soniq.Snooze): requeued uncharged."
+    )
+    # Set while it runs when an operator asks to abort it; its worker stops it and ends it
+    # cancelled (see cancel_jobs(abort=True)).
+    abort_requested_at = models.DateTimeField(null=True, blank=True)
+    abort_requested_by = models.CharField(  # noqa: DJ001
+        max_length=255, null=True, blank=True, help_text="Who asked to abort it."
+    )
+    # Someone waits for its end (Soniq.wait_for): its end is announced with a NOTIFY.
+    awaited = models.BooleanField(db_default=False)
 
     class Meta:
         db_table = "soniq_jobs"
@@ -88,6 +99,7 @@ class Job(models.Model):
         permissions = [
             ("retry_job", "Can retry jobs (run now, or requeue cancelled ones)"),
             ("cancel_job", "Can cancel queued jobs"),
+            ("abort_job", "Can abort running jobs"),
         ]
         indexes = [
             # The claim: due queued jobs in priority order. Partial, so a million finished

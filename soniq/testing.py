@@ -24,7 +24,7 @@ from soniq.backends.postgres import worker_statements as postgres
 from soniq.backends.rows import decode_claimed
 from soniq.backends.sqlite import worker_statements as sqlite
 from soniq.backends.sqlite.statements import format_time
-from soniq.core.control import Retry, dead_letter_at_once
+from soniq.core.control import Cancel, Retry, Snooze, dead_letter_at_once, snooze_refused
 from soniq.core.errors import ConfigurationError
 from soniq.core.records import ClaimedJob
 from soniq.core.retry import retry_delay_seconds
@@ -132,6 +132,48 @@ class _Inline:
                 )
             )
 
+    def snooze(self, job: ClaimedJob, delay: float, entry: str) -> None:
+        if self.vendor == "postgresql":
+            self.run(
+                postgres.snooze_job(
+                    self.worker_id,
+                    job.id,
+                    job.attempt,
+                    delay,
+                    entry,
+                    history_limit=self.history_limit,
+                )
+            )
+        else:
+            run_at = self._now(datetime.now(UTC) + timedelta(seconds=delay))
+            self.run(
+                sqlite.snooze_job(
+                    self.worker_id,
+                    job.id,
+                    job.attempt,
+                    run_at,
+                    entry,
+                    history_limit=self.history_limit,
+                )
+            )
+
+    def cancel(self, job: ClaimedJob, entry: str) -> None:
+        if self.vendor == "postgresql":
+            statement = postgres.cancel_running_job(
+                self.worker_id, job.id, job.attempt, entry, history_limit=self.history_limit
+            )
+        else:
+            statement = sqlite.cancel_running_job(
+                self.worker_id,
+                job.id,
+                job.attempt,
+                entry,
+                None,
+                self._now(None),
+                history_limit=self.history_limit,
+            )
+        self.run(statement)
+
     def dead_letter(self, job: ClaimedJob, error: str, reason: str = "max_attempts") -> None:
         if self.vendor == "postgresql":
             self.run(
@@ -188,8 +230,12 @@ def drain(
             value = async_to_sync(spec.func)(**kwargs) if spec.is_async else spec.func(**kwargs)
         except Exception as exc:
             error = json.dumps(error_record(job, inline.worker_id, exc))
-            at_once = dead_letter_at_once(spec, exc)
-            if at_once is not None:
+            at_once = dead_letter_at_once(spec, exc) or snooze_refused(exc, job.snoozes)
+            if isinstance(exc, Cancel):
+                inline.cancel(job, error)
+            elif isinstance(exc, Snooze) and at_once is None:
+                inline.snooze(job, exc.delay, error)
+            elif at_once is not None:
                 inline.dead_letter(job, error, at_once)
             elif job.attempt >= job.max_attempts:
                 inline.dead_letter(job, error)

@@ -29,6 +29,10 @@ class OperatorStatements(Protocol):
 
     def cancel_jobs(self, job_ids: Sequence[str]) -> Statement: ...
 
+    def request_aborts(self, job_ids: Sequence[str], by: str) -> Statement:
+        """Running jobs: their abort requested on behalf of ``by``."""
+        ...
+
     def requeue_dead_letters(self, job_ids: Sequence[str]) -> list[Statement]:
         """The first statement returns the requeued ids; the others complete the move."""
         ...
@@ -122,6 +126,12 @@ class OperatorBackend(Protocol):
 
     def cancel_jobs_sync(self, job_ids: Sequence[str]) -> ActionResult: ...
 
+    async def abort_jobs(self, job_ids: Sequence[str], by: str) -> ActionResult:
+        """Cancel queued jobs and request the abort of running ones (``by``: who asks)."""
+        ...
+
+    def abort_jobs_sync(self, job_ids: Sequence[str], by: str) -> ActionResult: ...
+
     async def requeue_dead_letters(self, job_ids: Sequence[str]) -> ActionResult: ...
 
     def requeue_dead_letters_sync(self, job_ids: Sequence[str]) -> ActionResult: ...
@@ -190,6 +200,28 @@ class WorkerBackend(Protocol):
     async def dead_letter_job(
         self, worker_id: str, job_id: str, attempt: int, error: dict[str, Any], reason: str
     ) -> bool: ...
+
+    async def snooze_job(
+        self, worker_id: str, job_id: str, attempt: int, delay: float, entry: dict[str, Any]
+    ) -> bool:
+        """soniq.Snooze: back to the queue ``delay`` seconds from now, the attempt given back
+        and the snooze counted, ``entry`` in the history."""
+        ...
+
+    async def cancel_running_job(
+        self,
+        worker_id: str,
+        job_id: str,
+        attempt: int,
+        entry: dict[str, Any],
+        result_json: str | None = None,
+    ) -> bool:
+        """soniq.Cancel or an abort: the job ends ``cancelled``, ``entry`` in the history."""
+        ...
+
+    async def aborts_requested(self, worker_id: str) -> list[tuple[str, str, datetime | None]]:
+        """The jobs ``worker_id`` runs whose abort was requested: (id, by whom, when)."""
+        ...
 
     async def release_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int: ...
 

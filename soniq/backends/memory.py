@@ -41,6 +41,7 @@ returns, and with this backend that is the application's own instance. ``clear()
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import json
 import logging
@@ -133,6 +134,9 @@ class _Job:
     errors_dropped: int = 0
     worker_losses: int = 0
     suspicion: Suspicion = Suspicion.NONE
+    snoozes: int = 0
+    abort_requested_at: datetime | None = None
+    abort_requested_by: str | None = None
 
     def info(self) -> JobInfo:
         return JobInfo(
@@ -153,6 +157,9 @@ class _Job:
             errors=[json.loads(entry) for entry in self.errors],
             errors_dropped=self.errors_dropped,
             dedup_key=self.dedup_key,
+            snoozes=self.snoozes,
+            abort_requested_at=self.abort_requested_at,
+            abort_requested_by=self.abort_requested_by,
         )
 
     def claimed(self, worker_id: str) -> ClaimedJob:
@@ -168,6 +175,7 @@ class _Job:
             created_at=self.created_at,
             claimed_by=worker_id,
             suspicion=self.suspicion,
+            snoozes=self.snoozes,
         )
 
 
@@ -187,6 +195,9 @@ class _DeadLetter:
             finished_at=self.dead_lettered_at,
             result=None,
             dead_letter_reason=self.reason,
+            snoozes=0,
+            abort_requested_at=None,
+            abort_requested_by=None,
         )
 
 
@@ -285,9 +296,17 @@ class MemoryBackend:
             return None
         return job
 
+    def _back_or_aborted(self, job: _Job) -> None:
+        """Back to the queue; cancelled instead if its abort was requested meanwhile."""
+        if job.abort_requested_at is None:
+            self._set_status(job, JobStatus.QUEUED)
+        else:
+            self._set_status(job, JobStatus.CANCELLED)
+            job.finished_at = self._now()
+
     def _requeue_uncharged(self, job: _Job) -> None:
         """Back to the queue without charging the attempt (release, strays, recovery)."""
-        self._set_status(job, JobStatus.QUEUED)
+        self._back_or_aborted(job)
         job.worker_id = None
         job.claimed_at = None
         job.started_at = None
@@ -524,6 +543,58 @@ class MemoryBackend:
             self._dead_letter(job, self._now(), entry, reason)
             return True
 
+    async def snooze_job(
+        self, worker_id: str, job_id: str, attempt: int, delay: float, entry: dict[str, Any]
+    ) -> bool:
+        """Back to the queue ``delay`` seconds from now, the attempt given back, the snooze
+        counted, ``entry`` appended to the history."""
+        text = json.dumps(entry)
+        with self._lock:
+            job = self._fenced(worker_id, job_id, attempt)
+            if job is None:
+                return False
+            self._requeue_uncharged(job)
+            job.scheduled_at = _shifted(self._now(), delay)
+            job.snoozes += 1
+            self._append_error(job, text)
+            return True
+
+    async def cancel_running_job(
+        self,
+        worker_id: str,
+        job_id: str,
+        attempt: int,
+        entry: dict[str, Any],
+        result_json: str | None = None,
+    ) -> bool:
+        """End a running job ``cancelled`` (soniq.Cancel, or an abort), ``entry`` appended."""
+        text = json.dumps(entry)
+        _loads(result_json)
+        with self._lock:
+            job = self._fenced(worker_id, job_id, attempt)
+            if job is None:
+                return False
+            now = self._now()
+            self._set_status(job, JobStatus.CANCELLED)
+            job.started_at = job.started_at or now
+            job.finished_at = now
+            job.suspicion = Suspicion.NONE
+            job.result_json = result_json
+            self._append_error(job, text)
+            return True
+
+    async def aborts_requested(self, worker_id: str) -> list[tuple[str, str, datetime | None]]:
+        """The running jobs of ``worker_id`` whose abort was requested: (id, by, when)."""
+        owner = _canonical(worker_id)
+        with self._lock:
+            return [
+                (job.id, job.abort_requested_by or "", job.abort_requested_at)
+                for job in self._jobs.values()
+                if job.status is JobStatus.PROCESSING
+                and job.worker_id == owner
+                and job.abort_requested_at is not None
+            ]
+
     async def release_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         """Put interrupted jobs back without charging their attempt; returns how many."""
         applied = 0
@@ -663,7 +734,7 @@ class MemoryBackend:
                     self._dead_letter(job, now, error, reason)
                     dead_lettered += 1
                 else:
-                    self._set_status(job, JobStatus.QUEUED)
+                    self._back_or_aborted(job)
                     job.worker_id = None
                     job.claimed_at = None
                     job.started_at = None
@@ -721,6 +792,17 @@ class MemoryBackend:
             return None
         self._set_status(job, JobStatus.CANCELLED)
         job.finished_at = now
+        return job
+
+    def _request_abort(self, by: str, job_id: str, now: datetime) -> _Job | None:
+        """A running job: its abort is requested (the first request's time and author kept);
+        its worker stops it."""
+        job = self._jobs.get(job_id)
+        if job is None or job.status is not JobStatus.PROCESSING:
+            return None
+        if job.abort_requested_at is None:
+            job.abort_requested_at = now
+            job.abort_requested_by = by
         return job
 
     def _requeue(self, job_id: str, now: datetime) -> _Job | None:
@@ -817,6 +899,14 @@ class MemoryBackend:
 
     async def cancel_jobs(self, job_ids: Sequence[str]) -> ActionResult:
         return self.cancel_jobs_sync(job_ids)
+
+    def abort_jobs_sync(self, job_ids: Sequence[str], by: str) -> ActionResult:
+        """Queued jobs become cancelled; running ones get their abort requested."""
+        steps = (self._cancel, functools.partial(self._request_abort, by))
+        return self._act(job_ids, steps, operations.why_not_aborted, wakes=False)
+
+    async def abort_jobs(self, job_ids: Sequence[str], by: str) -> ActionResult:
+        return self.abort_jobs_sync(job_ids, by)
 
     def requeue_dead_letters_sync(self, job_ids: Sequence[str]) -> ActionResult:
         """Dead letters back to the queue (see ``_requeue``)."""

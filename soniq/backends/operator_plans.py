@@ -4,6 +4,7 @@ skipped are then read back to tell the operator why."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 from soniq.backends.base import Dialect, Row, Statement
@@ -55,6 +56,21 @@ cancel_jobs = _one_statement(lambda d: d.operator.cancel_jobs, operations.why_no
 delete_dead_letters = _one_statement(
     lambda d: d.operator.delete_dead_letters, operations.why_not_deleted
 )
+
+
+def abort_jobs(dialect: Dialect, job_ids: Sequence[str], by: str) -> Plan[ActionResult]:
+    """Queued jobs are cancelled; running ones get their abort requested (their worker stops
+    them). Finished jobs are refused."""
+    rows = yield dialect.operator.cancel_jobs(job_ids)
+    cancelled, _ = _changed(rows)
+    done = set(cancelled)
+    rest = [job_id for job_id in job_ids if job_id not in done]
+    aborting: tuple[str, ...] = ()
+    if rest:
+        aborting, _ = _changed((yield dialect.operator.request_aborts(rest, by)))
+    applied = cancelled + aborting
+    refused = yield from _explain(dialect, job_ids, applied, operations.why_not_aborted)
+    return ActionResult(applied, refused)
 
 
 def requeue_dead_letters(
@@ -131,6 +147,12 @@ class SQLOperatorMixin:
 
     def cancel_jobs_sync(self, job_ids: Sequence[str]) -> ActionResult:
         return self._batched_sync(cancel_jobs, job_ids)
+
+    async def abort_jobs(self, job_ids: Sequence[str], by: str) -> ActionResult:
+        return await self._batched(functools.partial(abort_jobs, by=by), job_ids)
+
+    def abort_jobs_sync(self, job_ids: Sequence[str], by: str) -> ActionResult:
+        return self._batched_sync(functools.partial(abort_jobs, by=by), job_ids)
 
     async def requeue_dead_letters(self, job_ids: Sequence[str]) -> ActionResult:
         return await self._batched(requeue_dead_letters, job_ids)

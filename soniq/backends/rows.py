@@ -37,6 +37,9 @@ JOB_COLUMNS = (
     "errors_dropped",
     "dedup_key",
     "dead_letter_reason",
+    "snoozes",
+    "abort_requested_at",
+    "abort_requested_by",
 )
 
 
@@ -90,6 +93,9 @@ def decode_job_info(row: tuple[Any, ...]) -> JobInfo:
         errors_dropped=int(data["errors_dropped"]),
         dedup_key=data["dedup_key"],
         dead_letter_reason=data["dead_letter_reason"],
+        snoozes=int(data["snoozes"] or 0),
+        abort_requested_at=to_utc(data["abort_requested_at"]),
+        abort_requested_by=data["abort_requested_by"],
     )
 
 
@@ -101,7 +107,7 @@ def decode_claimed(
     row: tuple[Any, ...], worker_id: str, args: dict[str, Any] | None = None
 ) -> ClaimedJob:
     """A row of a claim statement (id, task_name, args, queue, priority, attempts,
-    max_attempts, scheduled_at, created_at, suspicion), on either database; ``args``: its
+    max_attempts, scheduled_at, created_at, suspicion, snoozes), on either database; ``args``: its
     arguments already decoded (see :func:`decode_claimed_rows`)."""
     return ClaimedJob(
         id=to_uuid_text(row[0]) or "",
@@ -115,6 +121,7 @@ def decode_claimed(
         created_at=to_utc(row[8]),
         claimed_by=worker_id,
         suspicion=_SUSPICIONS[row[9] or 0],
+        snoozes=row[10] or 0,
     )
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
+
+from soniq.core.abort import AbortState
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +27,8 @@ class JobContext:
     created_at: datetime | None = None
     # Set by the worker when it fences itself (see contact_lost).
     _contact_lost: threading.Event | None = field(default=None, repr=False, compare=False)
+    # Set by the worker when an operator asks to abort this job (see abort_requested).
+    _abort: AbortState | None = field(default=None, repr=False, compare=False)
 
     @property
     def contact_lost(self) -> bool:
@@ -32,3 +37,20 @@ class JobContext:
         this run's outcome is then discarded. Async jobs are cancelled at that moment; a long
         sync job cannot be, so it should check this now and then and stop early."""
         return self._contact_lost is not None and self._contact_lost.is_set()
+
+    @property
+    def abort_requested(self) -> bool:
+        """True once an operator asked to abort this job (``cancel_jobs(..., abort=True)``,
+        the admin's Abort action, ``soniq jobs cancel --abort``). An async job is cancelled
+        at that moment; a sync job cannot be, so a long one should check this now and then
+        and stop early: however it ends, the job ends ``cancelled``."""
+        return self._abort is not None and self._abort.requested
+
+    async def wait_for_abort(self) -> None:
+        """Return once an abort of this job is requested: for an async job that waits on
+        something long and wants to tidy up before it stops. Never returns for a job run
+        without a worker's abort support (``soniq.testing.drain()`` runs jobs to their end)."""
+        if self._abort is None:
+            await asyncio.Event().wait()
+        else:
+            await self._abort.wait()

@@ -7,6 +7,8 @@ exception a caller would naturally catch (``ValueError``, ``LookupError``, ``Typ
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class SoniqError(Exception):
     """Base class of every soniq error."""
@@ -105,3 +107,36 @@ class SchemaMissingError(SoniqError, RuntimeError):
         self.database = database
         self.table = table
         self.alias = alias
+
+
+class JobFailedError(SoniqError, RuntimeError):
+    """:meth:`Soniq.wait_for` waited for a job that ended in the dead letters. ``job`` is its
+    :class:`~soniq.JobInfo`; ``errors`` its error history (oldest first) and ``reason`` why
+    it is a dead letter (``max_attempts``, ``discarded``, ...)."""
+
+    def __init__(self, message: str, *, job: Any) -> None:
+        super().__init__(message)
+        self.job = job
+        self.errors: list[dict[str, Any]] = list(job.errors)
+        self.reason: str | None = job.dead_letter_reason
+
+
+class JobCancelledError(SoniqError, RuntimeError):
+    """:meth:`Soniq.wait_for` waited for a job that ended ``cancelled``: by an operator, by
+    an abort, or by ``raise soniq.Cancel(reason)``. ``job`` is its :class:`~soniq.JobInfo`,
+    ``reason`` the message of its last history entry (empty when cancelled while queued)."""
+
+    def __init__(self, message: str, *, job: Any, reason: str = "") -> None:
+        super().__init__(message)
+        self.job = job
+        self.reason = reason
+
+
+class JobNotFoundError(SoniqError, LookupError):
+    """:meth:`Soniq.wait_for` was given an id of no job nor dead letter (never enqueued, or
+    pruned, or deleted meanwhile)."""
+
+
+class ResultValidationError(SoniqError, ValueError):
+    """``result_model=`` did not accept the job's stored result. The pydantic
+    ``ValidationError`` is chained as ``__cause__``."""

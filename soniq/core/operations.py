@@ -7,6 +7,9 @@ the sentence that tells an operator why a job was left alone.
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -54,6 +57,24 @@ class ActionResult:
         return bool(self.applied)
 
 
+# The longest "who asked" an abort request records (soniq_jobs.abort_requested_by).
+REQUESTER_LENGTH = 255
+
+
+def requester(by: str | None = None) -> str:
+    """Who asks for an action, as recorded: ``by`` when given, else ``user@host`` of this
+    process (``pid N@host`` when the user cannot be told)."""
+    if by is None:
+        try:
+            user = getpass.getuser()
+        except (OSError, KeyError):  # no name for this uid (a container, say)
+            user = f"pid {os.getpid()}"
+        by = f"{user}@{socket.gethostname()}"
+    if not isinstance(by, str):
+        raise TypeError(f"by must be text, got {type(by).__name__}")
+    return by[:REQUESTER_LENGTH]
+
+
 NOT_FOUND = "no such job (it was pruned, deleted or never existed)"
 
 
@@ -90,6 +111,14 @@ def why_not_cancelled(state: JobState | None) -> str:
             "only queued jobs can be cancelled"
         )
     return f"it is {_state(state.status)}; only queued jobs can be cancelled"
+
+
+def why_not_aborted(state: JobState | None) -> str:
+    if state is None:
+        return NOT_FOUND
+    if state.status == "done":
+        return "it already finished successfully; only queued and running jobs can be aborted"
+    return f"it is {_state(state.status)}; only queued and running jobs can be aborted"
 
 
 def why_not_requeued(state: JobState | None) -> str:

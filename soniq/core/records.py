@@ -53,6 +53,11 @@ class JobInfo:
     errors_dropped: int = 0
     dedup_key: str | None = None
     dead_letter_reason: str | None = None
+    # Times the job snoozed (soniq.Snooze) over its life; each was an uncharged requeue.
+    snoozes: int = 0
+    # When an abort of the job was requested while it ran, and by whom.
+    abort_requested_at: datetime | None = None
+    abort_requested_by: str | None = None
 
     @property
     def last_error(self) -> dict[str, Any] | None:
@@ -78,6 +83,8 @@ class ClaimedJob:
     created_at: datetime | None
     claimed_by: str = ""
     suspicion: Suspicion = Suspicion.NONE
+    # Times it snoozed before this attempt (see soniq.core.control.MAX_SNOOZES).
+    snoozes: int = 0
 
     @property
     def runs_alone(self) -> bool:

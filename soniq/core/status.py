@@ -42,13 +42,16 @@ class Suspicion(IntEnum):
 
 # Why a job is a dead letter (soniq_dead_letter_jobs.reason): its last attempt failed; its
 # worker was lost too often (recovery); its result was too large to store; it failed with an
-# error its job may not retry (retry_on / no_retry_on); it raised soniq.Discard.
+# error its job may not retry (retry_on / no_retry_on); it raised soniq.Discard; it raised
+# soniq.Snooze once more after MAX_SNOOZES snoozes.
 NOT_RETRYABLE = "not_retryable"
 DISCARDED = "discarded"
+MAX_SNOOZES_REASON = "max_snoozes"
 DEAD_LETTER_REASONS = (
     "max_attempts",
     "worker_lost",
     "result_too_large",
     NOT_RETRYABLE,
     DISCARDED,
+    MAX_SNOOZES_REASON,
 )

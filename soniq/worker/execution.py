@@ -18,14 +18,24 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from soniq.core import codec, masking
+from soniq.core.abort import AbortState
 from soniq.core.context import JobContext
-from soniq.core.control import JobControl, Retry, dead_letter_at_once, ends_the_job
+from soniq.core.control import (
+    Aborted,
+    Cancel,
+    JobControl,
+    Retry,
+    Snooze,
+    dead_letter_at_once,
+    ends_the_job,
+    snooze_refused,
+)
 from soniq.core.records import ClaimedJob
 from soniq.core.settings import SoniqSettings
 from soniq.core.spec import JobSpec
 from soniq.worker.deadlines import Deadlines
 from soniq.worker.hooks import call_hooks
-from soniq.worker.observer import FAILED, RETRIED, SUCCEEDED, JobObserver
+from soniq.worker.observer import CANCELLED, FAILED, RETRIED, SNOOZED, SUCCEEDED, JobObserver
 from soniq.worker.results import (
     MAX_RESULT_BYTES,
     ResultTooLargeError,
@@ -62,6 +72,11 @@ class Outcome:
     # Seconds until the next attempt, chosen by the job (soniq.Retry) instead of its
     # retry_delay.
     retry_delay: float | None = None
+    # Back to the queue this many seconds from now, the attempt not charged (soniq.Snooze).
+    snooze_delay: float | None = None
+    # The job ends cancelled (soniq.Cancel, or an abort); ``error`` is the history entry and
+    # ``result_json`` what it returned, if it returned after an abort was requested.
+    cancelled: bool = False
 
 
 # The defaults of the ERROR_MESSAGE_LIMIT and TRACEBACK_LIMIT settings.
@@ -128,13 +143,31 @@ def stripped(outcome: Outcome, refusal: BaseException) -> Outcome:
     )
 
 
-def _what_next(spec: JobSpec, exc: Exception) -> dict[str, Any]:
+def _what_next(spec: JobSpec, exc: Exception, job: ClaimedJob) -> dict[str, Any]:
     """What a failure with ``exc`` asks of the worker, as ``Outcome`` fields: a chosen retry
-    delay (soniq.Retry), the dead letters at once (soniq.Discard, or an error the job may not
-    retry), or nothing (retry while attempts are left)."""
+    delay (soniq.Retry), a snooze (soniq.Snooze; the dead letters once the job used all its
+    snoozes), the end (soniq.Cancel, an abort), the dead letters at once (soniq.Discard, or
+    an error the job may not retry), or nothing (retry while attempts are left)."""
     if isinstance(exc, Retry):
         return {"retry_delay": exc.delay}
+    if isinstance(exc, Snooze):
+        refused = snooze_refused(exc, job.snoozes)
+        if refused is not None:
+            return {"dead_letter_reason": refused}
+        return {"snooze_delay": exc.delay}
+    if isinstance(exc, Cancel | Aborted):
+        return {"cancelled": True}
     return {"dead_letter_reason": dead_letter_at_once(spec, exc)}
+
+
+def observed_outcome(spec: JobSpec, exc: BaseException, job: ClaimedJob) -> str:
+    """What the observer is told of an attempt that raised ``exc``."""
+    if isinstance(exc, Cancel | Aborted):
+        return CANCELLED
+    if isinstance(exc, Snooze) and snooze_refused(exc, job.snoozes) is None:
+        return SNOOZED
+    final = ends_the_job(spec, exc, job.attempt, job.max_attempts, job.snoozes)
+    return FAILED if final else RETRIED
 
 
 def log_message(
@@ -167,7 +200,10 @@ class _Raised:
 
 
 def job_context(
-    job: ClaimedJob, worker_id: str, contact_lost: threading.Event | None = None
+    job: ClaimedJob,
+    worker_id: str,
+    contact_lost: threading.Event | None = None,
+    abort: AbortState | None = None,
 ) -> JobContext:
     return JobContext(
         job_id=job.id,
@@ -179,6 +215,7 @@ def job_context(
         scheduled_at=job.scheduled_at,
         created_at=job.created_at,
         _contact_lost=contact_lost,
+        _abort=abort,
     )
 
 
@@ -199,6 +236,20 @@ def job_arguments(spec: JobSpec, job: ClaimedJob, ctx: JobContext | None) -> dic
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+class _Live(AbortState):
+    """A job the runner is running: its abort state (the job's context reads it), and what
+    an abort request needs to reach it. One object per job: this is on every job's path."""
+
+    __slots__ = ("cancelled", "cancelling", "is_async", "task")
+
+    def __init__(self, task: asyncio.Task[Any], is_async: bool) -> None:
+        super().__init__()
+        self.task = task
+        self.is_async = is_async
+        self.cancelled = False  # its task was cancelled for the abort
+        self.cancelling = 0  # the task's pending cancellations before that
 
 
 class JobRunner:
@@ -240,6 +291,37 @@ class JobRunner:
         self._active = 0
         # Whether any hook is registered: without one, a job that takes no context gets none.
         self._hooked = any(hooks.values())
+        # Running jobs by id (abort requests look them up), and aborts requested for jobs
+        # not running yet (claimed, their start being written): applied when they start.
+        self._live: dict[str, _Live] = {}
+        self._early_aborts: dict[str, tuple[str, str]] = {}
+
+    def abort(self, job_id: str, by: str, at: str) -> bool:
+        """An abort of ``job_id`` was requested: an async job's task is cancelled now, a sync
+        job sees ``ctx.abort_requested``; either ends cancelled. A job not running yet is
+        aborted as it starts. True when this call told a running job."""
+        live = self._live.get(job_id)
+        if live is None:
+            self._early_aborts[job_id] = (by, at)
+            return False
+        if live.requested:
+            return False  # told already
+        live.request(by, at)
+        if live.is_async and not live.task.done():
+            live.cancelling = live.task.cancelling()
+            live.cancelled = True
+            live.task.cancel()
+        return True
+
+    def forget_abort(self, job_id: str) -> None:
+        """The job will not run here (released, dropped): its early abort is moot."""
+        self._early_aborts.pop(job_id, None)
+
+    def keep_early_aborts(self, requested: set[str]) -> None:
+        """Forget the early aborts of jobs no longer requested (they ended, or went back):
+        what is asked of jobs that never start here must not pile up."""
+        for job_id in [job_id for job_id in self._early_aborts if job_id not in requested]:
+            del self._early_aborts[job_id]
 
     def overrunning(self) -> int:
         """Threads still running a sync job whose timeout expired: each holds a slot."""
@@ -253,34 +335,60 @@ class JobRunner:
 
     async def run(self, spec: JobSpec, job: ClaimedJob) -> Outcome:
         self._active += 1
+        task = asyncio.current_task()
+        assert task is not None, "run() runs in a task"
+        live = self._live[job.id] = _Live(task, spec.is_async)
+        if self._early_aborts:
+            early = self._early_aborts.pop(job.id, None)
+            if early is not None:
+                live.request(*early)
         try:
-            return await self._run(spec, job, self._contact)
+            return await self._run(spec, job, self._contact, live)
         finally:
             self._active -= 1
+            if self._live.get(job.id) is live:
+                del self._live[job.id]
 
-    async def _run(self, spec: JobSpec, job: ClaimedJob, flag: threading.Event) -> Outcome:
+    async def _run(
+        self, spec: JobSpec, job: ClaimedJob, flag: threading.Event, live: _Live
+    ) -> Outcome:
+        abort = live
         ctx: JobContext | None = None
         if self._hooked or spec.contract.context_parameter:
-            ctx = job_context(job, job.claimed_by or self.worker_id(), flag)
+            ctx = job_context(job, job.claimed_by or self.worker_id(), flag, abort)
             if self.hooks["before_job"]:
                 await call_hooks(self.hooks["before_job"], ctx)
         observer = self.observer
         started = time.monotonic() if observer is not None else 0.0
         limit = spec.timeout if spec.timeout is not None else self.default_timeout
         try:
+            if abort.requested:  # before it started: it does not run at all
+                raise Aborted(abort.by, abort.at)
             kwargs = job_arguments(spec, job, ctx)
             if spec.is_async:
                 value = await self._within(limit, spec.func(**kwargs), job)
             else:
                 value = await self._in_thread(spec.func, kwargs, limit, job)
+        except asyncio.CancelledError:
+            # Cancelled for its abort alone (a stop or a fence cancels it too, and wins).
+            if not live.cancelled or live.task.uncancel() > live.cancelling:
+                raise
+            return await self._ended(spec, job, ctx, Aborted(abort.by, abort.at), flag, started)
         except Exception as exc:
-            outcome = await self._failed(ctx, job, exc)
-            lost = flag.is_set()  # then the worker puts the job back uncharged: no outcome
-            outcome = dataclasses.replace(outcome, contact_lost=lost, **_what_next(spec, exc))
-            if observer is not None and not lost:
-                final = ends_the_job(spec, exc, job.attempt, job.max_attempts)
-                observer.job_ended(job, FAILED if final else RETRIED, started)
-            return outcome
+            if abort.requested and not isinstance(exc, Cancel):
+                # However it stopped once asked to, the job ends cancelled by the abort.
+                exc = Aborted(abort.by, abort.at)
+            return await self._ended(spec, job, ctx, exc, flag, started)
+        if abort.requested:
+            # It returned after its abort was requested: it ends cancelled, its result kept.
+            outcome = await self._ended(spec, job, ctx, Aborted(abort.by, abort.at), flag, started)
+            try:
+                kept = encode_result(
+                    job, value, max_bytes=self.max_result_bytes, masked_names=self.masked_names
+                )
+            except ResultTooLargeError:
+                kept = None
+            return dataclasses.replace(outcome, result_json=kept)
         try:
             result_json = encode_result(
                 job, value, max_bytes=self.max_result_bytes, masked_names=self.masked_names
@@ -295,6 +403,23 @@ class JobRunner:
         if observer is not None:
             observer.job_ended(job, SUCCEEDED, started)
         return Outcome(True, result_json=result_json)
+
+    async def _ended(
+        self,
+        spec: JobSpec,
+        job: ClaimedJob,
+        ctx: JobContext | None,
+        exc: Exception,
+        flag: threading.Event,
+        started: float,
+    ) -> Outcome:
+        """The outcome of an attempt that raised ``exc`` (or was aborted)."""
+        outcome = await self._failed(ctx, job, exc)
+        lost = flag.is_set()  # then the worker puts the job back uncharged: no outcome
+        outcome = dataclasses.replace(outcome, contact_lost=lost, **_what_next(spec, exc, job))
+        if self.observer is not None and not lost:
+            self.observer.job_ended(job, observed_outcome(spec, exc, job), started)
+        return outcome
 
     async def _failed(self, ctx: JobContext | None, job: ClaimedJob, exc: Exception) -> Outcome:
         # A Retry or a Discard is the job's own decision, not a fault: logged at INFO.

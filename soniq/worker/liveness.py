@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from soniq.backends.base import WorkerBackend, WorkerSessionProtocol
+from soniq.core.abort import ABORT_NOTICE
 from soniq.core.backoff import Backoff
 from soniq.core.records import WorkerInfo
 from soniq.core.settings import SoniqSettings, recovery_deadline, worker_lease
@@ -60,6 +61,7 @@ class Liveness:
         on_confirmed: Callable[[], None] = lambda: None,
         on_fenced: Callable[[], None] = lambda: None,
         on_restored: Callable[[], None] = lambda: None,
+        on_abort_requested: Callable[[], None] = lambda: None,
     ) -> None:
         self.backend = backend
         self.info = info
@@ -78,6 +80,8 @@ class Liveness:
         # Called when the lease ran out with no heartbeat confirmed, and when one is again.
         self.on_fenced = on_fenced
         self.on_restored = on_restored
+        # Called when a NOTIFY says an abort was requested (of some worker's job).
+        self.on_abort_requested = on_abort_requested
         self.confirmed_at = time.monotonic()
         self.fenced = False
         # When a write was refused: start nothing until a heartbeat sent since tells (doubt()).
@@ -197,7 +201,9 @@ class Liveness:
                     backoff.reset()
                 if self.listen:
                     async for queue in self.session.notifications(self.settings.poll_interval):
-                        if self.info.queues is None or queue in self.info.queues:
+                        if queue == ABORT_NOTICE:
+                            self.on_abort_requested()
+                        elif self.info.queues is None or queue in self.info.queues:
                             self.wake.set()
                 else:
                     # Nothing else uses this connection: probe it, or a drop goes unnoticed.

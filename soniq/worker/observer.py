@@ -13,14 +13,17 @@ from typing import Protocol
 from soniq.core.records import ClaimedJob
 
 # How an attempt ended: it succeeded; it failed and another attempt will come; it failed for
-# good (its last attempt, or a result too large to store).
+# good (its last attempt, or a result too large to store); it ended the job cancelled
+# (soniq.Cancel, an abort); it snoozed (soniq.Snooze: requeued, the attempt not charged).
 SUCCEEDED, RETRIED, FAILED = "succeeded", "retried", "failed"
+CANCELLED, SNOOZED = "cancelled", "snoozed"
 
 
 class JobObserver(Protocol):
     def job_ended(self, job: ClaimedJob, outcome: str, started: float) -> None:
-        """An attempt of ``job`` ended with ``outcome`` (:data:`SUCCEEDED`, :data:`RETRIED`
-        or :data:`FAILED`); ``started`` is ``time.monotonic()`` when the attempt started. An
-        attempt cut off by a shutdown or a lost lease, or one that failed after the worker
-        lost contact with the database, does not end here: its job goes back to the queue
-        uncharged, and its next attempt is the one observed."""
+        """An attempt of ``job`` ended with ``outcome`` (:data:`SUCCEEDED`, :data:`RETRIED`,
+        :data:`FAILED`, :data:`CANCELLED` or :data:`SNOOZED`); ``started`` is
+        ``time.monotonic()`` when the attempt started. An attempt cut off by a shutdown or a
+        lost lease, or one that failed after the worker lost contact with the database, does
+        not end here: its job goes back to the queue uncharged, and its next attempt is the
+        one observed."""

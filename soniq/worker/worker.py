@@ -44,6 +44,10 @@ T = TypeVar("T")
 SUMMARY_INTERVAL = 60.0
 # Seconds a stopping worker still tries to record outcomes after SHUTDOWN_TIMEOUT.
 WRITE_GRACE = 5.0
+# Seconds between the looks for abort requests of this worker's jobs, while it holds any
+# (with LISTEN, a notification makes it look at once; this is the fallback, and the only way
+# behind PgBouncer).
+ABORT_POLL_INTERVAL = 1.0
 # The start line names at most this many tasks, then how many more there are.
 LISTED_TASKS = 20
 # What the summary counts, in its order: job outcomes, then database writes that failed (and
@@ -52,6 +56,8 @@ SUMMARY_COUNTS = (
     ("done", "done", True),
     ("retried", "retried", True),
     ("dead_lettered", "dead-lettered", True),
+    ("cancelled", "cancelled", False),
+    ("snoozed", "snoozed", False),
     ("given_up", "given up after contact was lost", False),
     ("taken_back", "taken back from this worker", False),
     ("unrecorded", "not recorded (left to recovery)", False),
@@ -117,6 +123,8 @@ class Worker:
         # written, nor for its outcome to be): only those are cancelled by a fence.
         self._executing: set[asyncio.Task[None]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        # Set by a notification that an abort was requested: look for this worker's at once.
+        self._abort_check = asyncio.Event()
 
     # -- public API -------------------------------------------------------------------------
 
@@ -344,17 +352,62 @@ class Worker:
                 on_confirmed=self._on_confirmed,
                 on_fenced=self._fence,
                 on_restored=self._restore,
+                on_abort_requested=self._abort_check.set,
             )
             await liveness.start()
             self._liveness = liveness
+            watch = asyncio.create_task(self._watch_aborts(), name="soniq-aborts")
             try:
                 yield
             finally:
+                watch.cancel()
+                await asyncio.gather(watch, return_exceptions=True)
                 self._liveness = None
                 await liveness.stop()
         finally:
             stop_hearing()
             restore_signals()
+
+    async def _watch_aborts(self) -> None:
+        """Stop the jobs whose abort an operator requested: look every
+        :data:`ABORT_POLL_INTERVAL` seconds while this worker holds jobs, and at once when a
+        notification says an abort was requested."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ABORT_POLL_INTERVAL):
+                    await self._abort_check.wait()
+            self._abort_check.clear()
+            if not (self._running or self._ready or self._current is not None):
+                continue
+            try:
+                requested = await self.backend.aborts_requested(self.id)
+            except Exception as error:
+                logger.debug("could not look for abort requests: %s", error)
+                continue
+            for job_id, by, at in requested:
+                self._abort(job_id, by, "" if at is None else at.isoformat())
+            runner = self._runner_in_use
+            if runner is not None:
+                runner.keep_early_aborts({job_id for job_id, _, _ in requested})
+
+    def _abort(self, job_id: str, by: str, at: str) -> None:
+        """An abort of ``job_id`` was requested: stop it if it runs here; a job claimed and
+        not started goes back, which ends it cancelled."""
+        runner = self._runner_in_use
+        if runner is not None and runner.abort(job_id, by, at):
+            logger.info("job %s: abort requested by %s; stopping it", job_id, by or "(unknown)")
+            return
+        for job in self._ready:
+            if job.id == job_id:
+                self._ready.remove(job)
+                if runner is not None:
+                    runner.forget_abort(job_id)
+                logger.info("job %s: abort requested by %s before it started", job_id, by)
+                task = asyncio.ensure_future(self._release([job]))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                self._slot_freed.set()
+                return
 
     def _hear_local_enqueues(self, queues: tuple[str, ...] | None) -> Callable[[], None]:
         """Without LISTEN, jobs enqueued in this very process still wake the worker at once."""
@@ -642,6 +695,10 @@ class Worker:
             self._finished(job, "taken_back", duration)
         elif outcome.succeeded:
             self._finished(job, "done", duration)
+        elif outcome.cancelled:
+            self._finished(job, "cancelled", duration)
+        elif outcome.snooze_delay is not None:
+            self._finished(job, "snoozed", duration)
         else:
             final = job.attempt >= job.max_attempts or outcome.dead_letter_reason is not None
             self._finished(job, "dead_lettered" if final else "retried", duration)
@@ -743,6 +800,14 @@ class Worker:
             done = [(job.id, job.attempt, outcome.result_json)]
             return await self.backend.complete_jobs(job.claimed_by, done) == 1
         assert outcome.error is not None
+        if outcome.cancelled:
+            return await self.backend.cancel_running_job(
+                job.claimed_by, job.id, job.attempt, outcome.error, outcome.result_json
+            )
+        if outcome.snooze_delay is not None:
+            return await self.backend.snooze_job(
+                job.claimed_by, job.id, job.attempt, outcome.snooze_delay, outcome.error
+            )
         reason = outcome.dead_letter_reason
         if reason is None and job.attempt >= job.max_attempts:
             reason = "max_attempts"

@@ -348,6 +348,9 @@ def _job_row(job_id: Any) -> tuple[Any, ...]:
         "errors_dropped": 0,
         "dedup_key": None,
         "dead_letter_reason": None,
+        "snoozes": 2,
+        "abort_requested_at": None,
+        "abort_requested_by": None,
     }
     return tuple(values[column] for column in JOB_COLUMNS)
 

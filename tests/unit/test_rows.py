@@ -12,7 +12,7 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def claim_row(n: int, args: object) -> tuple[object, ...]:
-    return (uuid.UUID(int=n + 1), "tests.job", args, "default", 100, 1, 4, NOW, NOW, n % 3)
+    return (uuid.UUID(int=n + 1), "tests.job", args, "default", 100, 1, 4, NOW, NOW, n % 3, n)
 
 
 def test_a_claims_arguments_are_parsed_together_and_stay_with_their_rows() -> None:
@@ -33,6 +33,7 @@ def test_a_claims_arguments_are_parsed_together_and_stay_with_their_rows() -> No
         Suspicion.NONE,
     ]
     assert {job.claimed_by for job in jobs} == {"worker-1"}
+    assert [job.snoozes for job in jobs] == [0, 1, 2, 3]
 
 
 def test_arguments_a_driver_already_decoded_are_taken_as_they_are() -> None:

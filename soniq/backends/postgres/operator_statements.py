@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from soniq.backends.base import Statement
-from soniq.backends.postgres.statements import NOTIFY_CHANNEL
+from soniq.backends.postgres.statements import DONE_CHANNEL, NOTIFY_CHANNEL
+from soniq.core.abort import ABORT_NOTICE
 
 
 def _in_state(row: str, status: str) -> str:
@@ -77,10 +78,29 @@ WITH changed AS (
 {_NOTIFY}
 """
 
+# A job someone waits for (awaited) has its end announced; the OR may evaluate both sides,
+# and a spare notification only makes a waiter look once more.
 _CANCEL_JOBS = f"""
-UPDATE soniq_jobs AS job SET status = 'cancelled', finished_at = now()
-WHERE job.id = ANY(%s::uuid[]) AND {_in_state("job", "queued")}
-RETURNING job.id
+WITH changed AS (
+    UPDATE soniq_jobs AS job SET status = 'cancelled', finished_at = now()
+    WHERE job.id = ANY(%s::uuid[]) AND {_in_state("job", "queued")}
+    RETURNING job.id, job.awaited
+)
+SELECT id FROM changed
+WHERE NOT awaited OR pg_notify('{DONE_CHANNEL}', id::text)::text = ''
+"""
+
+# A running job's abort requested (the first request's time and author kept), and the
+# workers told at commit: each looks at once which of its jobs it concerns.
+_REQUEST_ABORTS = f"""
+WITH changed AS (
+    UPDATE soniq_jobs AS job
+    SET abort_requested_at = COALESCE(job.abort_requested_at, now()),
+        abort_requested_by = COALESCE(job.abort_requested_by, %s)
+    WHERE job.id = ANY(%s::uuid[]) AND {_in_state("job", "processing")}
+    RETURNING job.id
+)
+SELECT id FROM changed WHERE pg_notify('{NOTIFY_CHANNEL}', '{ABORT_NOTICE}')::text = ''
 """
 
 # The reverse of the worker's dead-lettering, in one statement: DELETE ... RETURNING feeding
@@ -128,6 +148,9 @@ class PostgresOperatorStatements:
 
     def cancel_jobs(self, job_ids: Sequence[str]) -> Statement:
         return Statement(_CANCEL_JOBS, (list(job_ids),))
+
+    def request_aborts(self, job_ids: Sequence[str], by: str) -> Statement:
+        return Statement(_REQUEST_ABORTS, (by, list(job_ids)))
 
     def requeue_dead_letters(self, job_ids: Sequence[str]) -> list[Statement]:
         return [Statement(_REQUEUE_DEAD_LETTERS, (list(job_ids), list(job_ids)))]

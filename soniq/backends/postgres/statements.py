@@ -12,6 +12,9 @@ from soniq.backends.base import OperatorStatements, Statement
 from soniq.core.records import NewJob
 
 NOTIFY_CHANNEL = "soniq_new_job"
+# The end of a job someone waits for (Soniq.wait_for): its id is the payload.
+DONE_CHANNEL = "soniq_job_done"
+
 
 # Must match the partial unique index "soniq_jobs_dedup_uniq" (soniq/models.py) so that
 # PostgreSQL can infer it as the arbiter of ON CONFLICT.
@@ -93,12 +96,13 @@ WHERE task_name = %s AND dedup_key = %s AND status IN ('queued', 'processing')
 _SELECT_JOB = """
 SELECT id, task_name, status, args::text, queue, priority, attempts, max_attempts,
        scheduled_at, created_at, started_at, finished_at, worker_id, result::text,
-       errors::text, errors_dropped, dedup_key, NULL::text
+       errors::text, errors_dropped, dedup_key, NULL::text, snoozes, abort_requested_at,
+       abort_requested_by
 FROM soniq_jobs WHERE id = %s::uuid
 UNION ALL
 SELECT id, task_name, 'dead_letter', args::text, queue, priority, attempts, max_attempts,
        scheduled_at, created_at, started_at, dead_lettered_at, worker_id, NULL::text,
-       errors::text, errors_dropped, dedup_key, reason
+       errors::text, errors_dropped, dedup_key, reason, 0, NULL::timestamptz, NULL::text
 FROM soniq_dead_letter_jobs WHERE id = %s::uuid
 LIMIT 1
 """

@@ -50,13 +50,13 @@ class PostgresWorkerOps:
         done: Sequence[tuple[str, int, str | None]],
         started: Sequence[tuple[str, int]] = (),
     ) -> int:
-        [[_, completed]] = await self._fetch(
+        [[_, completed, _]] = await self._fetch(
             ws.record_progress(worker_id, started=started, done=done)
         )
         return int(completed)
 
     async def start_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
-        [[began, _]] = await self._fetch(ws.record_progress(worker_id, started=jobs))
+        [[began, _, _]] = await self._fetch(ws.record_progress(worker_id, started=jobs))
         return int(began)
 
     async def retry_job(
@@ -88,6 +88,45 @@ class PostgresWorkerOps:
             )
         )
         return bool(rows)
+
+    async def snooze_job(
+        self, worker_id: str, job_id: str, attempt: int, delay: float, entry: dict[str, Any]
+    ) -> bool:
+        rows = await self._fetch(
+            ws.snooze_job(
+                worker_id,
+                job_id,
+                attempt,
+                delay,
+                json.dumps(entry),
+                history_limit=self.settings.error_history_limit,
+            )
+        )
+        return bool(rows)
+
+    async def cancel_running_job(
+        self,
+        worker_id: str,
+        job_id: str,
+        attempt: int,
+        entry: dict[str, Any],
+        result_json: str | None = None,
+    ) -> bool:
+        rows = await self._fetch(
+            ws.cancel_running_job(
+                worker_id,
+                job_id,
+                attempt,
+                json.dumps(entry),
+                result_json,
+                history_limit=self.settings.error_history_limit,
+            )
+        )
+        return bool(rows)
+
+    async def aborts_requested(self, worker_id: str) -> list[tuple[str, str, datetime | None]]:
+        rows = await self._fetch(ws.aborts_requested(worker_id))
+        return [(to_uuid_text(row[0]) or "", row[1] or "", row[2]) for row in rows]
 
     async def release_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         if not jobs:

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from soniq.backends.base import Statement
 from soniq.backends.error_history import DEFAULT_HISTORY_LIMIT
-from soniq.backends.postgres.statements import uuid_array
+from soniq.backends.postgres.statements import DONE_CHANNEL, uuid_array
 from soniq.core.status import Suspicion
 
 # First key of every soniq advisory lock (a 32-bit "namespace"); the second key is the worker's
@@ -53,11 +53,12 @@ claimed AS (
         started_at = NULL, finished_at = NULL, worker_id = %s::uuid
     WHERE job.id = ANY(ARRAY(SELECT id FROM candidates))
     RETURNING job.id, job.task_name, job.args::text AS args, job.queue, job.priority,
-              job.attempts, job.max_attempts, job.scheduled_at, job.created_at, job.suspicion
+              job.attempts, job.max_attempts, job.scheduled_at, job.created_at, job.suspicion,
+              job.snoozes
 )
 -- Most urgent first, as claimed: the worker starts them in this order.
 SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
-       suspicion
+       suspicion, snoozes
 FROM claimed
 ORDER BY priority, scheduled_at
 """
@@ -81,6 +82,13 @@ def claim_jobs(
 
 _FENCE = "status = 'processing' AND worker_id = %s::uuid"
 
+# A job put back in the queue whose abort was requested meanwhile ends cancelled instead:
+# it was asked to stop, and must not run again.
+_BACK_OR_ABORTED = (
+    "status = CASE WHEN {row}.abort_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END, "
+    "finished_at = CASE WHEN {row}.abort_requested_at IS NULL THEN NULL ELSE now() END"
+)
+
 # Statements about a batch of jobs take their ids as one array, matched with ``id = ANY(...)``,
 # and what differs per job (its attempt, its result) as one JSON object keyed by job id, read
 # with ``->`` (a binary search) for each row. There is no join: a join of the table with
@@ -91,6 +99,14 @@ _FENCE = "status = 'processing' AND worker_id = %s::uuid"
 # worker's running jobs (soniq_jobs_running_idx) each checked against the ids.
 _ATTEMPT_OF = "(%s::jsonb ->> job.id::text)::int"
 _DONE_OF = "%s::jsonb -> job.id::text"
+
+# A job someone waits for (Soniq.wait_for marks it ``awaited``) has its end announced on
+# DONE_CHANNEL, its id the payload, delivered at commit. Only those: a NOTIFY for every job
+# would cost every drain, for the rare job anyone waits for.
+_ANNOUNCE_AWAITED = (
+    "(SELECT count(pg_notify('" + DONE_CHANNEL + "', {rows}.id::text)) FROM {rows} "
+    "WHERE {rows}.awaited)"
+)
 
 # One statement for the two writes a worker batches: jobs that started (started_at, which
 # tells a running job from one only claimed), and jobs that finished (done, with their
@@ -109,9 +125,10 @@ done AS (
         suspicion = 0, result = NULLIF({_DONE_OF} -> 1, 'null'::jsonb)
     WHERE job.id = ANY(%s::uuid[]) AND job.{_FENCE}
       AND job.attempts = ({_DONE_OF} ->> 0)::int
-    RETURNING job.id
+    RETURNING job.id, job.awaited
 )
-SELECT (SELECT count(*) FROM started), (SELECT count(*) FROM done)
+SELECT (SELECT count(*) FROM started), (SELECT count(*) FROM done),
+       {_ANNOUNCE_AWAITED.format(rows="done")}
 """
 
 
@@ -236,14 +253,17 @@ moved AS (
     WHERE id = %s::uuid AND attempts = %s AND {_FENCE}
     RETURNING *
 )
-INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
-SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
-       started_at, {_NOW}, worker_id,
-       {_kept_errors(_DEAD_HISTORY, "failure.history_limit")},
-       errors_dropped + {_dropped_errors(_DEAD_HISTORY, "failure.history_limit")},
-       %s, dedup_key
-FROM moved, failure
-RETURNING id
+, dead AS (
+    INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
+    SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at,
+           created_at, started_at, {_NOW}, worker_id,
+           {_kept_errors(_DEAD_HISTORY, "failure.history_limit")},
+           errors_dropped + {_dropped_errors(_DEAD_HISTORY, "failure.history_limit")},
+           %s, dedup_key
+    FROM moved, failure
+    RETURNING id
+)
+SELECT id, {_ANNOUNCE_AWAITED.format(rows="moved")} FROM dead
 """
 
 
@@ -263,12 +283,99 @@ def dead_letter_job(
     )
 
 
+# soniq.Snooze: back to the queue ``delay`` seconds from now with the attempt given back and
+# the snooze counted; the entry goes to the history like a failure's.
+_SNOOZE_JOB = f"""
+WITH {_FAILURE}
+UPDATE soniq_jobs AS job
+SET {_BACK_OR_ABORTED.format(row="job")},
+    scheduled_at = {_NOW} + make_interval(secs => %s), worker_id = NULL, claimed_at = NULL,
+    started_at = NULL, attempts = GREATEST(job.attempts - 1, 0), snoozes = job.snoozes + 1,
+    errors = {_kept_errors(_RETRIED_HISTORY, "failure.history_limit")},
+    errors_dropped = job.errors_dropped
+        + {_dropped_errors(_RETRIED_HISTORY, "failure.history_limit")}
+FROM failure
+WHERE job.id = %s::uuid AND job.attempts = %s AND job.{_FENCE}
+RETURNING job.id
+"""
+
+
+def snooze_job(
+    worker_id: str,
+    job_id: str,
+    attempt: int,
+    delay: float,
+    entry_json: str,
+    now: datetime | None = None,
+    *,
+    history_limit: int = DEFAULT_HISTORY_LIMIT,
+) -> Statement:
+    return Statement(
+        _SNOOZE_JOB,
+        (*_failure_params(entry_json, history_limit), now, delay, job_id, attempt, worker_id),
+    )
+
+
+# soniq.Cancel, or an abort: the job ends cancelled, the entry (who asked, or the job's
+# reason) appended to its history; a result it returned after an abort is kept.
+_CANCEL_RUNNING_JOB = f"""
+WITH {_FAILURE},
+cancelled AS (
+    UPDATE soniq_jobs AS job
+    SET status = 'cancelled', finished_at = {_NOW}, started_at = COALESCE(job.started_at, {_NOW}),
+        suspicion = 0, result = %s::jsonb,
+        errors = {_kept_errors(_RETRIED_HISTORY, "failure.history_limit")},
+        errors_dropped = job.errors_dropped
+            + {_dropped_errors(_RETRIED_HISTORY, "failure.history_limit")}
+    FROM failure
+    WHERE job.id = %s::uuid AND job.attempts = %s AND job.{_FENCE}
+    RETURNING job.id, job.awaited
+)
+SELECT id, {_ANNOUNCE_AWAITED.format(rows="cancelled")} FROM cancelled
+"""
+
+
+def cancel_running_job(
+    worker_id: str,
+    job_id: str,
+    attempt: int,
+    entry_json: str,
+    result_json: str | None = None,
+    now: datetime | None = None,
+    *,
+    history_limit: int = DEFAULT_HISTORY_LIMIT,
+) -> Statement:
+    return Statement(
+        _CANCEL_RUNNING_JOB,
+        (
+            *_failure_params(entry_json, history_limit),
+            now,
+            now,
+            result_json,
+            job_id,
+            attempt,
+            worker_id,
+        ),
+    )
+
+
+# The jobs of this worker whose abort was requested (on soniq_jobs_running_idx).
+_ABORTS_REQUESTED = f"""
+SELECT id, abort_requested_by, abort_requested_at FROM soniq_jobs
+WHERE {_FENCE} AND abort_requested_at IS NOT NULL
+"""
+
+
+def aborts_requested(worker_id: str) -> Statement:
+    return Statement(_ABORTS_REQUESTED, (worker_id,))
+
+
 # A job interrupted by shutdown, or claimed and never started, goes back without the attempt
 # being charged.
 _RELEASE_JOBS = f"""
 UPDATE soniq_jobs AS job
-SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
-    attempts = GREATEST(job.attempts - 1, 0)
+SET {_BACK_OR_ABORTED.format(row="job")},
+    worker_id = NULL, claimed_at = NULL, started_at = NULL, attempts = GREATEST(job.attempts - 1, 0)
 WHERE job.id = ANY(%s::uuid[]) AND job.{_FENCE} AND job.attempts = {_ATTEMPT_OF}
 RETURNING job.id
 """
@@ -448,7 +555,8 @@ dead AS (
 ),
 requeued AS (
     UPDATE soniq_jobs AS job
-    SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
+    SET {_BACK_OR_ABORTED.format(row="job")},
+        worker_id = NULL, claimed_at = NULL, started_at = NULL,
         worker_losses = job.worker_losses + 1, suspicion = {Suspicion.LOST_WHILE_RUNNING.value},
         errors = {_kept_errors(_REQUEUED_HISTORY, "lost.history_limit")},
         errors_dropped = job.errors_dropped
@@ -460,7 +568,7 @@ requeued AS (
 ),
 released AS (
     UPDATE soniq_jobs AS job
-    SET status = 'queued', worker_id = NULL, claimed_at = NULL,
+    SET {_BACK_OR_ABORTED.format(row="job")}, worker_id = NULL, claimed_at = NULL,
         attempts = GREATEST(job.attempts - 1, 0),
         suspicion = GREATEST(job.suspicion, {Suspicion.UNCONFIRMED_START.value})
     FROM lost
@@ -543,9 +651,9 @@ def prune_schedule_fires(retention: float, now: datetime | None = None) -> State
 # A live worker's safety net: a job the database says it holds but it is not running (the
 # reply to a claim was lost with its connection, say) goes back to the queue, uncharged.
 _RELEASE_STRAYS = f"""
-UPDATE soniq_jobs
-SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
-    attempts = GREATEST(attempts - 1, 0)
+UPDATE soniq_jobs AS job
+SET {_BACK_OR_ABORTED.format(row="job")},
+    worker_id = NULL, claimed_at = NULL, started_at = NULL, attempts = GREATEST(attempts - 1, 0)
 WHERE {_FENCE} AND id <> ALL(%s::uuid[])
   AND claimed_at < {_NOW} - make_interval(secs => %s)
 RETURNING id

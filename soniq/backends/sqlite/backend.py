@@ -311,6 +311,47 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
 
         return await self._run(self._write, body)
 
+    async def snooze_job(
+        self, worker_id: str, job_id: str, attempt: int, delay: float, entry: dict[str, Any]
+    ) -> bool:
+        run_at = format_time(self.clock() + timedelta(seconds=delay))
+        statement = ws.snooze_job(
+            worker_id,
+            job_id,
+            attempt,
+            run_at,
+            json.dumps(entry),
+            history_limit=self.settings.error_history_limit,
+        )
+        count = await self._run(self._write, lambda c: _count(c, statement))
+        if count:
+            wakeup.notify(())
+        return bool(count)
+
+    async def cancel_running_job(
+        self,
+        worker_id: str,
+        job_id: str,
+        attempt: int,
+        entry: dict[str, Any],
+        result_json: str | None = None,
+    ) -> bool:
+        statement = ws.cancel_running_job(
+            worker_id,
+            job_id,
+            attempt,
+            json.dumps(entry),
+            result_json,
+            self._now(),
+            history_limit=self.settings.error_history_limit,
+        )
+        return bool(await self._run(self._write, lambda c: _count(c, statement)))
+
+    async def aborts_requested(self, worker_id: str) -> list[tuple[str, str, datetime | None]]:
+        statement = ws.aborts_requested(worker_id)
+        rows = await self._run(self._read, lambda c: _fetch(c, statement))
+        return [(to_uuid_text(row[0]) or "", row[1] or "", to_utc(row[2])) for row in rows]
+
     async def release_jobs(self, worker_id: str, jobs: Sequence[tuple[str, int]]) -> int:
         worker = _hex(worker_id)
 

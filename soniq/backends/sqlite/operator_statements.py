@@ -54,6 +54,14 @@ WHERE id IN {_IDS} AND status = 'queued'
 RETURNING id
 """
 
+# A running job's abort requested (the first request's time and author kept).
+_REQUEST_ABORTS = f"""
+UPDATE soniq_jobs SET abort_requested_at = coalesce(abort_requested_at, %s),
+    abort_requested_by = coalesce(abort_requested_by, %s)
+WHERE id IN {_IDS} AND status = 'processing'
+RETURNING id
+"""
+
 # Copy then delete, in the caller's transaction: SQLite cannot feed an INSERT from a DELETE.
 _COPY_DEAD_LETTERS = f"""
 INSERT INTO soniq_jobs (id, task_name, args, queue, priority, status, attempts, max_attempts,
@@ -102,6 +110,9 @@ class SQLiteOperatorStatements:
 
     def cancel_jobs(self, job_ids: Sequence[str]) -> Statement:
         return Statement(_CANCEL_JOBS, (self._now(), _ids(job_ids)))
+
+    def request_aborts(self, job_ids: Sequence[str], by: str) -> Statement:
+        return Statement(_REQUEST_ABORTS, (self._now(), by, _ids(job_ids)))
 
     def requeue_dead_letters(self, job_ids: Sequence[str]) -> list[Statement]:
         ids = _ids(job_ids)

@@ -30,12 +30,13 @@ _DEDUP_ARBITER = (
 _SELECT_JOB = """
 SELECT id, task_name, status, args, queue, priority, attempts, max_attempts,
        scheduled_at, created_at, started_at, finished_at, worker_id, result,
-       errors, errors_dropped, dedup_key, NULL
+       errors, errors_dropped, dedup_key, NULL, snoozes, abort_requested_at,
+       abort_requested_by
 FROM soniq_jobs WHERE id = %s
 UNION ALL
 SELECT id, task_name, 'dead_letter', args, queue, priority, attempts, max_attempts,
        scheduled_at, created_at, started_at, dead_lettered_at, worker_id, NULL,
-       errors, errors_dropped, dedup_key, reason
+       errors, errors_dropped, dedup_key, reason, 0, NULL, NULL
 FROM soniq_dead_letter_jobs WHERE id = %s
 LIMIT 1
 """

@@ -16,6 +16,14 @@ from soniq.backends.error_history import DEFAULT_HISTORY_LIMIT
 
 _FENCE = "status = 'processing' AND worker_id = ? AND attempts = ? AND id = ?"
 
+# A job put back in the queue whose abort was requested meanwhile ends cancelled instead (as
+# on PostgreSQL). The time is the database's, in Django's format (six fraction digits).
+_BACK_OR_ABORTED = (
+    "status = CASE WHEN abort_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END, "
+    "finished_at = CASE WHEN abort_requested_at IS NULL THEN NULL "
+    "ELSE strftime('%Y-%m-%d %H:%M:%f000', 'now') END"
+)
+
 CLAIM = """
 UPDATE soniq_jobs
 SET status = 'processing', attempts = attempts + 1, claimed_at = ?, started_at = NULL,
@@ -33,7 +41,7 @@ WHERE id IN (
     LIMIT ?
 )
 RETURNING id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at,
-          created_at, suspicion
+          created_at, suspicion, snoozes
 """
 
 COMPLETE = f"""
@@ -70,6 +78,28 @@ SET status = 'queued', scheduled_at = ?, worker_id = NULL,
 WHERE {_FENCE}
 """
 
+# soniq.Snooze: back to the queue at ``run_at``, the attempt given back, the snooze counted.
+SNOOZE = f"""
+UPDATE soniq_jobs
+SET {_BACK_OR_ABORTED}, scheduled_at = ?, worker_id = NULL, claimed_at = NULL,
+    started_at = NULL, attempts = max(attempts - 1, 0), snoozes = snoozes + 1,
+    errors = {_KEPT_ERRORS}, errors_dropped = {_DROPPED_ERRORS}
+WHERE {_FENCE}
+"""
+
+# soniq.Cancel, or an abort: ends cancelled, the entry appended (a result it returned kept).
+CANCEL_RUNNING = f"""
+UPDATE soniq_jobs
+SET status = 'cancelled', finished_at = ?, started_at = coalesce(started_at, ?), suspicion = 0,
+    result = ?, errors = {_KEPT_ERRORS}, errors_dropped = {_DROPPED_ERRORS}
+WHERE {_FENCE}
+"""
+
+ABORTS_REQUESTED = """
+SELECT id, abort_requested_by, abort_requested_at FROM soniq_jobs
+WHERE status = 'processing' AND worker_id = ? AND abort_requested_at IS NOT NULL
+"""
+
 _DEAD_LETTER_COLUMNS = (
     "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
     "started_at, dead_lettered_at, worker_id, errors, errors_dropped, reason, dedup_key"
@@ -86,7 +116,7 @@ DELETE_FENCED = f"DELETE FROM soniq_jobs WHERE {_FENCE}"
 
 RELEASE = f"""
 UPDATE soniq_jobs
-SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
+SET {_BACK_OR_ABORTED}, worker_id = NULL, claimed_at = NULL, started_at = NULL,
     attempts = max(attempts - 1, 0)
 WHERE {_FENCE}
 """
@@ -135,15 +165,15 @@ WHERE status = 'processing' AND (
 # claimed goes back uncharged, its next start written before it runs. Both keep their place.
 REQUEUE_LOST = f"""
 UPDATE soniq_jobs
-SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
+SET {_BACK_OR_ABORTED}, worker_id = NULL, claimed_at = NULL, started_at = NULL,
     worker_losses = worker_losses + 1, suspicion = 2,
     errors = {_KEPT_ERRORS}, errors_dropped = {_DROPPED_ERRORS}
 WHERE id = ? AND status = 'processing'
 """
 
-RELEASE_LOST = """
+RELEASE_LOST = f"""
 UPDATE soniq_jobs
-SET status = 'queued', worker_id = NULL, claimed_at = NULL, attempts = max(attempts - 1, 0),
+SET {_BACK_OR_ABORTED}, worker_id = NULL, claimed_at = NULL, attempts = max(attempts - 1, 0),
     suspicion = max(suspicion, 1)
 WHERE id = ? AND status = 'processing'
 """
@@ -156,9 +186,9 @@ FROM soniq_jobs WHERE id = ? AND status = 'processing'
 """
 DELETE_LOST = "DELETE FROM soniq_jobs WHERE id = ? AND status = 'processing'"
 
-RELEASE_STRAYS = """
+RELEASE_STRAYS = f"""
 UPDATE soniq_jobs
-SET status = 'queued', worker_id = NULL, claimed_at = NULL, started_at = NULL,
+SET {_BACK_OR_ABORTED}, worker_id = NULL, claimed_at = NULL, started_at = NULL,
     attempts = max(attempts - 1, 0)
 WHERE status = 'processing' AND worker_id = ?
   AND id NOT IN (SELECT value FROM json_each(?)) AND claimed_at < ?
@@ -263,3 +293,46 @@ def dead_letter_lost(
         Statement(DEAD_LETTER_LOST, (now, *_appended(error_json, history_limit), reason, job_id)),
         Statement(DELETE_LOST, (job_id,)),
     ]
+
+
+def snooze_job(
+    worker_id: str,
+    job_id: str,
+    attempt: int,
+    run_at: str,
+    entry_json: str,
+    *,
+    history_limit: int = DEFAULT_HISTORY_LIMIT,
+) -> Statement:
+    return Statement(
+        SNOOZE,
+        (run_at, *_appended(entry_json, history_limit), _hex(worker_id), attempt, _hex(job_id)),
+    )
+
+
+def cancel_running_job(
+    worker_id: str,
+    job_id: str,
+    attempt: int,
+    entry_json: str,
+    result: str | None,
+    now: str,
+    *,
+    history_limit: int = DEFAULT_HISTORY_LIMIT,
+) -> Statement:
+    return Statement(
+        CANCEL_RUNNING,
+        (
+            now,
+            now,
+            result,
+            *_appended(entry_json, history_limit),
+            _hex(worker_id),
+            attempt,
+            _hex(job_id),
+        ),
+    )
+
+
+def aborts_requested(worker_id: str) -> Statement:
+    return Statement(ABORTS_REQUESTED, (_hex(worker_id),))

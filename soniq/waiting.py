@@ -1,0 +1,186 @@
+"""Waiting for a job's end (:meth:`soniq.Soniq.wait_for` and its sync twin), and a stored
+result read back as a model (``result_model=``).
+
+On PostgreSQL with ``LISTEN_NOTIFY`` on, a waiter listens on a connection of its own and the
+job's end is announced to it (see ``soniq.backends.postgres.completion``); it still reads the
+job every :data:`CHECK_INTERVAL` seconds, in case an end was not announced (recovery moving a
+job to the dead letters announces nothing). Elsewhere (SQLite, memory, PgBouncer) it polls,
+from :data:`FIRST_POLL` seconds apart up to :data:`LONGEST_POLL`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+from soniq.core.errors import (
+    JobCancelledError,
+    JobFailedError,
+    JobNotFoundError,
+    ResultValidationError,
+)
+from soniq.core.records import JobInfo
+from soniq.core.status import JobStatus
+
+if TYPE_CHECKING:
+    from soniq.app import Soniq
+
+FIRST_POLL = 0.05
+LONGEST_POLL = 1.0
+CHECK_INTERVAL = 5.0
+
+
+def with_result_model(info: JobInfo, result_model: Any) -> JobInfo:
+    """``info`` with its result validated as ``result_model`` (a pydantic model, or any type
+    pydantic can validate); only a finished job's result is validated."""
+    if result_model is None or info.status is not JobStatus.DONE:
+        return info
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        value = TypeAdapter(result_model).validate_python(info.result)
+    except ValidationError as error:
+        raise ResultValidationError(
+            f"the result of job {info.id} ({info.task_name}) is not a valid "
+            f"{getattr(result_model, '__name__', result_model)}: {error}"
+        ) from error
+    return dataclasses.replace(info, result=value)
+
+
+def _last_message(info: JobInfo) -> str:
+    last = info.last_error
+    return str(last.get("message", "")) if last else ""
+
+
+def settled(info: JobInfo | None, job_id: str, result_model: Any) -> JobInfo | None:
+    """The finished job (its result as ``result_model``), ``None`` while it is queued or
+    running; raises for a job that failed, was cancelled or does not exist."""
+    if info is None:
+        raise JobNotFoundError(f"no job nor dead letter has the id {job_id}")
+    if info.status is JobStatus.DONE:
+        return with_result_model(info, result_model)
+    if info.status is JobStatus.DEAD_LETTER:
+        raise JobFailedError(
+            f"job {info.id} ({info.task_name}) failed: it is a dead letter "
+            f"({info.dead_letter_reason}) after {info.attempts} attempt(s); last error: "
+            f"{_last_message(info) or '(none)'}",
+            job=info,
+        )
+    if info.status is JobStatus.CANCELLED:
+        reason = _last_message(info) if info.started_at is not None else ""
+        raise JobCancelledError(
+            f"job {info.id} ({info.task_name}) was cancelled" + (f": {reason}" if reason else ""),
+            job=info,
+            reason=reason,
+        )
+    return None
+
+
+def _timed_out(job_id: str, timeout: float | None) -> TimeoutError:
+    return TimeoutError(f"job {job_id} did not finish within {timeout:g} s")
+
+
+def _listener_target(app: Soniq) -> tuple[str, dict[str, Any]] | None:
+    """Where to LISTEN for the end of jobs of ``app``: a conninfo and connection options, or
+    ``None`` to poll."""
+    settings = app.settings
+    if not settings.listen_notify:
+        return None
+    from soniq.backends.postgres.conninfo import network_options
+
+    backend = app.backend
+    # PostgresBackend and DjangoBackend (on PostgreSQL) name their database.
+    conninfo: str | None = getattr(backend, "conninfo", None)
+    if not conninfo or not backend.supports_listen:
+        return None
+    return conninfo, network_options(settings, conninfo)
+
+
+class _Clock:
+    """The time left until the deadline, and the next wait (polling backs off)."""
+
+    def __init__(self, job_id: str, timeout: float | None, listening: bool) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.listening = listening
+        self.poll = FIRST_POLL
+
+    def next_wait(self) -> float:
+        wait = CHECK_INTERVAL if self.listening else self.poll
+        self.poll = min(self.poll * 2, LONGEST_POLL)
+        if self.deadline is None:
+            return wait
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _timed_out(self.job_id, self.timeout)
+        return min(wait, left)
+
+
+def _checked_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
+        raise ValueError(f"timeout must be a number of seconds >= 0 or None, got {timeout!r}")
+    return float(timeout)
+
+
+async def wait_for(
+    app: Soniq,
+    job_id: str,
+    timeout: float | None,  # noqa: ASYNC109 (the deadline spans many waits and reads)
+    result_model: Any = None,
+) -> JobInfo:
+    clock_timeout = _checked_timeout(timeout)
+    target = _listener_target(app)
+    listener = None
+    if target is not None:
+        from soniq.backends.postgres.completion import CompletionListener
+
+        listener = await CompletionListener.open(*target)
+    try:
+        if listener is not None:
+            await listener.watch(job_id)
+        clock = _Clock(job_id, clock_timeout, listener is not None)
+        while True:
+            info = settled(await app.backend.get_job(job_id), job_id, result_model)
+            if info is not None:
+                return info
+            wait = clock.next_wait()
+            if listener is not None:
+                await listener.wait(job_id, wait)
+            else:
+                await asyncio.sleep(wait)
+    finally:
+        if listener is not None:
+            await listener.close()
+
+
+def wait_for_sync(
+    app: Soniq, job_id: str, timeout: float | None, result_model: Any = None
+) -> JobInfo:
+    clock_timeout = _checked_timeout(timeout)
+    target = _listener_target(app)
+    listener = None
+    if target is not None:
+        from soniq.backends.postgres.completion import SyncCompletionListener
+
+        listener = SyncCompletionListener.open(*target)
+    try:
+        if listener is not None:
+            listener.watch(job_id)
+        clock = _Clock(job_id, clock_timeout, listener is not None)
+        while True:
+            info = settled(app.backend.get_job_sync(job_id), job_id, result_model)
+            if info is not None:
+                return info
+            wait = clock.next_wait()
+            if listener is not None:
+                listener.wait(job_id, wait)
+            else:
+                time.sleep(wait)
+    finally:
+        if listener is not None:
+            listener.close()
