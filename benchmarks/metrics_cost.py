@@ -14,24 +14,15 @@
 from __future__ import annotations
 
 import argparse
-import re
 import socket
-import statistics
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 import _scratch
+import paired
 
 from soniq.core.records import ClaimedJob
 from soniq.metrics import WorkerMetrics
-
-HERE = Path(__file__).resolve().parent
-
-DRAIN = re.compile(r"^\(b\) drain.*?([\d,]+) jobs/s", re.MULTILINE)
-CPU = re.compile(r"worker CPU over the drain\s+([\d.]+) µs per job")
 
 
 def observer_cost(attempts: int = 100_000) -> float:
@@ -65,18 +56,6 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def drain(url: str, jobs: int, metrics: bool) -> tuple[int, float]:
-    """One run of benchmarks/worker.py: (drain jobs/s, worker CPU µs per job)."""
-    command = [sys.executable, str(HERE / "worker.py"), "--url", url, "--jobs", str(jobs)]
-    command += ["--latency-samples", "10"]
-    if metrics:
-        command += ["--metrics-port", str(free_port())]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rate, cpu = DRAIN.search(output), CPU.search(output)
-    assert rate is not None and cpu is not None, output
-    return int(rate.group(1).replace(",", "")), float(cpu.group(1))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     _scratch.add_url_argument(parser)
@@ -84,26 +63,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     options = parser.parse_args()
     print(f"(a) the observer alone: {observer_cost() * 1e6:.2f} µs of CPU per attempt")
-    runs: dict[bool, list[tuple[int, float]]] = {False: [], True: []}
-    for n in range(1, options.rounds + 1):
-        for metrics in (False, True):
-            rate, cpu = drain(options.url, options.jobs, metrics)
-            runs[metrics].append((rate, cpu))
-            label = "with metrics" if metrics else "without"
-            print(f"    round {n} {label:<13} {rate:>7,} jobs/s  {cpu:5.1f} µs per job")
-    plain, with_metrics = runs[False], runs[True]
-    for label, found in (("without", plain), ("with metrics", with_metrics)):
-        rates = [rate for rate, _ in found]
-        cpus = [cpu for _, cpu in found]
-        print(
-            f"(b) {label:<13} median {statistics.median(rates):>9,.0f} jobs/s, mean "
-            f"{statistics.mean(rates):,.0f}; worker CPU median {statistics.median(cpus):.1f} µs"
-        )
-    paired = [m[0] / p[0] for p, m in zip(plain, with_metrics, strict=True)]
-    medians = statistics.median(r for r, _ in with_metrics) / statistics.median(r for r, _ in plain)
-    print(
-        f"    with / without: medians {medians:.3f}, paired ratios' median "
-        f"{statistics.median(paired):.3f} (from {min(paired):.3f} to {max(paired):.3f})"
+    print("(b) the drain, without and with metrics (and the queue gauges):")
+    paired.compare(
+        options.url,
+        options.jobs,
+        options.rounds,
+        ("without", []),
+        ("with metrics", ["--metrics-port", str(free_port())]),
     )
 
 

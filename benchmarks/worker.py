@@ -30,6 +30,11 @@ The scratch table is never analyzed, as on a fresh install before autovacuum's f
 --metrics-port N starts the worker with ``--metrics-port N`` (Prometheus metrics served, and
 recorded for every job), to measure what they cost.
 
+--awaited marks every job ``awaited`` (as ``app.wait_for()`` does) after the bulk enqueue, and
+LISTENs on ``soniq_job_done`` on a connection of its own while the worker drains: every
+completion then sends a NOTIFY, the worst case of the completion announcements; the count of
+notifications received is printed.
+
 --analyze runs ``ANALYZE soniq_jobs`` after the bulk enqueue, before the worker starts. That
 changes the claim's plan: without statistics PostgreSQL sorts every queued row on each claim
 (cost grows with the backlog); with them it walks the partial claim index.
@@ -99,6 +104,21 @@ class Results:
     statuses: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     server_version: str = ""
+    notifications: int | None = None  # --awaited: completions announced
+
+
+async def _count_notifications(listener: psycopg.AsyncConnection[Any], expected: int) -> int:
+    """Receive completion notifications on ``listener`` (LISTENing already) until
+    ``expected`` came."""
+    try:
+        received = 0
+        async for _ in listener.notifies():
+            received += 1
+            if received >= expected:
+                break
+        return received
+    finally:
+        await listener.close()
 
 
 class Worker:
@@ -317,6 +337,12 @@ async def _run(url: str, options: argparse.Namespace, log_path: Path, results: R
         assert len(ids) == options.jobs, len(ids)
         if options.analyze:
             await conn.execute("ANALYZE soniq_jobs")
+        listening = None
+        if options.awaited:
+            await conn.execute("UPDATE soniq_jobs SET awaited = true")
+            listener = await psycopg.AsyncConnection.connect(url, autocommit=True)
+            await listener.execute("LISTEN soniq_job_done")
+            listening = asyncio.create_task(_count_notifications(listener, options.jobs))
 
         # (b) one worker drains them
         worker = Worker(
@@ -330,6 +356,8 @@ async def _run(url: str, options: argparse.Namespace, log_path: Path, results: R
         cpu_before = worker.cpu_seconds()
         finished = await _wait_done(conn, worker, "bench.noop", options.jobs)
         results.drain_seconds = finished - registered
+        if listening is not None:
+            results.notifications = await asyncio.wait_for(listening, 30)
         results.drain_cpu_seconds = worker.cpu_seconds() - cpu_before
         results.drain_seconds_db = await _scalar(
             conn,
@@ -392,6 +420,18 @@ def _report(results: Results, log_path: Path) -> None:
             f">= {TARGET_DRAIN:,}",
             _verdict(drain_rate >= TARGET_DRAIN),
         ),
+        *(
+            [
+                (
+                    "    completions announced (--awaited)",
+                    f"{results.notifications:,} NOTIFY received",
+                    "",
+                    "",
+                )
+            ]
+            if results.notifications is not None
+            else []
+        ),
         (
             "    worker CPU over the drain",
             f"{results.drain_cpu_seconds / n * 1e6:.1f} µs per job "
@@ -445,6 +485,11 @@ def main() -> None:
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=10)
     parser.add_argument("--metrics-port", type=int, default=None)
+    parser.add_argument(
+        "--awaited",
+        action="store_true",
+        help="mark every job awaited and LISTEN: each completion sends a NOTIFY",
+    )
     parser.add_argument(
         "--analyze",
         action="store_true",

@@ -116,6 +116,23 @@ def time_column(field: str, label: str) -> Callable[[Any, Any], SafeString | str
     return column
 
 
+# History entries written by a job's control (soniq.Retry, Snooze, Cancel, Discard) or an
+# abort rather than by a failure, and how the attempt history names them.
+CONTROL_LABELS = {
+    "soniq.core.control.Retry": "retry requested",
+    "soniq.core.control.Snooze": "snoozed (attempt not charged)",
+    "soniq.core.control.Cancel": "cancelled by the job",
+    "soniq.core.control.Aborted": "aborted",
+    "soniq.core.control.Discard": "discarded by the job",
+}
+
+
+def _control_label(entry: Any) -> SafeString | str:
+    kind = entry.get("error_type") if isinstance(entry, dict) else None
+    label = CONTROL_LABELS.get(kind) if isinstance(kind, str) else None
+    return "" if label is None else format_html('<em class="soniq-control">{}</em> · ', label)
+
+
 def error_history(errors: Any, redaction: Redaction, dropped: int = 0) -> SafeString:
     """Every failed attempt kept, oldest first: type, message, when, where, and the traceback,
     each masked and redacted (:class:`~soniq.core.redaction.Redaction`). ``dropped``: older
@@ -132,9 +149,10 @@ def error_history(errors: Any, redaction: Redaction, dropped: int = 0) -> SafeSt
         attempt, error_type, message, meta, traceback = _error_fields(entry, redaction)
         items.append(
             format_html(
-                '<li class="soniq-error"><strong>Attempt {}</strong> · <code>{}</code>: {}'
+                '<li class="soniq-error"><strong>Attempt {}</strong> · {}<code>{}</code>: {}'
                 '<div class="soniq-error-meta">{}</div>{}</li>',
                 attempt,
+                _control_label(entry),
                 error_type,
                 message,
                 meta,

@@ -193,6 +193,7 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         "queue",
         "priority",
         "attempts_display",
+        "abort_display",
         "worker_link",
         "created",
         "scheduled",
@@ -214,7 +215,7 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
     # Only orders an index serves (the primary key, soniq_jobs_created_idx): sorting a million
     # rows by another column takes seconds.
     sortable_by = ("short_id", "created")
-    actions = ("retry_now", "cancel")
+    actions = ("retry_now", "cancel", "abort")
     change_list_template = "admin/soniq/job/change_list.html"
     fieldsets = (
         (None, {"fields": ("id", "task_name", "status_display", "queue", "priority")}),
@@ -235,6 +236,8 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
             {
                 "fields": (
                     "attempts_display",
+                    "snoozes",
+                    "abort_display",
                     "worker_losses",
                     "suspicion_display",
                     "worker_link",
@@ -273,6 +276,13 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
             )
         return display.status_badge(obj.status)
 
+    @admin.display(description="abort requested")
+    def abort_display(self, obj: Job) -> str:
+        if obj.abort_requested_at is None:
+            return "-"
+        when = timezone.localtime(obj.abort_requested_at).strftime("%Y-%m-%d %H:%M:%S")
+        return f"by {obj.abort_requested_by or '(unknown)'} at {when}"
+
     @admin.display(description="after a worker died")
     def suspicion_display(self, obj: Job) -> str:
         return "-" if not obj.suspicion else str(obj.get_suspicion_display())
@@ -295,6 +305,9 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
     def has_cancel_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("soniq.cancel_job")
 
+    def has_abort_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("soniq.abort_job")
+
     # -- actions ----------------------------------------------------------------------------
 
     @admin.action(description="Retry now (queued, cancelled)", permissions=["retry"])
@@ -305,10 +318,22 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
     def cancel(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         report(request, self._apply(request, queryset, "cancel"), "Cancelled", JOBS)
 
+    @admin.action(description="Abort (running: stop it; queued: cancel)", permissions=["abort"])
+    def abort(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        report(request, self._apply(request, queryset, "abort"), "Aborted", JOBS)
+
     def _apply(self, request: HttpRequest, queryset: QuerySet[Job], kind: str) -> ActionResult:
         backend = operator_backend()
         if kind == "retry":
             return act_on(request, queryset, backend.retry_jobs_sync, Audit("Retried", Job))
+        if kind == "abort":
+            by = f"admin:{request.user.get_username()}"
+            return act_on(
+                request,
+                queryset,
+                lambda ids: backend.abort_jobs_sync(ids, by),
+                Audit("Abort requested", Job),
+            )
         return act_on(request, queryset, backend.cancel_jobs_sync, Audit("Cancelled", Job))
 
     # -- one job's buttons ------------------------------------------------------------------
@@ -326,6 +351,11 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
                 "<path:object_id>/cancel/",
                 wrap(require_POST(self.cancel_one)),
                 name="soniq_job_cancel",
+            ),
+            path(
+                "<path:object_id>/abort/",
+                wrap(require_POST(self.abort_one)),
+                name="soniq_job_abort",
             ),
             *super().get_urls(),
         ]
@@ -362,6 +392,13 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         report(request, self._apply(request, one, "cancel"), "Cancelled", JOBS)
         return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[job.pk]))
 
+    def abort_one(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        self.require(request, "abort_job")
+        job = self.object_or_404(request, object_id)
+        one = self.get_queryset(request).filter(pk=job.pk)
+        report(request, self._apply(request, one, "abort"), "Aborted", JOBS)
+        return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[job.pk]))
+
     def row_buttons(self, request: HttpRequest, obj: Job) -> list[dict[str, str]]:
         buttons = []
         if obj.status in ("queued", "cancelled") and self.has_retry_permission(request):
@@ -370,5 +407,9 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         if obj.status == "queued" and self.has_cancel_permission(request):
             buttons.append(
                 {"url": reverse("admin:soniq_job_cancel", args=[obj.pk]), "label": "Cancel"}
+            )
+        if obj.status == "processing" and self.has_abort_permission(request):
+            buttons.append(
+                {"url": reverse("admin:soniq_job_abort", args=[obj.pk]), "label": "Abort"}
             )
         return buttons

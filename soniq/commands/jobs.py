@@ -3,7 +3,8 @@
 ``list`` reads the newest first through the index on ``created_at`` and never reads the
 arguments, results or errors; ``show`` prints one job (or dead letter) masked as the admin
 shows it, every kept attempt's error included; ``retry`` and ``cancel`` are the admin's
-actions, with each refused id and its reason.
+actions, with each refused id and its reason. ``cancel --abort`` also stops running jobs (their
+worker aborts them within about a second), recorded as asked by ``cli:user@host``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from soniq.commands import _output, _records
+from soniq.core.operations import requester
 
 HELP = "list, show, retry and cancel jobs"
 
@@ -31,7 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument("id", type=_records.job_id)
     show.add_argument("--json", action="store_true", help="print JSON for scripts")
     retry = actions.add_parser("retry", help="run now (a cancelled job goes back to the queue)")
-    cancel = actions.add_parser("cancel", help="cancel queued jobs")
+    cancel = actions.add_parser(
+        "cancel", help="cancel queued jobs (--abort: stop running ones too)"
+    )
+    cancel.add_argument(
+        "--abort",
+        action="store_true",
+        help="also abort running jobs: their worker stops them and they end cancelled",
+    )
     for action in (retry, cancel):
         action.add_argument("ids", nargs="+", type=_records.job_id, metavar="ID")
         action.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -47,6 +56,9 @@ def run(options: argparse.Namespace, alias: str, out: _output.Out) -> int:
         return _records.show(out, alias, options.id, as_json=options.json, dead_letter=False)
     if options.action == "retry":
         return _records.report(out, "retried", backend.retry_jobs_sync(options.ids), options.json)
+    if options.abort:
+        result = backend.abort_jobs_sync(options.ids, f"cli:{requester()}")
+        return _records.report(out, "cancelled or aborting", result, options.json)
     return _records.report(out, "cancelled", backend.cancel_jobs_sync(options.ids), options.json)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from soniq import JobContext, Soniq
+from soniq import Cancel, Discard, JobContext, Retry, Snooze, Soniq
 
 app = Soniq()
 
@@ -169,3 +169,77 @@ def huge_error(ctx: JobContext) -> None:
     """Fails every attempt with a 50 MB message."""
     record("huge_error", ctx)
     raise ValueError("X" * 50 * 2**20)
+
+
+# -- job control ---------------------------------------------------------------------------
+
+
+@app.job(name="acc.abortable_async", timeout=600)
+async def abortable_async(seconds: float, ctx: JobContext) -> str:
+    await arecord("abortable_start", ctx)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        await arecord("abortable_cancelled", ctx)
+        raise
+    return "slept"
+
+
+@app.job(name="acc.abortable_sync", timeout=600)
+def abortable_sync(seconds: float, ctx: JobContext) -> str:
+    record("abortable_start", ctx)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ctx.abort_requested:
+            record("abortable_noticed", ctx)
+            return "stopped early"
+        time.sleep(0.02)
+    return "ran to the end"
+
+
+@app.job(name="acc.snoozer", retries=0)
+def snoozer(ctx: JobContext) -> str:
+    record("snoozer", ctx)
+    if len(_runs_of(ctx)) == 1:
+        raise Snooze(0.3, reason="not ready")
+    return "ready"
+
+
+def _runs_of(ctx: JobContext) -> list[Any]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT seq FROM soniq_test_runs WHERE job_id = %s", [ctx.job_id])
+        return cursor.fetchall()
+
+
+@app.job(name="acc.retrier", retries=1, retry_delay=3600)
+def retrier(ctx: JobContext) -> int:
+    record("retrier", ctx)
+    if ctx.attempt == 1:
+        raise Retry(delay=0.3, reason="partner busy")
+    return ctx.attempt
+
+
+@app.job(name="acc.canceller", retries=3)
+def canceller(ctx: JobContext) -> None:
+    record("canceller", ctx)
+    raise Cancel("order withdrawn")
+
+
+@app.job(name="acc.discarder", retries=3)
+def discarder(ctx: JobContext) -> None:
+    record("discarder", ctx)
+    raise Discard("unknown customer")
+
+
+@app.job(name="acc.picky", retries=3, retry_delay=0, retry_on=ConnectionError)
+def picky(ctx: JobContext) -> None:
+    record("picky", ctx)
+    if ctx.attempt == 1:
+        raise ConnectionError("partner down")
+    raise ValueError("bad data")
+
+
+@app.job(name="acc.never_retried", retries=3, retry_delay=0, no_retry_on=KeyError)
+def never_retried(ctx: JobContext) -> None:
+    record("never_retried", ctx)
+    raise KeyError("missing field")
