@@ -242,14 +242,25 @@ class _Live(AbortState):
     """A job the runner is running: its abort state (the job's context reads it), and what
     an abort request needs to reach it. One object per job: this is on every job's path."""
 
-    __slots__ = ("cancelled", "cancelling", "is_async", "task")
+    __slots__ = ("calling", "cancelled", "cancelling", "is_async", "task")
 
     def __init__(self, task: asyncio.Task[Any], is_async: bool) -> None:
         super().__init__()
         self.task = task
         self.is_async = is_async
+        # Its function is being awaited: only then may an abort cancel the task (in a hook,
+        # the cancellation would escape the runner).
+        self.calling = False
         self.cancelled = False  # its task was cancelled for the abort
         self.cancelling = 0  # the task's pending cancellations before that
+
+
+def _swallowed(live: _Live) -> None:
+    """An async job caught the cancellation of its abort and went on: take that request
+    back, or the task would count it as still pending (``asyncio.timeout`` reads that)."""
+    if live.cancelled:
+        live.cancelled = False
+        live.task.uncancel()
 
 
 class JobRunner:
@@ -307,7 +318,7 @@ class JobRunner:
         if live.requested:
             return False  # told already
         live.request(by, at)
-        if live.is_async and not live.task.done():
+        if live.is_async and live.calling and not live.task.done():
             live.cancelling = live.task.cancelling()
             live.cancelled = True
             live.task.cancel()
@@ -366,7 +377,11 @@ class JobRunner:
                 raise Aborted(abort.by, abort.at)
             kwargs = job_arguments(spec, job, ctx)
             if spec.is_async:
-                value = await self._within(limit, spec.func(**kwargs), job)
+                live.calling = True
+                try:
+                    value = await self._within(limit, spec.func(**kwargs), job)
+                finally:
+                    live.calling = False
             else:
                 value = await self._in_thread(spec.func, kwargs, limit, job)
         except asyncio.CancelledError:
@@ -378,8 +393,10 @@ class JobRunner:
             if abort.requested and not isinstance(exc, Cancel):
                 # However it stopped once asked to, the job ends cancelled by the abort.
                 exc = Aborted(abort.by, abort.at)
+                _swallowed(live)
             return await self._ended(spec, job, ctx, exc, flag, started)
         if abort.requested:
+            _swallowed(live)
             # It returned after its abort was requested: it ends cancelled, its result kept.
             outcome = await self._ended(spec, job, ctx, Aborted(abort.by, abort.at), flag, started)
             try:

@@ -9,6 +9,7 @@ executions without a database connection of the job's own.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from soniq import JobContext, Soniq
@@ -36,6 +37,15 @@ def jobs_on(app: Soniq) -> Soniq:
         if not Path(os.environ["PGBOUNCER_RUNS_FILE"] + ".fixed").exists():
             raise RuntimeError("the partner is down")
         return "sent"
+
+    @app.job(name="bouncer.hold", timeout=600)
+    def hold(ctx: JobContext) -> str:
+        """Runs until its abort is requested (a minute at most)."""
+        _record("hold", ctx)
+        deadline = time.monotonic() + 60
+        while not ctx.abort_requested and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return "stopped"
 
     @app.periodic(every=1, name="bouncer.tick")
     def tick(ctx: JobContext) -> None:

@@ -10,23 +10,26 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pytest
 from django.db import connections
 
-from soniq import Soniq
+from soniq import JobCancelledError, Soniq
 from tests.acceptance.pgbouncer_jobs import jobs_on
 from tests.acceptance.processes import FAST_SETTINGS, ROOT, WorkerProcess, worker_env
 from tests.acceptance.test_metrics_endpoint import free_port, scrape
 from tests.helpers import conninfo, query_elsewhere, wait_until
 from tests.pg_server import ensure_postgres_url
 from tests.pgbouncer import PgBouncer, shares_server_connections
+
+T = TypeVar("T")
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.django_db(transaction=True)]
 
@@ -130,6 +133,19 @@ def _statuses(ids: list[str]) -> Counter[str]:
     return Counter(row[0] for row in rows)
 
 
+def _through(url: str, call: Callable[[Soniq], Awaitable[T]]) -> T:
+    """``call`` on a Soniq on the bouncer's URL, set up as behind PgBouncer."""
+
+    async def go() -> T:
+        app = jobs_on(Soniq(database_url=url, prepared_statements=False, listen_notify=False))
+        try:
+            return await call(app)
+        finally:
+            await app.close()
+
+    return asyncio.run(go())
+
+
 def _enqueue_through(url: str) -> dict[str, Any]:
     """Every way of enqueueing, through the bouncer, from a Soniq on that URL."""
 
@@ -192,6 +208,19 @@ def test_standalone_enqueue_workers_scheduler_and_commands(
         assert [s["name"] for s in status["schedules"]] == ["bouncer.tick"]
         health = soniq.run("healthcheck", "--worker", "--max-latency", "60")
         assert health.returncode == 0, health.stdout + health.stderr
+
+        # A running job aborted from the command line: the worker's poll finds the request
+        # (no LISTEN behind the bouncer) and the job ends cancelled; wait_for polls too.
+        hold = _through(url, lambda app: app.enqueue("bouncer.hold"))
+        wait_until(lambda: len(soniq.runs("hold")) == 1, timeout=30)
+        asked = time.monotonic()
+        assert "aborting" in soniq.ok("jobs", "cancel", "--abort", hold)
+        wait_until(lambda: _statuses([hold])["cancelled"] == 1, timeout=10)
+        assert time.monotonic() - asked < 3
+        with pytest.raises(JobCancelledError, match="abort requested by cli:"):
+            _through(url, lambda app: app.wait_for(hold, timeout=10))
+        done = _through(url, lambda app: app.wait_for(added[0], timeout=10))
+        assert done.result == 1
 
         # A job due in an hour: cancelled, then brought back to run now.
         later = enqueued["later"]

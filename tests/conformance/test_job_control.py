@@ -4,6 +4,7 @@ and waiting for a job's end (``wait_for``, ``result_model=``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -329,3 +330,25 @@ async def test_wait_for_sync_sees_a_cancel(app: Soniq) -> None:
         canceller.join()
     assert caught.value.reason == ""
     assert caught.value.job.status is JobStatus.CANCELLED
+
+
+async def test_an_async_job_that_catches_its_abort_still_ends_cancelled(
+    app: Soniq, workers: MakeWorker
+) -> None:
+    @app.job(name="ctl.stubborn_async")
+    async def stubborn_async() -> str:
+        # Tidies up and returns instead of re-raising.
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(600)
+        await asyncio.sleep(0)  # the task must not still count the abort's cancellation
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0.01)
+        return "tidied"
+
+    job_id = await app.enqueue(stubborn_async)
+    async with running(workers(app)):
+        await eventually(lambda: _started(app, job_id))
+        await app.cancel_jobs([job_id], abort=True, by="ops")
+        await eventually(lambda: _status(app, job_id, JobStatus.CANCELLED), within=ABORT_DEADLINE)
+    out = await stored(app, job_id)
+    assert (out.result, out.errors[-1]["error_type"]) == ("tidied", "soniq.core.control.Aborted")
