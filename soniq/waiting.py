@@ -49,6 +49,9 @@ def with_result_model(info: JobInfo, result_model: Any) -> JobInfo:
     return dataclasses.replace(info, result=value)
 
 
+_CANCEL_TYPES = ("soniq.core.control.Cancel", "soniq.core.control.Aborted")
+
+
 def _last_message(info: JobInfo) -> str:
     last = info.last_error
     return str(last.get("message", "")) if last else ""
@@ -69,7 +72,10 @@ def settled(info: JobInfo | None, job_id: str, result_model: Any) -> JobInfo | N
             job=info,
         )
     if info.status is JobStatus.CANCELLED:
-        reason = _last_message(info) if info.started_at is not None else ""
+        # The job's own reason, or the abort's; a job cancelled while queued has none (its
+        # history holds only failures from before).
+        last = info.last_error or {}
+        reason = _last_message(info) if last.get("error_type") in _CANCEL_TYPES else ""
         raise JobCancelledError(
             f"job {info.id} ({info.task_name}) was cancelled" + (f": {reason}" if reason else ""),
             job=info,

@@ -28,7 +28,7 @@ from soniq.admin.common import (
     report,
     soniq_settings,
 )
-from soniq.core.operations import ActionResult
+from soniq.core.operations import ActionResult, requester
 from soniq.core.redaction import Redaction
 from soniq.models import FINISHED_STATUSES, Job
 
@@ -320,14 +320,14 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
 
     @admin.action(description="Abort (running: stop it; queued: cancel)", permissions=["abort"])
     def abort(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        report(request, self._apply(request, queryset, "abort"), "Aborted", JOBS)
+        report(request, self._apply(request, queryset, "abort"), "Asked to abort", JOBS)
 
     def _apply(self, request: HttpRequest, queryset: QuerySet[Job], kind: str) -> ActionResult:
         backend = operator_backend()
         if kind == "retry":
             return act_on(request, queryset, backend.retry_jobs_sync, Audit("Retried", Job))
         if kind == "abort":
-            by = f"admin:{request.user.get_username()}"
+            by = requester(f"admin:{request.user.get_username()}")
             return act_on(
                 request,
                 queryset,
@@ -396,7 +396,7 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         self.require(request, "abort_job")
         job = self.object_or_404(request, object_id)
         one = self.get_queryset(request).filter(pk=job.pk)
-        report(request, self._apply(request, one, "abort"), "Aborted", JOBS)
+        report(request, self._apply(request, one, "abort"), "Asked to abort", JOBS)
         return HttpResponseRedirect(reverse("admin:soniq_job_change", args=[job.pk]))
 
     def row_buttons(self, request: HttpRequest, obj: Job) -> list[dict[str, str]]:

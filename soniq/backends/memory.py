@@ -525,7 +525,7 @@ class MemoryBackend:
             job = self._fenced(worker_id, job_id, attempt)
             if job is None:
                 return False
-            self._set_status(job, JobStatus.QUEUED)
+            self._back_or_aborted(job)
             job.scheduled_at = _shifted(self._now(), delay)
             job.worker_id = None
             self._append_error(job, entry)
@@ -784,6 +784,7 @@ class MemoryBackend:
         self._set_status(job, JobStatus.QUEUED)
         job.scheduled_at = now
         job.finished_at = None
+        job.abort_requested_at = job.abort_requested_by = None
         return job
 
     def _cancel(self, job_id: str, now: datetime) -> _Job | None:

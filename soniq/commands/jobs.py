@@ -57,7 +57,7 @@ def run(options: argparse.Namespace, alias: str, out: _output.Out) -> int:
     if options.action == "retry":
         return _records.report(out, "retried", backend.retry_jobs_sync(options.ids), options.json)
     if options.abort:
-        result = backend.abort_jobs_sync(options.ids, f"cli:{requester()}")
+        result = backend.abort_jobs_sync(options.ids, requester(f"cli:{requester()}"))
         return _records.report(out, "cancelled or aborting", result, options.json)
     return _records.report(out, "cancelled", backend.cancel_jobs_sync(options.ids), options.json)
 

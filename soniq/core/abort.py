@@ -16,13 +16,15 @@ ABORT_NOTICE = "!abort"
 
 
 class AbortState:
-    __slots__ = ("_event", "at", "by", "requested")
+    __slots__ = ("_event", "at", "by", "requested", "waiting")
 
     def __init__(self) -> None:
         self.requested = False
         self.by = ""
         self.at = ""
         self._event: asyncio.Event | None = None  # made by the first wait()
+        # Awaits in wait() now: such a job reacts to the abort itself, and is not cancelled.
+        self.waiting = 0
 
     def request(self, by: str, at: str) -> None:
         """Mark the abort as requested (on the worker's loop)."""
@@ -39,4 +41,8 @@ class AbortState:
             return
         if self._event is None:
             self._event = asyncio.Event()
-        await self._event.wait()
+        self.waiting += 1
+        try:
+            await self._event.wait()
+        finally:
+            self.waiting -= 1

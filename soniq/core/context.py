@@ -48,8 +48,10 @@ class JobContext:
 
     async def wait_for_abort(self) -> None:
         """Return once an abort of this job is requested: for an async job that waits on
-        something long and wants to tidy up before it stops. Never returns for a job run
-        without a worker's abort support (``soniq.testing.drain()`` runs jobs to their end)."""
+        something long and wants to tidy up before it stops. While a job awaits this, an
+        abort does not cancel it: it returns here instead, and the job ends (however it
+        does) ``cancelled``. Never returns for a job run without a worker
+        (``soniq.testing.drain()`` runs jobs to their end)."""
         if self._abort is None:
             await asyncio.Event().wait()
         else:

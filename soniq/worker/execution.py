@@ -242,7 +242,7 @@ class _Live(AbortState):
     """A job the runner is running: its abort state (the job's context reads it), and what
     an abort request needs to reach it. One object per job: this is on every job's path."""
 
-    __slots__ = ("calling", "cancelled", "cancelling", "is_async", "task")
+    __slots__ = ("calling", "cancelled", "is_async", "task")
 
     def __init__(self, task: asyncio.Task[Any], is_async: bool) -> None:
         super().__init__()
@@ -251,8 +251,7 @@ class _Live(AbortState):
         # Its function is being awaited: only then may an abort cancel the task (in a hook,
         # the cancellation would escape the runner).
         self.calling = False
-        self.cancelled = False  # its task was cancelled for the abort
-        self.cancelling = 0  # the task's pending cancellations before that
+        self.cancelled = False  # its task was cancelled for the abort (and nothing else)
 
 
 def _swallowed(live: _Live) -> None:
@@ -318,8 +317,15 @@ class JobRunner:
         if live.requested:
             return False  # told already
         live.request(by, at)
-        if live.is_async and live.calling and not live.task.done():
-            live.cancelling = live.task.cancelling()
+        # Not cancelled: while it awaits ctx.wait_for_abort() (it reacts itself), or when a
+        # stop or a fence cancelled it already (that wins: the job goes back, cancelled).
+        if (
+            live.is_async
+            and live.calling
+            and not live.waiting
+            and not live.task.done()
+            and not live.task.cancelling()
+        ):
             live.cancelled = True
             live.task.cancel()
         return True
@@ -383,10 +389,10 @@ class JobRunner:
                 finally:
                     live.calling = False
             else:
-                value = await self._in_thread(spec.func, kwargs, limit, job)
+                value = await self._in_thread(spec.func, kwargs, limit, job, live)
         except asyncio.CancelledError:
             # Cancelled for its abort alone (a stop or a fence cancels it too, and wins).
-            if not live.cancelled or live.task.uncancel() > live.cancelling:
+            if not live.cancelled or live.task.uncancel() > 0:
                 raise
             return await self._ended(spec, job, ctx, Aborted(abort.by, abort.at), flag, started)
         except Exception as exc:
@@ -477,7 +483,12 @@ class JobRunner:
             self._deadlines.release(deadline)
 
     async def _in_thread(
-        self, func: Callable[..., Any], kwargs: dict[str, Any], limit: float, job: ClaimedJob
+        self,
+        func: Callable[..., Any],
+        kwargs: dict[str, Any],
+        limit: float,
+        job: ClaimedJob,
+        abort: AbortState | None = None,
     ) -> Any:
         """Run a sync job in the pool; its timeout counts from when a thread takes it up,
         not while it waits for a thread (one held by a job that overran, for instance)."""
@@ -489,6 +500,9 @@ class JobRunner:
 
         def in_thread() -> Any:
             loop.call_soon_threadsafe(_resolve, started)
+            if abort is not None and abort.requested:
+                # Aborted while it waited for a thread: it does not start.
+                return _Raised(Aborted(abort.by, abort.at))
             try:
                 return call()
             except Exception as exc:

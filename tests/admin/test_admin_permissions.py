@@ -75,6 +75,15 @@ GATES = [
         lambda rows, job: _job_field(rows, job, "status") == "cancelled",
     ),
     Gate(
+        "soniq.abort_job",
+        "job",
+        "abort",
+        "admin:soniq_job_abort",
+        "Abort",
+        lambda rows: rows.running(rows.worker()),
+        lambda rows, job: _job_field(rows, job, "abort_requested_at") is not None,
+    ),
+    Gate(
         "soniq.requeue_deadletterjob",
         "deadletterjob",
         "requeue",
@@ -127,6 +136,7 @@ GATES = [
 ACTIONS_GRANTED = {
     "soniq.retry_job": ["retry_now"],
     "soniq.cancel_job": ["cancel"],
+    "soniq.abort_job": ["abort"],
     "soniq.requeue_deadletterjob": ["requeue"],
     "soniq.delete_deadletterjob": ["delete_dead_letters"],
     "soniq.pause_schedule": ["pause", "resume"],
@@ -284,7 +294,7 @@ def test_delete_needs_its_own_permission_not_requeue(rows: Rows, client_with: An
 
 
 def test_the_superuser_is_offered_every_action(rows: Rows, superuser: Client) -> None:
-    assert offered_actions(superuser.get(changelist("job"))) == ["retry_now", "cancel"]
+    assert offered_actions(superuser.get(changelist("job"))) == ["retry_now", "cancel", "abort"]
     assert offered_actions(superuser.get(changelist("deadletterjob"))) == [
         "requeue",
         "delete_dead_letters",

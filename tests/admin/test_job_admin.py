@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib.admin.models import LogEntry
 from django.test import Client
 from django.urls import reverse
 
@@ -230,8 +231,8 @@ def test_a_jobs_page_shows_everything_about_it(rows: Rows, superuser: Client) ->
         reverse("admin:soniq_worker_change", args=[worker.id]),
     ):
         assert text in page, text
-    # A running job offers no button: it can be neither run again nor cancelled.
-    assert response.context["soniq_buttons"] == []
+    # A running job offers one button: it can be neither run again nor cancelled, only aborted.
+    assert [b["label"] for b in response.context["soniq_buttons"]] == ["Abort"]
 
 
 def test_a_finished_jobs_page_shows_its_result(rows: Rows, superuser: Client) -> None:
@@ -394,6 +395,51 @@ def test_cancel_one_job_from_its_page(rows: Rows, superuser: Client) -> None:
     )
 
 
+def test_abort_asks_the_worker_to_stop_a_running_job(rows: Rows, superuser: Client) -> None:
+    worker = rows.worker(hostname="box-4")
+    running = rows.running(worker)
+    queued = rows.job()
+    done = rows.job(status="done", finished_at=datetime.now(UTC))
+    response = superuser.post(JOBS, action_post("abort", running.pk, queued.pk, done.pk))
+    [(level, message), (warning, refused)] = flash_levels(response)
+    assert (level, message) == ("success", "Asked to abort 2 jobs.")
+    assert warning == "warning"
+    assert "it already finished successfully; only queued and running jobs can be aborted" in (
+        refused
+    )
+    after = Job.objects.using(rows.alias).get(pk=running.pk)
+    assert after.status == "processing"  # until its worker stops it
+    assert (after.abort_requested_by or "").startswith("admin:user-")
+    assert after.abort_requested_at is not None
+    assert status_of(rows, queued) == "cancelled"
+    assert status_of(rows, done) == "done"
+    logged = LogEntry.objects.filter(object_id=str(running.pk)).values_list(
+        "change_message", flat=True
+    )
+    assert list(logged) == ["Abort requested"]
+    page = html(superuser.get(change("job", running.pk)))
+    assert f"by {after.abort_requested_by} at " in page
+
+
+def test_the_history_names_what_the_job_asked_for(rows: Rows, superuser: Client) -> None:
+    entries = [
+        ("soniq.core.control.Snooze", "file not there", "snoozed (attempt not charged)"),
+        ("soniq.core.control.Retry", "partner busy", "retry requested"),
+        ("soniq.core.control.Aborted", "abort requested by ops", "aborted"),
+    ]
+    job = rows.job(
+        status="cancelled",
+        errors=[
+            {"attempt": 1, "error_type": kind, "message": text, "traceback": ""}
+            for kind, text, _ in entries
+        ],
+    )
+    page = html(superuser.get(change("job", job.pk)))
+    for _, text, label in entries:
+        assert f'<em class="soniq-control">{label}</em>' in page
+        assert text in page
+
+
 def test_every_matching_job_cancelled(rows: Rows, superuser: Client) -> None:
     payments = [rows.job(task_name="tests.process_payment") for _ in range(2)]
     email = rows.job(task_name="tests.send_email")
@@ -430,23 +476,26 @@ def test_the_buttons_follow_the_jobs_status(rows: Rows, superuser: Client) -> No
         ("Cancel", reverse(cancel, args=[queued.pk])),
     ]
     assert _buttons(superuser, cancelled) == [("Requeue", reverse(retry, args=[cancelled.pk]))]
-    assert _buttons(superuser, rows.running(worker)) == []
+    running = rows.running(worker)
+    assert _buttons(superuser, running) == [
+        ("Abort", reverse("admin:soniq_job_abort", args=[running.pk]))
+    ]
     assert _buttons(superuser, rows.job(status="done")) == []
     assert 'id="soniq-buttons"' not in html(
         superuser.get(change("job", rows.job(status="done").pk))
     )
 
 
-def test_the_action_menu_offers_retry_and_cancel_only(rows: Rows, superuser: Client) -> None:
+def test_the_action_menu_offers_retry_cancel_and_abort_only(rows: Rows, superuser: Client) -> None:
     rows.job()
     response = superuser.get(JOBS)
-    assert offered_actions(response) == ["retry_now", "cancel"]
+    assert offered_actions(response) == ["retry_now", "cancel", "abort"]
     assert 'value="delete_selected"' not in html(response)
 
 
 def test_the_per_job_urls_take_only_post(rows: Rows, superuser: Client) -> None:
     job = rows.scheduled()
-    for name in ("admin:soniq_job_retry", "admin:soniq_job_cancel"):
+    for name in ("admin:soniq_job_retry", "admin:soniq_job_cancel", "admin:soniq_job_abort"):
         assert superuser.get(reverse(name, args=[job.pk])).status_code == 405
     after = Job.objects.using(rows.alias).get(pk=job.pk)
     assert after.status == "queued" and after.scheduled_at > datetime.now(UTC)

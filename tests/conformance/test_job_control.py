@@ -209,11 +209,12 @@ async def test_wait_for_abort_wakes_an_async_job(app: Soniq, workers: MakeWorker
     tidied: list[bool] = []
 
     @app.job(name="ctl.waits_for_abort")
-    async def waits_for_abort(ctx: JobContext) -> None:
-        try:
-            await ctx.wait_for_abort()
-        finally:
-            tidied.append(ctx.abort_requested)
+    async def waits_for_abort(ctx: JobContext) -> str:
+        await ctx.wait_for_abort()
+        # Not cancelled while it waited: it tidies up, awaiting, and returns.
+        await asyncio.sleep(0.05)
+        tidied.append(ctx.abort_requested)
+        return "tidied"
 
     job_id = await app.enqueue(waits_for_abort)
     async with running(workers(app)):
@@ -223,6 +224,7 @@ async def test_wait_for_abort_wakes_an_async_job(app: Soniq, workers: MakeWorker
     assert tidied == [True]
     out = await stored(app, job_id)
     assert out.abort_requested_by  # user@host of this process by default
+    assert out.result == "tidied"
 
 
 async def test_abort_cancels_queued_jobs_and_refuses_finished_ones(
@@ -259,10 +261,54 @@ async def test_a_job_released_after_its_abort_was_requested_ends_cancelled(
     assert [(i, by) for i, by, _ in await worker_backend.aborts_requested(info.id)] == [
         (job_id, "ops")
     ]
+    waiter = asyncio.create_task(app.wait_for(job_id, timeout=10))
     assert await worker_backend.release_jobs(info.id, [(job.id, job.attempt)]) == 1
+    with pytest.raises(JobCancelledError):
+        await bounded(waiter)
     out = await stored(app, job_id)
     assert (out.status, out.attempts) == (JobStatus.CANCELLED, 0)
     assert await worker_backend.aborts_requested(info.id) == []
+
+
+async def test_an_aborted_job_retried_by_an_operator_runs_again(
+    app: Soniq, workers: MakeWorker
+) -> None:
+    runs: list[int] = []
+
+    @app.job(name="ctl.second_chance")
+    async def second_chance(ctx: JobContext) -> str:
+        runs.append(ctx.attempt)
+        if len(runs) == 1:
+            await asyncio.sleep(600)
+        return "done at last"
+
+    job_id = await app.enqueue(second_chance)
+    async with running(workers(app)):
+        await eventually(lambda: _started(app, job_id))
+        await app.cancel_jobs([job_id], abort=True, by="ops")
+        await eventually(lambda: _status(app, job_id, JobStatus.CANCELLED), within=ABORT_DEADLINE)
+        assert (await app.retry_jobs([job_id])).applied == (job_id,)
+        info = await bounded(app.wait_for(job_id, timeout=10))
+    assert (info.result, info.abort_requested_at, info.abort_requested_by) == (
+        "done at last",
+        None,
+        None,
+    )
+    assert len(runs) == 2
+
+
+async def test_a_job_cancelled_while_queued_has_no_reason(app: Soniq, workers: MakeWorker) -> None:
+    @app.job(name="ctl.fails_once", retries=2, retry_delay=3600)
+    def fails_once() -> None:
+        raise RuntimeError("database password rejected")
+
+    job_id = await app.enqueue(fails_once)
+    assert await bounded(workers(app).run_once()) is True  # failed once, retry in an hour
+    await app.cancel_jobs([job_id])
+    with pytest.raises(JobCancelledError) as caught:
+        await app.wait_for(job_id, timeout=5)
+    assert caught.value.reason == ""
+    assert "password" not in str(caught.value)
 
 
 class Receipt(pydantic.BaseModel):

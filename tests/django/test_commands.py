@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
 
+from soniq.models import Job
 from tests.rows import Rows
 
 pytestmark = pytest.mark.django_db(databases=["default", "sqlite"])
@@ -249,6 +250,21 @@ def test_jobs_retry_and_cancel_report_what_they_refused(rows: Rows) -> None:
     assert code == 0 and json.loads(text) == {"applied": [str(queued.pk)], "refused": {}}
     code, text = soniq("jobs", "cancel", str(done.pk))
     assert code == 1  # nothing could be done
+
+
+def test_jobs_cancel_abort_asks_the_worker_to_stop_running_jobs(rows: Rows) -> None:
+    running = rows.running(rows.worker())
+    done = rows.job(status="done", finished_at=datetime.now(UTC))
+    code, text = soniq("jobs", "cancel", str(running.pk))
+    assert code == 1 and "only queued jobs can be cancelled" in text
+    code, text = soniq("jobs", "cancel", "--abort", str(running.pk), str(done.pk))
+    assert code == 0
+    assert f"cancelled or aborting: {running.pk}" in text
+    assert f"refused: {done.pk}: it already finished successfully" in text
+    after = Job.objects.using(rows.alias).get(pk=running.pk)
+    assert after.status == "processing" and after.abort_requested_at is not None
+    assert (after.abort_requested_by or "").startswith("cli:")
+    assert "@" in (after.abort_requested_by or "")
 
 
 # -- dead letters ---------------------------------------------------------------------------------

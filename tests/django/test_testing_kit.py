@@ -8,7 +8,7 @@ import pytest
 from django.test import TestCase, override_settings
 
 from shop.models import Order
-from soniq import Discard, JobContext, JobStatus, Retry, Soniq
+from soniq import Cancel, Discard, JobContext, JobStatus, Retry, Snooze, Soniq
 from soniq.testing import assert_enqueued, assert_not_enqueued, drain, enqueued
 
 
@@ -51,7 +51,20 @@ def _app(alias: str) -> tuple[Soniq, dict[str, Any]]:
         raise Discard("nothing to do")
 
     seen.update(fulfil=fulfil, flaky=flaky, doomed=doomed, later=later, strict=strict)
-    seen.update(polite=polite, discard=discard)
+
+    @app.job(name="kit.snooze", retries=0)
+    def snooze(ctx: JobContext, times: int) -> int:
+        snoozed.append(ctx.attempt)
+        if len(snoozed) <= times:
+            raise Snooze(3600 if times > 1 else 0)
+        return len(snoozed)
+
+    @app.job(name="kit.cancel", retries=3)
+    def cancel() -> None:
+        raise Cancel("no longer wanted")
+
+    snoozed: list[int] = []
+    seen.update(polite=polite, discard=discard, snooze=snooze, cancel=cancel)
     return app, seen
 
 
@@ -108,6 +121,22 @@ class DrainOnPostgres(TestCase):
             "discarded",
             "nothing to do",
         )
+
+    def test_snooze_and_cancel_raised_by_the_job(self) -> None:
+        snoozed = self.jobs["snooze"].enqueue(times=1)
+        cancelled = self.jobs["cancel"].enqueue()
+        assert drain(self.app) == 3  # the snooze of 0 s is due again at once
+        info = self.app.get_job_sync(snoozed)
+        assert info is not None
+        assert (info.status, info.attempts, info.snoozes, info.result) == (
+            JobStatus.DONE,
+            1,
+            1,
+            2,
+        )
+        out = self.app.get_job_sync(cancelled)
+        assert out is not None and out.status is JobStatus.CANCELLED
+        assert (out.attempts, out.errors[-1]["message"]) == (1, "no longer wanted")
 
     def test_an_error_the_job_may_not_retry_dead_letters_at_once(self) -> None:
         job_id = self.jobs["strict"].enqueue()

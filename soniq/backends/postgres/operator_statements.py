@@ -67,7 +67,8 @@ _NOTIFY = f"SELECT id, queue, pg_notify('{NOTIFY_CHANNEL}', queue)::text FROM ch
 _RETRY_JOBS = f"""
 WITH changed AS (
     UPDATE soniq_jobs AS job
-    SET status = 'queued', scheduled_at = now(), finished_at = NULL
+    SET status = 'queued', scheduled_at = now(), finished_at = NULL,
+        abort_requested_at = NULL, abort_requested_by = NULL
     WHERE job.id = ANY(%s::uuid[])
       AND ({_in_state("job", "queued")} OR (
           {_in_state("job", "cancelled")} AND {_KEY_FREE.format(row="job")}

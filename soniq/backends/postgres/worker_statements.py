@@ -108,6 +108,14 @@ _ANNOUNCE_AWAITED = (
     "WHERE {rows}.awaited)"
 )
 
+# The rows ``back`` in the queue, or cancelled instead (an abort was requested): those that
+# someone waits for are announced. Every row is returned (the OR's second operand, when
+# evaluated, is true).
+_ANNOUNCE_IF_CANCELLED = (
+    "SELECT id FROM back WHERE NOT (back.awaited AND back.status = 'cancelled') "
+    "OR pg_notify('" + DONE_CHANNEL + "', back.id::text)::text = ''"
+)
+
 # One statement for the two writes a worker batches: jobs that started (started_at, which
 # tells a running job from one only claimed), and jobs that finished (done, with their
 # result). The two batches never share a job: a job that finished before its start was
@@ -207,15 +215,19 @@ _RETRIED_HISTORY = "job.errors || failure.entry"
 
 # The delay is added to the database clock, the same clock the claim compares with.
 _RETRY_JOB = f"""
-WITH {_FAILURE}
+WITH {_FAILURE},
+back AS (
 UPDATE soniq_jobs AS job
-SET status = 'queued', scheduled_at = {_NOW} + make_interval(secs => %s), worker_id = NULL,
+SET {_BACK_OR_ABORTED.format(row="job")},
+    scheduled_at = {_NOW} + make_interval(secs => %s), worker_id = NULL,
     errors = {_kept_errors(_RETRIED_HISTORY, "failure.history_limit")},
     errors_dropped = job.errors_dropped
         + {_dropped_errors(_RETRIED_HISTORY, "failure.history_limit")}
 FROM failure
 WHERE job.id = %s::uuid AND job.attempts = %s AND job.{_FENCE}
-RETURNING job.id
+RETURNING job.id, job.awaited, job.status
+)
+{_ANNOUNCE_IF_CANCELLED}
 """
 
 
@@ -286,7 +298,8 @@ def dead_letter_job(
 # soniq.Snooze: back to the queue ``delay`` seconds from now with the attempt given back and
 # the snooze counted; the entry goes to the history like a failure's.
 _SNOOZE_JOB = f"""
-WITH {_FAILURE}
+WITH {_FAILURE},
+back AS (
 UPDATE soniq_jobs AS job
 SET {_BACK_OR_ABORTED.format(row="job")},
     scheduled_at = {_NOW} + make_interval(secs => %s), worker_id = NULL, claimed_at = NULL,
@@ -296,7 +309,9 @@ SET {_BACK_OR_ABORTED.format(row="job")},
         + {_dropped_errors(_RETRIED_HISTORY, "failure.history_limit")}
 FROM failure
 WHERE job.id = %s::uuid AND job.attempts = %s AND job.{_FENCE}
-RETURNING job.id
+RETURNING job.id, job.awaited, job.status
+)
+{_ANNOUNCE_IF_CANCELLED}
 """
 
 
@@ -373,11 +388,14 @@ def aborts_requested(worker_id: str) -> Statement:
 # A job interrupted by shutdown, or claimed and never started, goes back without the attempt
 # being charged.
 _RELEASE_JOBS = f"""
-UPDATE soniq_jobs AS job
-SET {_BACK_OR_ABORTED.format(row="job")},
-    worker_id = NULL, claimed_at = NULL, started_at = NULL, attempts = GREATEST(job.attempts - 1, 0)
-WHERE job.id = ANY(%s::uuid[]) AND job.{_FENCE} AND job.attempts = {_ATTEMPT_OF}
-RETURNING job.id
+WITH back AS (
+    UPDATE soniq_jobs AS job
+    SET {_BACK_OR_ABORTED.format(row="job")}, worker_id = NULL, claimed_at = NULL,
+        started_at = NULL, attempts = GREATEST(job.attempts - 1, 0)
+    WHERE job.id = ANY(%s::uuid[]) AND job.{_FENCE} AND job.attempts = {_ATTEMPT_OF}
+    RETURNING job.id, job.awaited, job.status
+)
+{_ANNOUNCE_IF_CANCELLED}
 """
 
 

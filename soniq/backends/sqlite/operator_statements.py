@@ -39,7 +39,8 @@ _FIRST_DEAD = _FIRST_OF_KEY.format(table="soniq_dead_letter_jobs", ids=_IDS, row
 
 _RETRY_JOBS = f"""
 UPDATE soniq_jobs AS job
-SET status = 'queued', scheduled_at = %s, finished_at = NULL
+SET status = 'queued', scheduled_at = %s, finished_at = NULL,
+    abort_requested_at = NULL, abort_requested_by = NULL
 WHERE job.id IN {_IDS}
   AND (job.status = 'queued' OR (
       job.status = 'cancelled' AND {_KEY_FREE.format(row="job")}

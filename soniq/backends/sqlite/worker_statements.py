@@ -73,7 +73,7 @@ def _appended(error_json: str, history_limit: int) -> tuple[str, int, int]:
 
 RETRY = f"""
 UPDATE soniq_jobs
-SET status = 'queued', scheduled_at = ?, worker_id = NULL,
+SET {_BACK_OR_ABORTED}, scheduled_at = ?, worker_id = NULL,
     errors = {_KEPT_ERRORS}, errors_dropped = {_DROPPED_ERRORS}
 WHERE {_FENCE}
 """
