@@ -32,8 +32,8 @@ recorded for every job), to measure what they cost.
 
 --awaited marks every job ``awaited`` (as ``app.wait_for()`` does) after the bulk enqueue, and
 LISTENs on ``soniq_job_done`` on a connection of its own while the worker drains: every
-completion then sends a NOTIFY, the worst case of the completion announcements; the count of
-notifications received is printed.
+completion is then announced, the worst case of the completion announcements; the count of
+job ids received is printed.
 
 --analyze runs ``ANALYZE soniq_jobs`` after the bulk enqueue, before the worker starts. That
 changes the claim's plan: without statistics PostgreSQL sorts every queued row on each claim
@@ -104,16 +104,16 @@ class Results:
     statuses: dict[str, int] = field(default_factory=dict)
     dead_letters: int = 0
     server_version: str = ""
-    notifications: int | None = None  # --awaited: completions announced
+    notifications: int | None = None  # --awaited: job ids announced
 
 
 async def _count_notifications(listener: psycopg.AsyncConnection[Any], expected: int) -> int:
     """Receive completion notifications on ``listener`` (LISTENing already) until
     ``expected`` came."""
     try:
-        received = 0
-        async for _ in listener.notifies():
-            received += 1
+        received = 0  # job ids announced (several per notification)
+        async for notify in listener.notifies():
+            received += len(notify.payload.split(","))
             if received >= expected:
                 break
         return received
@@ -424,7 +424,7 @@ def _report(results: Results, log_path: Path) -> None:
             [
                 (
                     "    completions announced (--awaited)",
-                    f"{results.notifications:,} NOTIFY received",
+                    f"{results.notifications:,} job ids received",
                     "",
                     "",
                 )

@@ -133,7 +133,7 @@ def _statuses(ids: list[str]) -> Counter[str]:
     return Counter(row[0] for row in rows)
 
 
-def _through(url: str, call: Callable[[Soniq], Awaitable[T]]) -> T:
+def _on_bouncer(url: str, call: Callable[[Soniq], Awaitable[T]]) -> T:
     """``call`` on a Soniq on the bouncer's URL, set up as behind PgBouncer."""
 
     async def go() -> T:
@@ -211,15 +211,15 @@ def test_standalone_enqueue_workers_scheduler_and_commands(
 
         # A running job aborted from the command line: the worker's poll finds the request
         # (no LISTEN behind the bouncer) and the job ends cancelled; wait_for polls too.
-        hold = _through(url, lambda app: app.enqueue("bouncer.hold"))
+        hold = _on_bouncer(url, lambda app: app.enqueue("bouncer.hold"))
         wait_until(lambda: len(soniq.runs("hold")) == 1, timeout=30)
         asked = time.monotonic()
         assert "aborting" in soniq.ok("jobs", "cancel", "--abort", hold)
         wait_until(lambda: _statuses([hold])["cancelled"] == 1, timeout=10)
         assert time.monotonic() - asked < 3
         with pytest.raises(JobCancelledError, match="abort requested by cli:"):
-            _through(url, lambda app: app.wait_for(hold, timeout=10))
-        done = _through(url, lambda app: app.wait_for(added[0], timeout=10))
+            _on_bouncer(url, lambda app: app.wait_for(hold, timeout=10))
+        done = _on_bouncer(url, lambda app: app.wait_for(added[0], timeout=10))
         assert done.result == 1
 
         # A job due in an hour: cancelled, then brought back to run now.

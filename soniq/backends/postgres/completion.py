@@ -24,6 +24,11 @@ _LISTEN = sql.SQL("LISTEN {}").format(sql.Identifier(DONE_CHANNEL))
 APPLICATION_NAME = "soniq-wait"
 
 
+def announces(payload: str, job_id: str) -> bool:
+    """Whether a notification's payload (job ids, comma-separated) names ``job_id``."""
+    return job_id in payload.split(",")
+
+
 class CompletionListener:
     """Async: ``async with await CompletionListener.open(...)``."""
 
@@ -48,7 +53,7 @@ class CompletionListener:
     async def wait(self, job_id: str, within: float) -> bool:
         """Whether ``job_id``'s end was announced within ``within`` seconds."""
         async for notify in self.connection.notifies(timeout=within):
-            if notify.payload == job_id:
+            if announces(notify.payload, job_id):
                 return True
         return False
 
@@ -79,7 +84,7 @@ class SyncCompletionListener:
 
     def wait(self, job_id: str, within: float) -> bool:
         notifies = self.connection.notifies(timeout=within)
-        return any(notify.payload == job_id for notify in notifies)
+        return any(announces(notify.payload, job_id) for notify in notifies)
 
     def close(self) -> None:
         self.connection.close()

@@ -101,11 +101,16 @@ _ATTEMPT_OF = "(%s::jsonb ->> job.id::text)::int"
 _DONE_OF = "%s::jsonb -> job.id::text"
 
 # A job someone waits for (Soniq.wait_for marks it ``awaited``) has its end announced on
-# DONE_CHANNEL, its id the payload, delivered at commit. Only those: a NOTIFY for every job
-# would cost every drain, for the rare job anyone waits for.
+# DONE_CHANNEL, delivered at commit. Only those: a NOTIFY for every job would cost every
+# drain, for the rare job anyone waits for. The ids of a batch go out together, up to
+# ANNOUNCED_IDS per notification (comma-separated; a payload holds at most 8,000 bytes): one
+# NOTIFY per job cost the drain of jobs that were all awaited about a tenth.
+ANNOUNCED_IDS = 200
 _ANNOUNCE_AWAITED = (
-    "(SELECT count(pg_notify('" + DONE_CHANNEL + "', {rows}.id::text)) FROM {rows} "
-    "WHERE {rows}.awaited)"
+    "(SELECT count(pg_notify('" + DONE_CHANNEL + "', ids)) FROM ("
+    "SELECT string_agg(id::text, ',') AS ids FROM ("
+    "SELECT {rows}.id, (row_number() OVER () - 1) / " + str(ANNOUNCED_IDS) + " AS chunk "
+    "FROM {rows} WHERE {rows}.awaited) AS awaited GROUP BY chunk) AS payloads)"
 )
 
 # The rows ``back`` in the queue, or cancelled instead (an abort was requested): those that
