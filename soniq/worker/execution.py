@@ -244,13 +244,14 @@ class _Live(AbortState):
 
     __slots__ = ("calling", "cancelled", "is_async", "task")
 
-    def __init__(self, task: asyncio.Task[Any], is_async: bool) -> None:
+    def __init__(self, task: asyncio.Task[Any], is_async: bool, calling: bool) -> None:
         super().__init__()
         self.task = task
         self.is_async = is_async
         # Its function is being awaited: only then may an abort cancel the task (in a hook,
-        # the cancellation would escape the runner).
-        self.calling = False
+        # the cancellation would escape the runner). Without hooks the runner awaits nothing
+        # else, so it is set once for the whole run.
+        self.calling = calling
         self.cancelled = False  # its task was cancelled for the abort (and nothing else)
 
 
@@ -354,7 +355,7 @@ class JobRunner:
         self._active += 1
         task = asyncio.current_task()
         assert task is not None, "run() runs in a task"
-        live = self._live[job.id] = _Live(task, spec.is_async)
+        live = self._live[job.id] = _Live(task, spec.is_async, not self._hooked)
         if self._early_aborts:
             early = self._early_aborts.pop(job.id, None)
             if early is not None:
@@ -363,8 +364,7 @@ class JobRunner:
             return await self._run(spec, job, self._contact, live)
         finally:
             self._active -= 1
-            if self._live.get(job.id) is live:
-                del self._live[job.id]
+            del self._live[job.id]
 
     async def _run(
         self, spec: JobSpec, job: ClaimedJob, flag: threading.Event, live: _Live
@@ -382,12 +382,14 @@ class JobRunner:
             if abort.requested:  # before it started: it does not run at all
                 raise Aborted(abort.by, abort.at)
             kwargs = job_arguments(spec, job, ctx)
-            if spec.is_async:
+            if spec.is_async and self._hooked:
                 live.calling = True
                 try:
                     value = await self._within(limit, spec.func(**kwargs), job)
                 finally:
                     live.calling = False
+            elif spec.is_async:
+                value = await self._within(limit, spec.func(**kwargs), job)
             else:
                 value = await self._in_thread(spec.func, kwargs, limit, job, live)
         except asyncio.CancelledError:
