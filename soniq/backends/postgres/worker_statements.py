@@ -218,22 +218,43 @@ def _failure_params(error_json: str, history_limit: int) -> tuple[str, int]:
 
 _RETRIED_HISTORY = "job.errors || failure.entry"
 
-# The delay is added to the database clock, the same clock the claim compares with.
-_RETRY_JOB = f"""
-WITH {_FAILURE},
+# Back to the queue ``delay`` seconds from now on the database clock (the clock the claim
+# compares with), the entry appended to the history: a retry (the attempt counted), or a
+# snooze (``{uncharged}``: the attempt given back, the snooze counted).
+_BACK_TO_QUEUE = """
+WITH {failure},
 back AS (
 UPDATE soniq_jobs AS job
-SET {_BACK_OR_ABORTED.format(row="job")},
-    scheduled_at = {_NOW} + make_interval(secs => %s), worker_id = NULL,
-    errors = {_kept_errors(_RETRIED_HISTORY, "failure.history_limit")},
-    errors_dropped = job.errors_dropped
-        + {_dropped_errors(_RETRIED_HISTORY, "failure.history_limit")}
+SET {back_or_aborted},
+    scheduled_at = {now} + make_interval(secs => %s), worker_id = NULL{uncharged},
+    errors = {kept},
+    errors_dropped = job.errors_dropped + {dropped}
 FROM failure
-WHERE job.id = %s::uuid AND job.attempts = %s AND job.{_FENCE}
+WHERE job.id = %s::uuid AND job.attempts = %s AND job.{fence}
 RETURNING job.id, job.awaited, job.status
 )
-{_ANNOUNCE_IF_CANCELLED}
+{announce}
 """
+
+
+def _back_to_queue(uncharged: str) -> str:
+    return _BACK_TO_QUEUE.format(
+        failure=_FAILURE,
+        back_or_aborted=_BACK_OR_ABORTED.format(row="job"),
+        now=_NOW,
+        uncharged=uncharged,
+        kept=_kept_errors(_RETRIED_HISTORY, "failure.history_limit"),
+        dropped=_dropped_errors(_RETRIED_HISTORY, "failure.history_limit"),
+        fence=_FENCE,
+        announce=_ANNOUNCE_IF_CANCELLED,
+    )
+
+
+_RETRY_JOB = _back_to_queue("")
+_SNOOZE_JOB = _back_to_queue(
+    ", claimed_at = NULL, started_at = NULL, attempts = GREATEST(job.attempts - 1, 0), "
+    "snoozes = job.snoozes + 1"
+)
 
 
 def retry_job(
@@ -298,26 +319,6 @@ def dead_letter_job(
         _DEAD_LETTER_JOB,
         (*_failure_params(error_json, history_limit), job_id, attempt, worker_id, now, reason),
     )
-
-
-# soniq.Snooze: back to the queue ``delay`` seconds from now with the attempt given back and
-# the snooze counted; the entry goes to the history like a failure's.
-_SNOOZE_JOB = f"""
-WITH {_FAILURE},
-back AS (
-UPDATE soniq_jobs AS job
-SET {_BACK_OR_ABORTED.format(row="job")},
-    scheduled_at = {_NOW} + make_interval(secs => %s), worker_id = NULL, claimed_at = NULL,
-    started_at = NULL, attempts = GREATEST(job.attempts - 1, 0), snoozes = job.snoozes + 1,
-    errors = {_kept_errors(_RETRIED_HISTORY, "failure.history_limit")},
-    errors_dropped = job.errors_dropped
-        + {_dropped_errors(_RETRIED_HISTORY, "failure.history_limit")}
-FROM failure
-WHERE job.id = %s::uuid AND job.attempts = %s AND job.{_FENCE}
-RETURNING job.id, job.awaited, job.status
-)
-{_ANNOUNCE_IF_CANCELLED}
-"""
 
 
 def snooze_job(
