@@ -431,7 +431,7 @@ def _adapter(task: Task[Any, Any]) -> Callable[..., Any]:
             try:
                 value = _stored_value(await task.func(*_positional(task, result, args), **kwargs))
             except Exception as exc:
-                if ends_the_job(None, exc, ctx.attempt, ctx.max_attempts):
+                if ends_the_job(None, exc, ctx.attempt, ctx.max_attempts, ctx.snoozes):
                     await task_finished.asend(sender, task_result=_failed(result, exc))
                 raise
             await task_finished.asend(sender, task_result=_succeeded(result, value))
@@ -447,7 +447,7 @@ def _adapter(task: Task[Any, Any]) -> Callable[..., Any]:
         try:
             value = _stored_value(task.func(*_positional(task, result, args), **kwargs))
         except Exception as exc:
-            if ends_the_job(None, exc, ctx.attempt, ctx.max_attempts):
+            if ends_the_job(None, exc, ctx.attempt, ctx.max_attempts, ctx.snoozes):
                 task_finished.send(sender, task_result=_failed(result, exc))
             raise
         task_finished.send(sender, task_result=_succeeded(result, value))

@@ -25,6 +25,8 @@ class JobContext:
     worker_id: str | None = None
     scheduled_at: datetime | None = None
     created_at: datetime | None = None
+    # Times the job snoozed before this attempt (soniq.Snooze; at most MAX_SNOOZES).
+    snoozes: int = 0
     # Set by the worker when it fences itself (see contact_lost).
     _contact_lost: threading.Event | None = field(default=None, repr=False, compare=False)
     # Set by the worker when an operator asks to abort this job (see abort_requested).

@@ -214,6 +214,7 @@ def job_context(
         worker_id=worker_id,
         scheduled_at=job.scheduled_at,
         created_at=job.created_at,
+        snoozes=job.snoozes,
         _contact_lost=contact_lost,
         _abort=abort,
     )

@@ -69,11 +69,11 @@ async def _status(app: Soniq, job_id: str, status: JobStatus) -> bool:
 async def test_a_snooze_requeues_without_charging_the_attempt(
     app: Soniq, workers: MakeWorker
 ) -> None:
-    calls: list[int] = []
+    calls: list[tuple[int, int]] = []
 
     @app.job(name="ctl.wait_for_file", retries=0)
     async def wait_for_file(ctx: JobContext, later: float) -> str:
-        calls.append(ctx.attempt)
+        calls.append((ctx.attempt, ctx.snoozes))
         if len(calls) == 1 or later:
             raise Snooze(timedelta(seconds=later), reason="file not there yet")
         return "read"
@@ -90,7 +90,7 @@ async def test_a_snooze_requeues_without_charging_the_attempt(
         1,
         "read",
     )
-    assert calls == [1, 1]
+    assert calls == [(1, 0), (1, 1)]
     assert [entry["error_type"] for entry in done.errors] == ["soniq.core.control.Snooze"]
     assert done.errors[0]["message"] == "file not there yet"
 
