@@ -1,18 +1,21 @@
 """Waiting for a job's end (:meth:`soniq.Soniq.wait_for` and its sync twin), and a stored
 result read back as a model (``result_model=``).
 
-On PostgreSQL with ``LISTEN_NOTIFY`` on, a waiter listens on a connection of its own and the
-job's end is announced to it (see ``soniq.backends.postgres.completion``); it still reads the
-job every :data:`CHECK_INTERVAL` seconds, in case an end was not announced (recovery moving a
-job to the dead letters announces nothing). Elsewhere (SQLite, memory, PgBouncer) it polls,
-from :data:`FIRST_POLL` seconds apart up to :data:`LONGEST_POLL`.
+On PostgreSQL with ``LISTEN_NOTIFY`` on, the job's end is announced to the waiter: async
+waiters on one event loop share a listening connection (``CompletionHub``), a sync waiter
+listens on a connection of its own (see ``soniq.backends.postgres.completion``). A waiter
+still reads the job every :data:`CHECK_INTERVAL` seconds, in case an end was not announced
+(recovery of a dead worker's jobs announces nothing). Elsewhere (SQLite, memory, PgBouncer)
+it polls, from :data:`FIRST_POLL` seconds apart up to :data:`LONGEST_POLL`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from soniq.core.errors import (
@@ -26,6 +29,7 @@ from soniq.core.status import JobStatus
 
 if TYPE_CHECKING:
     from soniq.app import Soniq
+    from soniq.backends.postgres.completion import CompletionHub
 
 FIRST_POLL = 0.05
 LONGEST_POLL = 1.0
@@ -141,27 +145,42 @@ async def wait_for(
 ) -> JobInfo:
     clock_timeout = _checked_timeout(timeout)
     target = _listener_target(app)
-    listener = None
-    if target is not None:
-        from soniq.backends.postgres.completion import CompletionListener
-
-        listener = await CompletionListener.open(*target)
-    try:
-        if listener is not None:
-            await listener.watch(job_id)
-        clock = _Clock(job_id, clock_timeout, listener is not None)
+    if target is None:
+        clock = _Clock(job_id, clock_timeout, listening=False)
         while True:
             info = settled(await app.backend.get_job(job_id), job_id, result_model)
             if info is not None:
                 return info
-            wait = clock.next_wait()
-            if listener is not None:
-                await listener.wait(job_id, wait)
-            else:
-                await asyncio.sleep(wait)
-    finally:
-        if listener is not None:
-            await listener.close()
+            await asyncio.sleep(clock.next_wait())
+    async with _hub(*target).watching(job_id) as announced:
+        clock = _Clock(job_id, clock_timeout, listening=True)
+        while True:
+            # Cleared before the read: an announcement arriving after it wakes the wait.
+            announced.clear()
+            info = settled(await app.backend.get_job(job_id), job_id, result_model)
+            if info is not None:
+                return info
+            wait = clock.next_wait()  # raises TimeoutError past the deadline: not in the block
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await announced.wait()
+
+
+# The completion hubs of each event loop, by database: a hub's connections belong to the loop
+# that opened them.
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, CompletionHub]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _hub(conninfo: str, options: dict[str, Any]) -> CompletionHub:
+    from soniq.backends.postgres.completion import CompletionHub
+
+    per_loop = _hubs.setdefault(asyncio.get_running_loop(), {})
+    hub = per_loop.get(conninfo)
+    if hub is None:
+        hub = per_loop[conninfo] = CompletionHub(conninfo, options)
+    return hub
 
 
 def wait_for_sync(

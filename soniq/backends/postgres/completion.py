@@ -8,6 +8,10 @@ the mark is seen by that read, one committed after it is announced to this conne
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -23,42 +27,99 @@ WHERE id = %s::uuid AND status IN ('queued', 'processing') AND NOT awaited
 _LISTEN = sql.SQL("LISTEN {}").format(sql.Identifier(DONE_CHANNEL))
 APPLICATION_NAME = "soniq-wait"
 
+logger = logging.getLogger("soniq")
+
 
 def announces(payload: str, job_id: str) -> bool:
     """Whether a notification's payload (job ids, comma-separated) names ``job_id``."""
     return job_id in payload.split(",")
 
 
-class CompletionListener:
-    """Async: ``async with await CompletionListener.open(...)``."""
+class CompletionHub:
+    """What every async waiter of one database on one event loop shares: a connection that
+    LISTENs and wakes the waiters a notification names, and one that marks jobs awaited
+    (a connection runs one statement at a time, and the listening one is always reading).
+    It opens with its first waiter and closes after its last, so a thousand jobs awaited at
+    once cost two connections, and none is left open between waits."""
 
-    def __init__(self, connection: AsyncConnection[Any]) -> None:
-        self.connection = connection
+    def __init__(self, conninfo: str, options: dict[str, Any]) -> None:
+        self.conninfo = conninfo
+        self.options = {**options, "application_name": APPLICATION_NAME}
+        self._waiters: dict[str, list[asyncio.Event]] = {}
+        self._users = 0
+        self._lock = asyncio.Lock()
+        self._listener: AsyncConnection[Any] | None = None
+        self._marker: AsyncConnection[Any] | None = None
+        self._reader: asyncio.Task[None] | None = None
 
-    @classmethod
-    async def open(cls, conninfo: str, options: dict[str, Any]) -> CompletionListener:
-        connection = await AsyncConnection.connect(
-            conninfo, autocommit=True, **{**options, "application_name": APPLICATION_NAME}
-        )
+    @contextlib.asynccontextmanager
+    async def watching(self, job_id: str) -> AsyncIterator[asyncio.Event]:
+        """An event set whenever ``job_id``'s end is announced (and once if the listening
+        connection breaks: the waiter then reads the job, and from then on relies on its
+        periodic reads)."""
+        event = asyncio.Event()
+        async with self._lock:
+            self._users += 1
+            try:
+                if self._marker is None or self._reader is None or self._reader.done():
+                    await self._close()
+                    await self._open()
+                assert self._marker is not None
+                self._waiters.setdefault(job_id, []).append(event)
+                await self._marker.execute(_MARK_AWAITED, (job_id,))
+            except BaseException:
+                await self._leave(job_id, event)
+                raise
         try:
-            await connection.execute(_LISTEN)
+            yield event
+        finally:
+            async with self._lock:
+                await self._leave(job_id, event)
+
+    async def _leave(self, job_id: str, event: asyncio.Event) -> None:
+        events = self._waiters.get(job_id, [])
+        if event in events:
+            events.remove(event)
+            if not events:
+                del self._waiters[job_id]
+        self._users -= 1
+        if self._users == 0:
+            await self._close()
+
+    async def _open(self) -> None:
+        listener = await AsyncConnection.connect(self.conninfo, autocommit=True, **self.options)
+        try:
+            await listener.execute(_LISTEN)
+            self._marker = await AsyncConnection.connect(
+                self.conninfo, autocommit=True, **self.options
+            )
         except BaseException:
-            await connection.close()
+            await listener.close()
             raise
-        return cls(connection)
+        self._listener = listener
+        self._reader = asyncio.create_task(self._read(listener), name="soniq-wait-listener")
 
-    async def watch(self, job_id: str) -> None:
-        await self.connection.execute(_MARK_AWAITED, (job_id,))
+    async def _read(self, listener: AsyncConnection[Any]) -> None:
+        try:
+            async for notify in listener.notifies():
+                for job_id in notify.payload.split(","):
+                    for event in self._waiters.get(job_id, ()):
+                        event.set()
+        except Exception as error:
+            logger.warning("the connection waiting for job ends broke (%s); polling", error)
+            for events in self._waiters.values():
+                for event in events:
+                    event.set()
 
-    async def wait(self, job_id: str, within: float) -> bool:
-        """Whether ``job_id``'s end was announced within ``within`` seconds."""
-        async for notify in self.connection.notifies(timeout=within):
-            if announces(notify.payload, job_id):
-                return True
-        return False
-
-    async def close(self) -> None:
-        await self.connection.close()
+    async def _close(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        for connection in (self._listener, self._marker):
+            if connection is not None:
+                await connection.close()
+        self._listener = self._marker = None
 
 
 class SyncCompletionListener:
