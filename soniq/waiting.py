@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
 from soniq.core.errors import (
@@ -118,6 +117,10 @@ class _Clock:
         self.listening = listening
         self.poll = FIRST_POLL
 
+    def left(self) -> float | None:
+        """Seconds until the deadline (``None``: no deadline)."""
+        return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
+
     def next_wait(self) -> float:
         wait = CHECK_INTERVAL if self.listening else self.poll
         self.poll = min(self.poll * 2, LONGEST_POLL)
@@ -152,8 +155,14 @@ async def wait_for(
             if info is not None:
                 return info
             await asyncio.sleep(clock.next_wait())
-    async with _hub(*target).watching(job_id) as announced:
-        clock = _Clock(job_id, clock_timeout, listening=True)
+    clock = _Clock(job_id, clock_timeout, listening=True)
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            # Joining the hub (connecting, marking the job) counts against the timeout too.
+            async with asyncio.timeout(clock.left()):
+                announced = await stack.enter_async_context(_hub(*target).watching(job_id))
+        except TimeoutError:
+            raise _timed_out(job_id, clock_timeout) from None
         while True:
             # Cleared before the read: an announcement arriving after it wakes the wait.
             announced.clear()
@@ -164,22 +173,30 @@ async def wait_for(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await announced.wait()
+    raise AssertionError("unreachable")  # the loop returns or raises
 
 
-# The completion hubs of each event loop, by database: a hub's connections belong to the loop
-# that opened them.
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, CompletionHub]] = (
-    weakref.WeakKeyDictionary()
-)
+# The open completion hubs, by event loop and database: a hub's connections belong to the loop
+# that opened it. Keyed by the loop's id, the loop kept alongside to tell a new loop that got
+# a dead one's id; a hub leaves when its last waiter does.
+_hubs: dict[tuple[int, str], tuple[asyncio.AbstractEventLoop, CompletionHub]] = {}
 
 
 def _hub(conninfo: str, options: dict[str, Any]) -> CompletionHub:
     from soniq.backends.postgres.completion import CompletionHub
 
-    per_loop = _hubs.setdefault(asyncio.get_running_loop(), {})
-    hub = per_loop.get(conninfo)
-    if hub is None:
-        hub = per_loop[conninfo] = CompletionHub(conninfo, options)
+    loop = asyncio.get_running_loop()
+    key = (id(loop), conninfo)
+    found = _hubs.get(key)
+    if found is not None and found[0] is loop:
+        return found[1]
+
+    def forget(hub: CompletionHub) -> None:
+        if _hubs.get(key, (None, None))[1] is hub:
+            del _hubs[key]
+
+    hub = CompletionHub(conninfo, options, on_idle=forget)
+    _hubs[key] = (loop, hub)
     return hub
 
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 
-from soniq import JobCancelledError, Soniq
+from soniq import JobCancelledError, Soniq, waiting
 from tests.helpers import bounded, conninfo, eventually
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -79,3 +79,19 @@ async def test_a_timed_out_waiter_leaves_the_others_listening(app: Soniq) -> Non
     with pytest.raises(JobCancelledError):
         await bounded(patient, 4)
     await eventually(lambda: _no_waiting_connection())
+
+
+async def test_a_cancelled_waiter_leaves_nothing_behind(app: Soniq) -> None:
+    first, second = await app.enqueue_many("wait.never_run", [{}, {}])
+    leaving = asyncio.create_task(app.wait_for(first, timeout=30))
+    staying = asyncio.create_task(app.wait_for(second, timeout=30))
+    await eventually(lambda: _awaited(2))
+    leaving.cancel()
+    await asyncio.gather(leaving, return_exceptions=True)
+    assert leaving.cancelled()
+    assert await _waiting_connections() == 2  # the other waiter still listens
+    await app.cancel_jobs([second])
+    with pytest.raises(JobCancelledError):
+        await bounded(staying, 4)
+    await eventually(lambda: _no_waiting_connection())
+    assert waiting._hubs == {}  # the idle hub was forgotten, and its loop with it

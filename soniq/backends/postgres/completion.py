@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
@@ -42,9 +42,17 @@ class CompletionHub:
     It opens with its first waiter and closes after its last, so a thousand jobs awaited at
     once cost two connections, and none is left open between waits."""
 
-    def __init__(self, conninfo: str, options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        options: dict[str, Any],
+        on_idle: Callable[[CompletionHub], None] = lambda hub: None,
+    ) -> None:
         self.conninfo = conninfo
         self.options = {**options, "application_name": APPLICATION_NAME}
+        # Called when the last waiter left and the connections are closed: the registry
+        # forgets the hub (it would otherwise keep its event loop alive through the lock).
+        self.on_idle = on_idle
         self._waiters: dict[str, list[asyncio.Event]] = {}
         self._users = 0
         self._lock = asyncio.Lock()
@@ -58,33 +66,41 @@ class CompletionHub:
         connection breaks: the waiter then reads the job, and from then on relies on its
         periodic reads)."""
         event = asyncio.Event()
-        async with self._lock:
-            self._users += 1
-            try:
-                if self._marker is None or self._reader is None or self._reader.done():
+        self._users += 1
+        try:
+            async with self._lock:
+                if not self._usable():
                     await self._close()
                     await self._open()
                 assert self._marker is not None
                 self._waiters.setdefault(job_id, []).append(event)
                 await self._marker.execute(_MARK_AWAITED, (job_id,))
-            except BaseException:
-                await self._leave(job_id, event)
-                raise
-        try:
             yield event
         finally:
-            async with self._lock:
-                await self._leave(job_id, event)
+            # Bookkeeping without awaiting: a cancellation cannot leave it half done.
+            events = self._waiters.get(job_id, [])
+            if event in events:
+                events.remove(event)
+                if not events:
+                    del self._waiters[job_id]
+            self._users -= 1
+            if self._users == 0:
+                await asyncio.shield(self._close_if_idle())
 
-    async def _leave(self, job_id: str, event: asyncio.Event) -> None:
-        events = self._waiters.get(job_id, [])
-        if event in events:
-            events.remove(event)
-            if not events:
-                del self._waiters[job_id]
-        self._users -= 1
-        if self._users == 0:
-            await self._close()
+    def _usable(self) -> bool:
+        return (
+            self._marker is not None
+            and not self._marker.closed
+            and not self._marker.broken
+            and self._reader is not None
+            and not self._reader.done()
+        )
+
+    async def _close_if_idle(self) -> None:
+        async with self._lock:
+            if self._users == 0:
+                await self._close()
+                self.on_idle(self)
 
     async def _open(self) -> None:
         listener = await AsyncConnection.connect(self.conninfo, autocommit=True, **self.options)
@@ -112,14 +128,16 @@ class CompletionHub:
                     event.set()
 
     async def _close(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-        for connection in (self._listener, self._marker):
-            if connection is not None:
-                await connection.close()
-        self._listener = self._marker = None
+        reader, listener, marker = self._reader, self._listener, self._marker
+        self._reader = self._listener = self._marker = None
+        try:
+            if reader is not None:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+        finally:
+            for connection in (listener, marker):
+                if connection is not None:
+                    await connection.close()
 
 
 class SyncCompletionListener:
