@@ -148,14 +148,18 @@ async def wait_for(
 ) -> JobInfo:
     clock_timeout = _checked_timeout(timeout)
     target = _listener_target(app)
+    clock = _Clock(job_id, clock_timeout, listening=target is not None)
+    # A job that ended already (the common case when its caller did other work first) needs
+    # no listening connection.
+    info = settled(await app.backend.get_job(job_id), job_id, result_model)
+    if info is not None:
+        return info
     if target is None:
-        clock = _Clock(job_id, clock_timeout, listening=False)
         while True:
+            await asyncio.sleep(clock.next_wait())
             info = settled(await app.backend.get_job(job_id), job_id, result_model)
             if info is not None:
                 return info
-            await asyncio.sleep(clock.next_wait())
-    clock = _Clock(job_id, clock_timeout, listening=True)
     async with contextlib.AsyncExitStack() as stack:
         try:
             # Joining the hub (connecting, marking the job) counts against the timeout too.
@@ -205,6 +209,10 @@ def wait_for_sync(
 ) -> JobInfo:
     clock_timeout = _checked_timeout(timeout)
     target = _listener_target(app)
+    clock = _Clock(job_id, clock_timeout, listening=target is not None)
+    info = settled(app.backend.get_job_sync(job_id), job_id, result_model)
+    if info is not None:
+        return info  # ended already: no listening connection needed
     listener = None
     if target is not None:
         from soniq.backends.postgres.completion import SyncCompletionListener
@@ -213,7 +221,6 @@ def wait_for_sync(
     try:
         if listener is not None:
             listener.watch(job_id)
-        clock = _Clock(job_id, clock_timeout, listener is not None)
         while True:
             info = settled(app.backend.get_job_sync(job_id), job_id, result_model)
             if info is not None:
