@@ -473,11 +473,12 @@ class Soniq:
         scheduled_at: Any = None,
         unique: bool | None = None,
         dedup_key: str | None = None,
+        lock: str | None = None,
         connection: Any = None,
         **func_kwargs: Any,
     ) -> str:
         """Enqueue one job; returns its id (a live duplicate's id for a deduplicated job)."""
-        opts = EnqueueOptions(priority, queue, scheduled_at, unique, dedup_key)
+        opts = EnqueueOptions(priority, queue, scheduled_at, unique, dedup_key, lock)
         job = self._prepare(target, args, func_kwargs, opts)
         [job_id] = await self.backend.insert_jobs([job], connection=connection)
         return job_id
@@ -492,11 +493,12 @@ class Soniq:
         scheduled_at: Any = None,
         unique: bool | None = None,
         dedup_key: str | None = None,
+        lock: str | None = None,
         connection: Any = None,
         **func_kwargs: Any,
     ) -> str:
         """The sync twin of :meth:`enqueue`; inside Django it joins the current transaction."""
-        opts = EnqueueOptions(priority, queue, scheduled_at, unique, dedup_key)
+        opts = EnqueueOptions(priority, queue, scheduled_at, unique, dedup_key, lock)
         job = self._prepare(target, args, func_kwargs, opts)
         [job_id] = self.backend.insert_jobs_sync([job], connection=connection)
         return job_id
@@ -525,6 +527,7 @@ class Soniq:
         queue: str | None = None,
         priority: int | None = None,
         scheduled_at: Any = None,
+        lock: str | None = None,
         connection: Any = None,
     ) -> list[str]:
         """Enqueue one job per args dict; ids in input order. On PostgreSQL one statement, or
@@ -533,11 +536,12 @@ class Soniq:
 
         One bad row and nothing is inserted.
         """
-        opts = EnqueueOptions(priority, queue, scheduled_at)
+        opts = EnqueueOptions(priority, queue, scheduled_at, lock=lock)
         backend = self.backend
         if (
             isinstance(args_list, (list, tuple))
             and len(args_list) > 2 * ENQUEUE_BATCH
+            and lock is None
             and isinstance(backend, BatchInserter)
         ):
             batches = self._prepare_in_batches(target, args_list, opts)
@@ -555,10 +559,13 @@ class Soniq:
         queue: str | None = None,
         priority: int | None = None,
         scheduled_at: Any = None,
+        lock: str | None = None,
         connection: Any = None,
     ) -> list[str]:
         """The sync twin of :meth:`enqueue_many`."""
-        jobs = self._prepare_many(target, args_list, EnqueueOptions(priority, queue, scheduled_at))
+        jobs = self._prepare_many(
+            target, args_list, EnqueueOptions(priority, queue, scheduled_at, lock=lock)
+        )
         if not jobs:
             return []
         return self.backend.insert_jobs_sync(jobs, connection=connection)

@@ -190,7 +190,7 @@ class DjangoBackend(SQLOperatorMixin):
     def insert_jobs_sync(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[str]:
         dialect = self._dialect(connection)
         single_statement = dialect.name == "postgresql" and all(
-            job.dedup_key is None for job in jobs
+            not job.inserted_alone for job in jobs
         )
         needs_atomic = len(jobs) > 1 and not single_statement
         result: list[str] = self._run_sync(

@@ -33,6 +33,7 @@ class ConfiguredJob:
         scheduled_at: Any = None,
         dedup_key: str | None = None,
         unique: bool | None = None,
+        lock: str | None = None,
         connection: Any = None,
     ) -> ConfiguredJob:
         """A copy with these options layered over the ones already set."""
@@ -42,6 +43,7 @@ class ConfiguredJob:
             scheduled_at=scheduled_at,
             unique=unique,
             dedup_key=dedup_key,
+            lock=lock,
         ).merged_over(self.options)
         configured = replace(
             self,
@@ -82,6 +84,7 @@ class JobFunction(Protocol[P, R_co]):
         scheduled_at: Any = None,
         dedup_key: str | None = None,
         unique: bool | None = None,
+        lock: str | None = None,
         connection: Any = None,
     ) -> ConfiguredJob: ...
 

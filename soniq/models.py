@@ -91,6 +91,15 @@ class Job(models.Model):
     )
     # Someone waits for its end (Soniq.wait_for): its end is announced with a NOTIFY.
     awaited = models.BooleanField(db_default=False)
+    lock = models.CharField(  # noqa: DJ001
+        max_length=255,
+        null=True,
+        blank=True,
+        help_text="Jobs that share a lock run one at a time, in order.",
+    )
+    lock_order = models.BigIntegerField(
+        null=True, blank=True, help_text="Its place among the jobs of its lock."
+    )
 
     class Meta:
         db_table = "soniq_jobs"
@@ -128,6 +137,12 @@ class Job(models.Model):
             # to the index's last page: cheap, unlike a random key. Still no index on
             # task_name: with statistics missing, one lured the planner away from the claim.
             models.Index(fields=["-created_at"], name="soniq_jobs_created_idx"),
+            # The claim's lock condition: is a job of this lock running, or queued ahead?
+            models.Index(
+                fields=["lock", "status", "priority", "lock_order", "id"],
+                condition=Q(lock__isnull=False) & Q(status__in=LIVE_STATUSES),
+                name="soniq_jobs_lock_idx",
+            ),
         ]
         constraints = [
             # Deduplication is decided by this index and INSERT ... ON CONFLICT, never by a
@@ -176,6 +191,9 @@ class DeadLetterJob(models.Model):
         max_length=32, help_text="Why it stopped: max_attempts, worker_lost, ..."
     )
     dedup_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    # Kept so that a requeued dead letter takes its place in its lock again.
+    lock = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
+    lock_order = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         db_table = "soniq_dead_letter_jobs"
@@ -189,6 +207,22 @@ class DeadLetterJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name} [dead letter: {self.reason}] {self.id}"
+
+
+class LimitStart(models.Model):
+    """Starts counted against a rate limit (``soniq_limit_starts``): one row per claim that
+    started jobs under the limit, pruned once out of its window."""
+
+    key = models.CharField(max_length=300, help_text="task:<name> or queue:<name>")
+    started_at = models.DateTimeField()
+    count = models.IntegerField()
+
+    class Meta:
+        db_table = "soniq_limit_starts"
+        indexes = [models.Index(fields=["key", "started_at"], name="soniq_limit_starts_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.key}: {self.count} at {self.started_at}"
 
 
 class Worker(models.Model):

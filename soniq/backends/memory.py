@@ -57,6 +57,15 @@ from soniq.backends.error_history import append_capped
 from soniq.backends.operator_plans import Explain, batches
 from soniq.core import operations
 from soniq.core.errors import ConfigurationError, InvalidConnectionError
+from soniq.core.limits import (
+    ClaimLimits,
+    LimitedClaim,
+    Usage,
+    pick,
+    rate_frees_at,
+    room,
+    started_per_key,
+)
 from soniq.core.operations import ActionResult, JobState
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
 from soniq.core.retry import lost_job_fate
@@ -76,6 +85,11 @@ DEAD = "dead"
 
 Clock = Callable[[], datetime]
 InsertCallback = Callable[[str], None]
+
+
+def _claim_order(job: _Job) -> tuple[int, datetime, int]:
+    """Most urgent first: lowest priority number, then earliest due, then enqueued first."""
+    return (job.priority, job.scheduled_at, job.seq)
 
 
 def _utc_now() -> datetime:
@@ -137,6 +151,13 @@ class _Job:
     snoozes: int = 0
     abort_requested_at: datetime | None = None
     abort_requested_by: str | None = None
+    lock: str | None = None
+    lock_order: int = 0
+
+    @property
+    def lock_place(self) -> tuple[int, int, str]:
+        """Its place among the jobs of its lock: priority, then enqueue order."""
+        return (self.priority, self.lock_order, self.id)
 
     def info(self) -> JobInfo:
         return JobInfo(
@@ -160,6 +181,7 @@ class _Job:
             snoozes=self.snoozes,
             abort_requested_at=self.abort_requested_at,
             abort_requested_by=self.abort_requested_by,
+            lock=self.lock,
         )
 
     def claimed(self, worker_id: str) -> ClaimedJob:
@@ -238,6 +260,10 @@ class MemoryBackend:
         self._queued: set[str] = set()
         self._holders: dict[tuple[str, str], str] = {}
         self._seq = 0
+        # The ids of the queued and processing jobs of each lock (soniq_jobs_lock_idx).
+        self._locks: dict[str, set[str]] = {}
+        # Starts counted against each rate limit: (when, how many), oldest first.
+        self._starts: dict[str, list[tuple[datetime, int]]] = {}
 
     # -- helpers (called with the lock held) -------------------------------------------------
 
@@ -256,6 +282,32 @@ class MemoryBackend:
             self._release_key(job)
         elif job.dedup_key is not None:
             self._holders[(job.task_name, job.dedup_key)] = job.id
+        if job.lock is not None:
+            if status in JobStatus.active():
+                self._locks.setdefault(job.lock, set()).add(job.id)
+            else:
+                self._release_lock(job)
+
+    def _release_lock(self, job: _Job) -> None:
+        if job.lock is not None:
+            holders = self._locks.get(job.lock)
+            if holders is not None:
+                holders.discard(job.id)
+                if not holders:
+                    del self._locks[job.lock]
+
+    def _lock_free(self, job: _Job) -> bool:
+        """Whether ``job``'s lock lets it run: no job of its lock runs, and none is queued
+        ahead of it."""
+        if job.lock is None:
+            return True
+        for other_id in self._locks.get(job.lock, ()):
+            other = self._jobs[other_id]
+            if other.status is JobStatus.PROCESSING:
+                return False
+            if other.lock_place < job.lock_place:
+                return False
+        return True
 
     def _release_key(self, job: _Job) -> None:
         if job.dedup_key is not None:
@@ -267,6 +319,7 @@ class MemoryBackend:
         del self._jobs[job.id]
         self._queued.discard(job.id)
         self._release_key(job)
+        self._release_lock(job)
 
     def _live_holder(self, task_name: str, dedup_key: str) -> str | None:
         holder = self._holders.get((task_name, dedup_key))
@@ -386,6 +439,8 @@ class MemoryBackend:
             scheduled_at=now if new.scheduled_at is None else _as_utc(new.scheduled_at),
             created_at=now,
             dedup_key=new.dedup_key,
+            lock=new.lock,
+            lock_order=self._seq,
         )
         self._jobs[job.id] = job
         self._set_status(job, JobStatus.QUEUED)
@@ -434,6 +489,8 @@ class MemoryBackend:
             self._workers.clear()
             self._queued.clear()
             self._holders.clear()
+            self._locks.clear()
+            self._starts.clear()
 
     # -- WorkerBackend: claiming and finishing ----------------------------------------------
 
@@ -443,36 +500,105 @@ class MemoryBackend:
         task_names: Sequence[str],
         queues: Sequence[str] | None,
         limit: int,
+        *,
+        skip_queues: Sequence[str] = (),
     ) -> list[ClaimedJob]:
-        """Take up to ``limit`` due, queued jobs of ``task_names`` (in ``queues`` if given),
-        most urgent first: lowest priority number, then earliest ``scheduled_at``."""
+        """Take up to ``limit`` due, queued jobs of ``task_names`` (in ``queues`` if given,
+        none in ``skip_queues``) that their lock lets run, most urgent first: lowest priority
+        number, then earliest ``scheduled_at``."""
         owner = _canonical(worker_id)
         names = set(task_names)
         scope = None if queues is None else set(queues)
+        skipped = set(skip_queues)
         with self._lock:
-            registered = self._workers.get(owner)
-            if limit <= 0 or (registered is not None and registered.status in ("dead", "stopped")):
-                # Marked dead or stopped: nothing until it re-registers under a new id.
+            if limit <= 0 or not self._may_claim(owner):
                 return []
             now = self._now()
             due = [
                 job
-                for job in map(self._jobs.__getitem__, self._queued)
-                if job.scheduled_at <= now
-                and job.task_name in names
-                and (scope is None or job.queue in scope)
+                for job in self._due(now, scope)
+                if job.task_name in names and job.queue not in skipped
             ]
-            chosen = heapq.nsmallest(
-                limit, due, key=lambda job: (job.priority, job.scheduled_at, job.seq)
+            chosen = heapq.nsmallest(limit, due, key=_claim_order)
+            return self._take(chosen, owner, now)
+
+    def _may_claim(self, owner: str) -> bool:
+        # Marked dead or stopped: nothing until it re-registers under a new id.
+        registered = self._workers.get(owner)
+        return registered is None or registered.status not in ("dead", "stopped")
+
+    def _due(self, now: datetime, scope: set[str] | None) -> list[_Job]:
+        """Queued jobs due by ``now`` (in ``scope``'s queues) that their lock lets run."""
+        return [
+            job
+            for job in map(self._jobs.__getitem__, self._queued)
+            if job.scheduled_at <= now
+            and (scope is None or job.queue in scope)
+            and self._lock_free(job)
+        ]
+
+    def _take(self, chosen: Sequence[_Job], owner: str, now: datetime) -> list[ClaimedJob]:
+        for job in chosen:
+            self._set_status(job, JobStatus.PROCESSING)
+            job.attempts += 1
+            job.claimed_at = now
+            job.started_at = None
+            job.finished_at = None
+            job.worker_id = owner
+        return [job.claimed(owner) for job in chosen]
+
+    async def claim_limited_jobs(
+        self, worker_id: str, limits: ClaimLimits, wanted: int
+    ) -> LimitedClaim:
+        """Take up to ``wanted`` due jobs of limited tasks and queues, within their limits."""
+        owner = _canonical(worker_id)
+        with self._lock:
+            if wanted <= 0 or not limits or not self._may_claim(owner):
+                return LimitedClaim([])
+            now = self._now()
+            usage = self._usage(limits, now)
+            free = room(limits, usage, wanted)
+            scope = None if limits.scope is None else set(limits.scope)
+            served = set(limits.served)
+            due = sorted(
+                (
+                    job
+                    for job in self._due(now, scope)
+                    if job.task_name in served and limits.limits_job(job.task_name, job.queue)
+                ),
+                key=_claim_order,
             )
-            for job in chosen:
-                self._set_status(job, JobStatus.PROCESSING)
-                job.attempts += 1
-                job.claimed_at = now
-                job.started_at = None
-                job.finished_at = None
-                job.worker_id = owner
-            return [job.claimed(owner) for job in chosen]
+            ids, _ = pick(limits, [(job.id, job.task_name, job.queue) for job in due], free, wanted)
+            chosen = [self._jobs[job_id] for job_id in ids]
+            counts = started_per_key(limits, [(job.task_name, job.queue) for job in chosen])
+            for key, count in counts.items():
+                self._starts.setdefault(key, []).append((now, count))
+            claimed = self._take(chosen, owner, now)
+            moment = rate_frees_at(limits, self._usage(limits, now), free)
+            retry_after = None if moment is None else max((moment - now).total_seconds(), 0.001)
+            return LimitedClaim(claimed, retry_after)
+
+    def _usage(self, limits: ClaimLimits, now: datetime) -> dict[str, Usage]:
+        """How full each limit is at ``now`` (starts out of their window forgotten)."""
+        usage: dict[str, Usage] = {}
+        for keyed in limits.keyed:
+            running = 0
+            if keyed.limit.concurrency is not None:
+                running = sum(
+                    1
+                    for job in self._jobs.values()
+                    if job.status is JobStatus.PROCESSING
+                    and (job.task_name if keyed.kind == "task" else job.queue) == keyed.name
+                )
+            starts: list[tuple[datetime, int]] = []
+            if keyed.limit.rate is not None:
+                since = now - timedelta(seconds=keyed.limit.rate.period)
+                starts = [entry for entry in self._starts.get(keyed.key, []) if entry[0] > since]
+                self._starts[keyed.key] = starts
+            usage[keyed.key] = Usage(
+                running, sum(count for _, count in starts), starts[0][0] if starts else None
+            )
+        return usage
 
     async def complete_jobs(
         self,

@@ -29,7 +29,7 @@ DEDUP_ROUNDS = 5
 def insert_jobs(dialect: Dialect, jobs: Sequence[NewJob]) -> Plan[list[str]]:
     """Insert ``jobs``; returns their ids in input order (a duplicate's existing id)."""
     ids = [str(job.id) for job in jobs]
-    plain = [job for job in jobs if job.dedup_key is None]
+    plain = [job for job in jobs if not job.inserted_alone]
     if plain:
         # Not `yield from`: a list iterator cannot receive the rows the driver sends back.
         for statement in dialect.insert_jobs(plain):  # noqa: UP028
@@ -37,6 +37,8 @@ def insert_jobs(dialect: Dialect, jobs: Sequence[NewJob]) -> Plan[list[str]]:
     for index, job in enumerate(jobs):
         if job.dedup_key is not None:
             ids[index] = yield from _insert_deduplicated(dialect, job)
+        elif job.lock is not None:
+            yield dialect.insert_job(job)
     return ids
 
 

@@ -40,6 +40,7 @@ JOB_COLUMNS = (
     "snoozes",
     "abort_requested_at",
     "abort_requested_by",
+    "lock",
 )
 
 
@@ -96,6 +97,7 @@ def decode_job_info(row: tuple[Any, ...]) -> JobInfo:
         snoozes=int(data["snoozes"] or 0),
         abort_requested_at=to_utc(data["abort_requested_at"]),
         abort_requested_by=data["abort_requested_by"],
+        lock=data["lock"],
     )
 
 

@@ -24,6 +24,7 @@ from soniq.core.errors import (
     InvalidOptionError,
     JobNotRegisteredError,
 )
+from soniq.core.limits import check_lock
 from soniq.core.records import NewJob
 from soniq.core.registry import JobRegistry
 from soniq.core.spec import JobSpec
@@ -118,6 +119,7 @@ class EnqueueOptions:
     scheduled_at: Any = None
     unique: Any = None
     dedup_key: Any = None
+    lock: Any = None
 
     def merged_over(self, base: EnqueueOptions) -> EnqueueOptions:
         """These options, falling back to ``base`` for the ones left unset."""
@@ -130,7 +132,7 @@ class EnqueueOptions:
 
 
 def _fields(opts: EnqueueOptions) -> tuple[Any, ...]:
-    return (opts.priority, opts.queue, opts.scheduled_at, opts.unique, opts.dedup_key)
+    return (opts.priority, opts.queue, opts.scheduled_at, opts.unique, opts.dedup_key, opts.lock)
 
 
 def _option(job: str, name: str, check: Callable[[Any], Any], value: Any) -> Any:
@@ -176,6 +178,9 @@ class JobBuilder:
             else _option(job, "dedup_key", options.check_dedup_key, opts.dedup_key)
         )
         self.unique = target.unique if opts.unique is None else opts.unique
+        self.lock: str | None = (
+            None if opts.lock is None else _option(job, "lock", check_lock, opts.lock)
+        )
 
     @property
     def deduplicates(self) -> bool:
@@ -215,6 +220,7 @@ class JobBuilder:
             max_attempts=self.target.max_attempts,
             scheduled_at=self.scheduled_at,
             dedup_key=dedup_key,
+            lock=self.lock,
         )
 
     def _validated_args(self, args: Mapping[str, Any] | None, where: str) -> dict[str, Any]:

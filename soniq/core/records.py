@@ -23,6 +23,14 @@ class NewJob:
     max_attempts: int
     scheduled_at: datetime | None = None
     dedup_key: str | None = None
+    # Jobs that share a lock run one at a time, in order (soniq.core.limits).
+    lock: str | None = None
+
+    @property
+    def inserted_alone(self) -> bool:
+        """Whether the job needs a statement of its own: a deduplicated job (its conflict is
+        settled row by row) or a locked one (it takes its place in its lock's order)."""
+        return self.dedup_key is not None or self.lock is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +66,8 @@ class JobInfo:
     # When an abort of the job was requested while it ran, and by whom.
     abort_requested_at: datetime | None = None
     abort_requested_by: str | None = None
+    # Jobs that share a lock run one at a time, in order.
+    lock: str | None = None
 
     @property
     def last_error(self) -> dict[str, Any] | None:

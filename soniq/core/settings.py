@@ -8,6 +8,7 @@ then keyword arguments given to ``Soniq(...)``. Keys are the field names, case-i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -16,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from soniq.core.errors import ConfigurationError
+from soniq.core.limits import Limit, parse_queue_limits
 from soniq.core.masking import DEFAULT_MASKED_NAMES
 
 ENV_PREFIX = "SONIQ_"
@@ -137,6 +139,12 @@ class SoniqSettings(BaseModel):
         "transaction mode.",
     )
 
+    queue_limits: dict[str, Limit] = Field(
+        default_factory=dict,
+        description="Limits per queue across every worker: {queue: {'concurrency': N, "
+        "'rate': '10/s'}} (either key or both). In the environment, as JSON.",
+    )
+
     admin_masked_args: tuple[str, ...] = Field(
         default=DEFAULT_MASKED_NAMES,
         description="Names masked in the admin and the worker's log lines: any key (at any "
@@ -164,6 +172,18 @@ class SoniqSettings(BaseModel):
             if not is_valid_queue_name(name):
                 raise ValueError(f"queue name {name!r} is not valid ({QUEUE_NAME_RULE})")
         return value or None  # an empty list would mean a worker that serves nothing
+
+    @field_validator("queue_limits", mode="before")
+    @classmethod
+    def _queue_limits(cls, value: Any) -> dict[str, Limit]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError:
+                raise ValueError(
+                    'must be JSON in the environment, such as {"partner": {"rate": "10/s"}}'
+                ) from None
+        return parse_queue_limits(value)
 
     @field_validator("heartbeat_timeout")
     @classmethod

@@ -14,6 +14,7 @@ from soniq.core import options
 from soniq.core.context import JobContext
 from soniq.core.control import JobControl
 from soniq.core.errors import JobDefinitionError
+from soniq.core.limits import Limit, Rate, check_concurrency_limit, parse_rate
 
 
 def default_task_name(func: Callable[..., Any]) -> str:
@@ -116,12 +117,20 @@ class JobSpec:
     # given; never these. A failure that may not be retried is dead-lettered at once.
     retry_on: tuple[type[Exception], ...] | None = None
     no_retry_on: tuple[type[Exception], ...] = ()
+    # At most this many jobs of the task running at once, and this rate of starts, across
+    # every worker (soniq.core.limits).
+    concurrency_limit: int | None = None
+    rate_limit: Rate | None = None
     # Whether func is a coroutine function: read for every job a worker runs, so worked out
     # once (inspect's check costs about half a microsecond).
     is_async: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.func))
+
+    @property
+    def limit(self) -> Limit:
+        return Limit(self.concurrency_limit, self.rate_limit)
 
     @property
     def max_attempts(self) -> int:
@@ -158,6 +167,8 @@ def build_job_spec(
     args_model: type[BaseModel] | None = None,
     retry_on: Any = None,
     no_retry_on: Any = None,
+    concurrency_limit: int | None = None,
+    rate_limit: str | None = None,
 ) -> JobSpec:
     """Validate the decorator's parameters and build the spec (aliases resolved)."""
     if not callable(func):
@@ -230,4 +241,10 @@ def build_job_spec(
         contract=ArgumentContract.of(func),
         retry_on=retried,
         no_retry_on=never,
+        concurrency_limit=None
+        if concurrency_limit is None
+        else _checked(job, "concurrency_limit", check_concurrency_limit, concurrency_limit),
+        rate_limit=None
+        if rate_limit is None
+        else _checked(job, "rate_limit", parse_rate, rate_limit),
     )

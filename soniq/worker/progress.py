@@ -42,8 +42,11 @@ class ProgressWriter:
         retry_delay: float,
         on_refused: Callable[[str], None] = lambda owner: None,
         unstorable: Callable[[BaseException], bool] = lambda error: False,
+        on_written: Callable[[Sequence[str]], None] = lambda job_ids: None,
     ) -> None:
         self._write = write
+        # Called with the ids of finished jobs once their completion is written.
+        self._on_written = on_written
         # Whether a write's error means the database will never take its data.
         self._unstorable = unstorable
         self._backoff = Backoff(retry_delay)
@@ -160,6 +163,8 @@ class ProgressWriter:
                     await asyncio.wait_for(self._retry.wait(), delay)
                 continue
             self._backoff.reset()
+            if done:
+                self._on_written([job_id for job_id, _, _ in done])
             if applied < len(done):
                 # The others were recovered meanwhile (this worker was presumed dead): the
                 # fence kept their new owner's state.

@@ -26,6 +26,7 @@ from soniq.core.retry import retry_delay_seconds
 from soniq.core.settings import SoniqSettings, build_settings
 from soniq.core.spec import JobSpec
 from soniq.core.status import DISCARDED
+from soniq.worker.claiming import Claimer
 from soniq.worker.execution import JobRunner, Outcome, SyncCallWrapper, stripped
 from soniq.worker.hooks import Hooks, check_hooks
 from soniq.worker.liveness import Liveness
@@ -125,6 +126,7 @@ class Worker:
         self._background: set[asyncio.Task[None]] = set()
         # Set by a notification that an abort was requested: look for this worker's at once.
         self._abort_check = asyncio.Event()
+        self._claimer: Claimer | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -152,12 +154,14 @@ class Worker:
         async with self._presence(scoped, 1, listen=False), self._watchdog():
             threads = ThreadPoolExecutor(1, thread_name_prefix="soniq-job")
             runner = self._runner(threads)
+            claimer = self._claimer = self._make_claimer(scoped, 1)
             try:
                 while not self._stopping.is_set() and (max_jobs is None or ran < max_jobs):
-                    jobs = await self.backend.claim_jobs(self.id, names, scoped, 1)
-                    if not jobs:
+                    claimer.rearm()  # one job at a time: look at the limited ones every time
+                    limited, plain = await claimer.claim(self.id, 1)
+                    if not limited and not plain:
                         break
-                    [current] = jobs
+                    [current] = limited or plain
                     self._current = current
                     if not await self._still_mine(current):
                         current = self._current = None
@@ -177,6 +181,7 @@ class Worker:
                     await self._record(
                         current, outcome, writer=None, duration=time.monotonic() - began
                     )
+                    claimer.finished([current.id])
                     current = self._current = None
                     ran += 1
             finally:
@@ -225,6 +230,7 @@ class Worker:
             retry_delay=self.settings.error_retry_delay,
             on_refused=self._doubt_identity,
             unstorable=is_unstorable,
+            on_written=self._limits_freed,
         )
         self._writer = writer
         async with (
@@ -429,7 +435,7 @@ class Worker:
         concurrency: int,
         queues: tuple[str, ...] | None,
     ) -> None:
-        names = self.registry.names()
+        claimer = self._claimer = self._make_claimer(queues, concurrency)
         backoff = Backoff(self.settings.error_retry_delay)
         while not self._stopping.is_set():
             self._slot_freed.clear()
@@ -447,9 +453,12 @@ class Worker:
                 await self._until(self._slot_freed, at_most=None)
                 continue
             # Cleared before the claim: a notification arriving during it wakes the next wait.
+            # One that came meanwhile (new jobs, or room under a limit) is worth a limited claim.
+            if self._wake.is_set():
+                claimer.rearm()
             self._wake.clear()
             try:
-                jobs = await self.backend.claim_jobs(self.id, names, queues, wanted)
+                limited, plain = await claimer.claim(self.id, wanted)
             except Exception:
                 delay = backoff.delay()
                 logger.exception("claiming jobs failed; retrying in %gs", delay)
@@ -458,13 +467,19 @@ class Worker:
                 await self._until(self._confirmed, at_most=delay)
                 continue
             backoff.reset()
-            self._ready.extend(jobs)
+            # Jobs held under a limit start first: their room is taken while they wait.
+            self._ready.extendleft(reversed(limited))
+            self._ready.extend(plain)
             self._start_ready(runner, writer, concurrency)
-            if len(jobs) < wanted:
-                # The queue had no more due jobs: wait for a notification (or the next poll)
-                # instead of claiming again at once, which would also hold up the start of the
-                # jobs just claimed by the time it takes to send that claim.
-                await self._until(self._wake, at_most=self.settings.poll_interval)
+            if len(limited) + len(plain) < wanted:
+                # The queue had no more due jobs: wait for a notification (or the next poll,
+                # or a full rate limit's room) instead of claiming again at once, which would
+                # also hold up the start of the jobs just claimed by the time it takes to
+                # send that claim.
+                await self._until(
+                    self._wake, at_most=claimer.wait_limit(self.settings.poll_interval)
+                )
+                claimer.rearm()
 
     @property
     def busy_slots(self) -> int:
@@ -626,6 +641,7 @@ class Worker:
                     release if left is None else asyncio.wait_for(release, max(left, 1.0))
                 )
             logger.info("%d job(s) put back in the queue", released)
+            self._limits_freed([job.id for job in jobs])
         except Exception:
             # The recovery pass of any worker puts them back: this worker is about to be
             # deregistered, and jobs of a worker that is not running are recovered.
@@ -682,6 +698,8 @@ class Worker:
         applied = await self._until_written(
             f"the outcome of job {job.id}", lambda: self._write_outcome(job, outcome)
         )
+        if applied is not None:
+            self._limits_freed([job.id])
         if applied is None:
             # Given up (the worker is stopping, or even a stripped outcome was refused): the
             # job stays claimed by this worker, and recovery takes it back once it is gone.
@@ -928,6 +946,23 @@ class Worker:
             )
         if self._liveness is not None:
             self._liveness.beat_soon()
+
+    def _make_claimer(self, queues: tuple[str, ...] | None, concurrency: int) -> Claimer:
+        return Claimer(
+            self.backend,
+            self.registry,
+            self.settings.queue_limits,
+            queues,
+            concurrency,
+            self.settings.poll_interval,
+        )
+
+    def _limits_freed(self, job_ids: Sequence[str]) -> None:
+        """The ends of ``job_ids`` were written: if one held a limit, claim again soon (the
+        database now counts its room free)."""
+        claimer = self._claimer
+        if claimer is not None and claimer.finished(job_ids):
+            self._wake.set()
 
     def _spec(self, job: ClaimedJob) -> JobSpec:
         spec = self.registry.get(job.task_name)

@@ -54,7 +54,7 @@ CAPABILITIES = {
 }
 
 # The tables soniq writes; all must be empty when a test starts.
-TABLES = ("soniq_jobs", "soniq_dead_letter_jobs", "soniq_workers")
+TABLES = ("soniq_jobs", "soniq_dead_letter_jobs", "soniq_workers", "soniq_limit_starts")
 
 
 def pytest_configure(config: pytest.Config) -> None:

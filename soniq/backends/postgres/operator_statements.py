@@ -118,9 +118,9 @@ WITH moved AS (
 changed AS (
     INSERT INTO soniq_jobs (id, task_name, args, queue, priority, status, attempts,
                             max_attempts, scheduled_at, created_at, errors, errors_dropped,
-                            dedup_key, worker_losses)
+                            dedup_key, worker_losses, lock, lock_order)
     SELECT id, task_name, args, queue, priority, 'queued', 0, max_attempts, now(), created_at,
-           errors, errors_dropped, dedup_key, 0
+           errors, errors_dropped, dedup_key, 0, lock, lock_order
     FROM moved
     RETURNING id, queue
 )

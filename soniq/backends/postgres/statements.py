@@ -14,6 +14,8 @@ from soniq.core.records import NewJob
 NOTIFY_CHANNEL = "soniq_new_job"
 # The end of a job someone waits for (Soniq.wait_for): its id is the payload.
 DONE_CHANNEL = "soniq_job_done"
+# Created by migration 0009_flow_control.
+LOCK_ORDER_SEQUENCE = "soniq_jobs_lock_order"
 
 
 # Must match the partial unique index "soniq_jobs_dedup_uniq" (soniq/models.py) so that
@@ -22,15 +24,18 @@ _DEDUP_ARBITER = (
     "(task_name, dedup_key) WHERE (dedup_key IS NOT NULL AND status IN ('queued', 'processing'))"
 )
 
+# One job with a dedup key or a lock. A locked job's place in its lock's order comes from a
+# sequence: distinct and increasing across concurrent transactions.
 _INSERT_JOB = f"""
 WITH inserted AS (
     INSERT INTO soniq_jobs (
         id, task_name, args, queue, priority, status, attempts, max_attempts,
-        scheduled_at, created_at, errors, dedup_key, worker_losses
+        scheduled_at, created_at, errors, dedup_key, worker_losses, lock, lock_order
     )
     VALUES (
         %s::uuid, %s, %s::jsonb, %s, %s, 'queued', 0, %s,
-        COALESCE(%s::timestamptz, now()), now(), '[]'::jsonb, %s, 0
+        COALESCE(%s::timestamptz, now()), now(), '[]'::jsonb, %s, 0, %s::text,
+        CASE WHEN %s::text IS NULL THEN NULL ELSE nextval('{LOCK_ORDER_SEQUENCE}') END
     )
     ON CONFLICT {_DEDUP_ARBITER} DO NOTHING
     RETURNING id, queue
@@ -97,12 +102,12 @@ _SELECT_JOB = """
 SELECT id, task_name, status, args::text, queue, priority, attempts, max_attempts,
        scheduled_at, created_at, started_at, finished_at, worker_id, result::text,
        errors::text, errors_dropped, dedup_key, NULL::text, snoozes, abort_requested_at,
-       abort_requested_by
+       abort_requested_by, lock
 FROM soniq_jobs WHERE id = %s::uuid
 UNION ALL
 SELECT id, task_name, 'dead_letter', args::text, queue, priority, attempts, max_attempts,
        scheduled_at, created_at, started_at, dead_lettered_at, worker_id, NULL::text,
-       errors::text, errors_dropped, dedup_key, reason, 0, NULL::timestamptz, NULL::text
+       errors::text, errors_dropped, dedup_key, reason, 0, NULL::timestamptz, NULL::text, lock
 FROM soniq_dead_letter_jobs WHERE id = %s::uuid
 LIMIT 1
 """
@@ -138,7 +143,7 @@ class PostgresDialect:
         return PostgresOperatorStatements()
 
     def insert_job(self, job: NewJob) -> Statement:
-        return Statement(_INSERT_JOB, (*_values(job), job.dedup_key))
+        return Statement(_INSERT_JOB, (*_values(job), job.dedup_key, job.lock, job.lock))
 
     def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Statement]:
         if len(jobs) == 1:

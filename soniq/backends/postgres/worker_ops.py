@@ -8,10 +8,14 @@ from datetime import datetime
 from typing import Any
 
 from soniq.backends.base import Row, Statement
+from soniq.backends.limit_plans import claim_limited
+from soniq.backends.plans import run_async
 from soniq.backends.postgres import worker_statements as ws
 from soniq.backends.postgres.conninfo import server_keepalives
+from soniq.backends.postgres.limit_statements import PostgresLimitStatements
 from soniq.backends.postgres.session import WorkerSession
 from soniq.backends.rows import decode_claimed_rows, to_uuid_text
+from soniq.core.limits import ClaimLimits, LimitedClaim
 from soniq.core.records import ClaimedJob, RecoveryReport, WorkerInfo
 from soniq.core.settings import SoniqSettings
 
@@ -28,6 +32,9 @@ class PostgresWorkerOps:
     async def _fetch(self, statement: Statement) -> list[Row]:
         raise NotImplementedError  # provided by PostgresBackend
 
+    async def _in_transaction(self, body: Any) -> Any:
+        raise NotImplementedError  # provided by PostgresBackend
+
     async def claim_jobs(
         self,
         worker_id: str,
@@ -35,14 +42,32 @@ class PostgresWorkerOps:
         queues: Sequence[str] | None,
         limit: int,
         now: datetime | None = None,
+        *,
+        skip_queues: Sequence[str] = (),
     ) -> list[ClaimedJob]:
         rows = await self._fetch(
             ws.claim_jobs(
-                worker_id=worker_id, task_names=task_names, queues=queues, limit=limit, now=now
+                worker_id=worker_id,
+                task_names=task_names,
+                queues=queues,
+                limit=limit,
+                now=now,
+                skip_queues=skip_queues,
             )
         )
         # Most urgent first: the statement orders them.
         return decode_claimed_rows(rows, worker_id)
+
+    async def claim_limited_jobs(
+        self, worker_id: str, limits: ClaimLimits, wanted: int, now: datetime | None = None
+    ) -> LimitedClaim:
+        """Claim up to ``wanted`` jobs of limited tasks and queues, within their limits, in
+        one transaction serialised with every other limited claim on those limits."""
+        if wanted <= 0 or not limits:
+            return LimitedClaim([])
+        plan = claim_limited(PostgresLimitStatements(), limits, worker_id, wanted, now)
+        rows, retry_after = await self._in_transaction(lambda fetch: run_async(plan, fetch))
+        return LimitedClaim(decode_claimed_rows(rows, worker_id), retry_after)
 
     async def complete_jobs(
         self,

@@ -23,6 +23,24 @@ CLEANUP_LOCK_KEY = 0
 
 _NOW = "COALESCE(%s::timestamptz, now())"
 
+# A queued ``job`` that its lock lets run: it has none, or no job of its lock is running and
+# none is queued ahead of it (by priority, then its place in the lock's order; the id breaks a
+# tie, so that exactly one job of a lock is first). Under SKIP LOCKED, a claim racing another
+# skips the first job of a lock (the other holds its row) and, in its snapshot, still sees that
+# job queued ahead of the second: two claims never take two jobs of one lock. Each test is a
+# range of soniq_jobs_lock_idx; a job without a lock pays the IS NULL test only.
+LOCK_FREE = """(job.lock IS NULL OR (
+    NOT EXISTS (
+        SELECT 1 FROM soniq_jobs AS held
+        WHERE held.lock = job.lock AND held.status = 'processing'
+    )
+    AND NOT EXISTS (
+        SELECT 1 FROM soniq_jobs AS ahead
+        WHERE ahead.lock = job.lock AND ahead.status = 'queued'
+          AND (ahead.priority, ahead.lock_order, ahead.id) < (job.priority, job.lock_order, job.id)
+    )
+))"""
+
 # The claim: due, queued jobs this worker knows, most urgent first, taken without waiting on
 # rows another worker is taking (SKIP LOCKED). Two variants instead of "queue filter or NULL"
 # so that each gets a plan on its own partial index (soniq_jobs_claim_idx for every queue,
@@ -35,14 +53,18 @@ _NOW = "COALESCE(%s::timestamptz, now())"
 # A worker whose row was marked dead or stopped claims nothing: until its next heartbeat gives
 # it a new id, a job recovered from it could otherwise be claimed again under the old id, and
 # the stale run's completion would pass the fence. (A one-time filter: a primary-key lookup.)
+# A job with a lock is taken only when no job of its lock runs and none is queued ahead of it
+# (LOCK_FREE). Jobs of limited tasks and queues are left to the limited claim
+# (limit_statements.py): the caller leaves their names out, and names the limited queues.
 _CLAIM = f"""
 WITH candidates AS (
-    SELECT id FROM soniq_jobs
+    SELECT id FROM soniq_jobs AS job
     WHERE status = 'queued' AND scheduled_at <= {_NOW} AND task_name = ANY(%s::text[]){{queues}}
       AND NOT EXISTS (
           SELECT 1 FROM soniq_workers
           WHERE soniq_workers.id = %s::uuid AND soniq_workers.status IN ('dead', 'stopped')
       )
+      AND {LOCK_FREE}
     ORDER BY priority, scheduled_at
     LIMIT %s
     FOR UPDATE SKIP LOCKED
@@ -52,18 +74,33 @@ claimed AS (
     SET status = 'processing', attempts = job.attempts + 1, claimed_at = {_NOW},
         started_at = NULL, finished_at = NULL, worker_id = %s::uuid
     WHERE job.id = ANY(ARRAY(SELECT id FROM candidates))
-    RETURNING job.id, job.task_name, job.args::text AS args, job.queue, job.priority,
-              job.attempts, job.max_attempts, job.scheduled_at, job.created_at, job.suspicion,
-              job.snoozes
+    RETURNING {{CLAIM_RETURNING}}
 )
 -- Most urgent first, as claimed: the worker starts them in this order.
-SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
-       suspicion, snoozes
+SELECT {{CLAIMED_COLUMNS}}
 FROM claimed
 ORDER BY priority, scheduled_at
 """
-_CLAIM_ANY_QUEUE = _CLAIM.format(queues="")
-_CLAIM_SCOPED = _CLAIM.format(queues=" AND queue = ANY(%s::text[])")
+# What a claim returns of each job it took (decode_claimed reads them in this order).
+CLAIMED_COLUMNS = (
+    "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
+    "suspicion, snoozes"
+)
+CLAIM_RETURNING = ", ".join(
+    "job.args::text AS args" if column == "args" else f"job.{column}"
+    for column in CLAIMED_COLUMNS.split(", ")
+)
+_SCOPED = " AND queue = ANY(%s::text[])"
+_SKIPPING = " AND queue <> ALL(%s::text[])"
+_CLAIMS = {
+    (scoped, skipping): _CLAIM.format(
+        queues=(_SCOPED if scoped else "") + (_SKIPPING if skipping else ""),
+        CLAIM_RETURNING=CLAIM_RETURNING,
+        CLAIMED_COLUMNS=CLAIMED_COLUMNS,
+    )
+    for scoped in (False, True)
+    for skipping in (False, True)
+}
 
 
 def claim_jobs(
@@ -73,11 +110,15 @@ def claim_jobs(
     queues: Sequence[str] | None,
     limit: int,
     now: datetime | None = None,
+    skip_queues: Sequence[str] = (),
 ) -> Statement:
-    """Take up to ``limit`` due jobs for ``worker_id``."""
+    """Take up to ``limit`` due jobs for ``worker_id``, none in ``skip_queues``."""
     scope = [] if queues is None else [list(queues)]
-    sql = _CLAIM_ANY_QUEUE if queues is None else _CLAIM_SCOPED
-    return Statement(sql, (now, list(task_names), *scope, worker_id, limit, now, worker_id))
+    skipped = [list(skip_queues)] if skip_queues else []
+    sql = _CLAIMS[queues is not None, bool(skip_queues)]
+    return Statement(
+        sql, (now, list(task_names), *scope, *skipped, worker_id, limit, now, worker_id)
+    )
 
 
 _FENCE = "status = 'processing' AND worker_id = %s::uuid"
@@ -277,7 +318,8 @@ def retry_job(
 
 _DEAD_LETTER_COLUMNS = (
     "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
-    "started_at, dead_lettered_at, worker_id, errors, errors_dropped, reason, dedup_key"
+    "started_at, dead_lettered_at, worker_id, errors, errors_dropped, reason, dedup_key, lock, "
+    "lock_order"
 )
 
 _DEAD_HISTORY = "moved.errors || failure.entry"
@@ -297,7 +339,7 @@ moved AS (
            created_at, started_at, {_NOW}, worker_id,
            {_kept_errors(_DEAD_HISTORY, "failure.history_limit")},
            errors_dropped + {_dropped_errors(_DEAD_HISTORY, "failure.history_limit")},
-           %s, dedup_key
+           %s, dedup_key, lock, lock_order
     FROM moved, failure
     RETURNING id
 )
@@ -573,7 +615,7 @@ dead AS (
            created_at, started_at, {_NOW}, worker_id,
            {_kept_errors(_MOVED_HISTORY, "moved.history_limit")},
            errors_dropped + {_dropped_errors(_MOVED_HISTORY, "moved.history_limit")},
-           reason, dedup_key
+           reason, dedup_key, lock, lock_order
     FROM moved
     RETURNING id
 ),

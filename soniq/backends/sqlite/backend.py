@@ -22,14 +22,17 @@ from typing import Any, TypeVar
 
 from soniq.backends import plans
 from soniq.backends.base import Row, Statement
+from soniq.backends.limit_plans import claim_limited
 from soniq.backends.operator_plans import Action, SQLOperatorMixin
 from soniq.backends.rows import decode_claimed_rows, to_utc, to_uuid_text
 from soniq.backends.schema import missing_table, schema_missing, sqlite_url
 from soniq.backends.sqlite import worker_statements as ws
+from soniq.backends.sqlite.limit_statements import SQLiteLimitStatements
 from soniq.backends.sqlite.scheduler_ops import SQLiteSchedulerOps
 from soniq.backends.sqlite.statements import SQLiteDialect, format_time, utc_now
 from soniq.core import wakeup
 from soniq.core.errors import ConfigurationError, InvalidConnectionError, SchemaMissingError
+from soniq.core.limits import ClaimLimits, LimitedClaim
 from soniq.core.operations import ActionResult
 from soniq.core.records import ClaimedJob, JobInfo, NewJob, RecoveryReport, WorkerInfo
 from soniq.core.retry import lost_job_fate
@@ -57,6 +60,12 @@ def _fetch(connection: sqlite3.Connection, statement: Statement) -> list[Row]:
 
 def _count(connection: sqlite3.Connection, statement: Statement) -> int:
     return connection.execute(statement.sql, tuple(statement.params)).rowcount
+
+
+def _most_urgent_first(jobs: list[ClaimedJob]) -> list[ClaimedJob]:
+    """The worker starts claimed jobs in this order (SQLite's RETURNING has none)."""
+    jobs.sort(key=lambda job: (job.priority, job.scheduled_at or datetime.min))
+    return jobs
 
 
 def _hex(value: str) -> str:
@@ -233,6 +242,8 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
         task_names: Sequence[str],
         queues: Sequence[str] | None,
         limit: int,
+        *,
+        skip_queues: Sequence[str] = (),
     ) -> list[ClaimedJob]:
         statement = ws.claim_jobs(
             worker_id=worker_id,
@@ -240,11 +251,26 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
             queues=queues,
             limit=limit,
             now=self._now(),
+            skip_queues=skip_queues,
         )
         rows = await self._run(self._write, lambda c: _fetch(c, statement))
-        jobs = decode_claimed_rows(rows, worker_id)
-        jobs.sort(key=lambda job: (job.priority, job.scheduled_at or datetime.min))
-        return jobs
+        return _most_urgent_first(decode_claimed_rows(rows, worker_id))
+
+    async def claim_limited_jobs(
+        self, worker_id: str, limits: ClaimLimits, wanted: int
+    ) -> LimitedClaim:
+        """Claim up to ``wanted`` jobs of limited tasks and queues, within their limits (one
+        write transaction: SQLite's single writer serialises it with every other claim)."""
+        if wanted <= 0 or not limits:
+            return LimitedClaim([])
+        statements = SQLiteLimitStatements(self.clock())
+
+        def body(connection: sqlite3.Connection) -> tuple[list[Row], float | None]:
+            plan = claim_limited(statements, limits, worker_id, wanted)
+            return plans.run_sync(plan, self._executor(connection))
+
+        rows, retry_after = await self._run(self._write, body)
+        return LimitedClaim(_most_urgent_first(decode_claimed_rows(rows, worker_id)), retry_after)
 
     async def complete_jobs(
         self,

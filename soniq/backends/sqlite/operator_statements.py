@@ -67,9 +67,9 @@ RETURNING id
 _COPY_DEAD_LETTERS = f"""
 INSERT INTO soniq_jobs (id, task_name, args, queue, priority, status, attempts, max_attempts,
                         scheduled_at, created_at, errors, errors_dropped, dedup_key,
-                        worker_losses)
+                        worker_losses, lock, lock_order)
 SELECT id, task_name, args, queue, priority, 'queued', 0, max_attempts, %s, created_at, errors,
-       errors_dropped, dedup_key, 0
+       errors_dropped, dedup_key, 0, lock, lock_order
 FROM soniq_dead_letter_jobs AS dead
 WHERE dead.id IN {_IDS} AND {_KEY_FREE.format(row="dead")}
   AND {_FIRST_DEAD}

@@ -22,6 +22,15 @@ _COLUMNS = (
 )
 _ROW = "(%s, %s, %s, %s, %s, 'queued', 0, %s, %s, %s, '[]', %s, 0)"
 
+# A job with a lock takes the next place among the live jobs of its lock (writers take turns on
+# SQLite, so two inserts cannot take the same place). The status list repeats the partial
+# index's condition term for term, or SQLite would not use the index.
+_LOCKED_ROW = (
+    _ROW[:-1] + ", %s, CASE WHEN %s IS NULL THEN NULL ELSE "
+    "(SELECT COALESCE(MAX(lock_order), 0) + 1 FROM soniq_jobs "
+    "WHERE lock = %s AND status IN ('queued', 'processing')) END)"
+)
+
 # Must match the partial unique index "soniq_jobs_dedup_uniq" (soniq/models.py).
 _DEDUP_ARBITER = (
     "(task_name, dedup_key) WHERE (dedup_key IS NOT NULL AND status IN ('queued', 'processing'))"
@@ -31,12 +40,12 @@ _SELECT_JOB = """
 SELECT id, task_name, status, args, queue, priority, attempts, max_attempts,
        scheduled_at, created_at, started_at, finished_at, worker_id, result,
        errors, errors_dropped, dedup_key, NULL, snoozes, abort_requested_at,
-       abort_requested_by
+       abort_requested_by, lock
 FROM soniq_jobs WHERE id = %s
 UNION ALL
 SELECT id, task_name, 'dead_letter', args, queue, priority, attempts, max_attempts,
        scheduled_at, created_at, started_at, dead_lettered_at, worker_id, NULL,
-       errors, errors_dropped, dedup_key, reason, 0, NULL, NULL
+       errors, errors_dropped, dedup_key, reason, 0, NULL, NULL, lock
 FROM soniq_dead_letter_jobs WHERE id = %s
 LIMIT 1
 """
@@ -80,10 +89,10 @@ class SQLiteDialect:
 
     def insert_job(self, job: NewJob) -> Statement:
         sql = (
-            f"INSERT INTO soniq_jobs ({_COLUMNS}) VALUES {_ROW} "
+            f"INSERT INTO soniq_jobs ({_COLUMNS}, lock, lock_order) VALUES {_LOCKED_ROW} "
             f"ON CONFLICT {_DEDUP_ARBITER} DO NOTHING RETURNING id"
         )
-        return Statement(sql, self._row(job, format_time(self.clock())))
+        return Statement(sql, (*self._row(job, format_time(self.clock())), *[job.lock] * 3))
 
     def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Statement]:
         now = format_time(self.clock())

@@ -24,24 +24,50 @@ _BACK_OR_ABORTED = (
     "ELSE strftime('%Y-%m-%d %H:%M:%f000', 'now') END"
 )
 
-CLAIM = """
+# A queued ``job`` its lock lets run (as on PostgreSQL: no job of its lock running, none queued
+# ahead of it). Each subquery repeats soniq_jobs_lock_idx's status condition term for term, or
+# SQLite would not use that partial index.
+LOCK_FREE = """(job.lock IS NULL OR (
+    NOT EXISTS (
+        SELECT 1 FROM soniq_jobs AS held
+        WHERE held.lock = job.lock AND held.status IN ('queued', 'processing')
+          AND held.status = 'processing'
+    )
+    AND NOT EXISTS (
+        SELECT 1 FROM soniq_jobs AS ahead
+        WHERE ahead.lock = job.lock AND ahead.status IN ('queued', 'processing')
+          AND ahead.status = 'queued'
+          AND (ahead.priority, ahead.lock_order, ahead.id) < (job.priority, job.lock_order, job.id)
+    )
+))"""
+
+# What a claim returns of each job it took.
+CLAIMED = (
+    "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
+    "suspicion, snoozes"
+)
+
+# A worker marked dead or stopped claims nothing until it re-registers (new id).
+WORKER_ALIVE = """NOT EXISTS (
+    SELECT 1 FROM soniq_workers WHERE id = ? AND status IN ('dead', 'stopped')
+)"""
+
+CLAIM = f"""
 UPDATE soniq_jobs
 SET status = 'processing', attempts = attempts + 1, claimed_at = ?, started_at = NULL,
     finished_at = NULL, worker_id = ?
 WHERE id IN (
-    SELECT id FROM soniq_jobs
+    SELECT id FROM soniq_jobs AS job
     WHERE status = 'queued' AND scheduled_at <= ?
       AND task_name IN (SELECT value FROM json_each(?))
       AND (? IS NULL OR queue IN (SELECT value FROM json_each(?)))
-      -- A worker marked dead or stopped claims nothing until it re-registers (new id).
-      AND NOT EXISTS (
-          SELECT 1 FROM soniq_workers WHERE id = ? AND status IN ('dead', 'stopped')
-      )
+      AND queue NOT IN (SELECT value FROM json_each(?))
+      AND {WORKER_ALIVE}
+      AND {LOCK_FREE}
     ORDER BY priority, scheduled_at
     LIMIT ?
 )
-RETURNING id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at,
-          created_at, suspicion, snoozes
+RETURNING {CLAIMED}
 """
 
 COMPLETE = f"""
@@ -102,14 +128,16 @@ WHERE status = 'processing' AND worker_id = ? AND abort_requested_at IS NOT NULL
 
 _DEAD_LETTER_COLUMNS = (
     "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
-    "started_at, dead_lettered_at, worker_id, errors, errors_dropped, reason, dedup_key"
+    "started_at, dead_lettered_at, worker_id, errors, errors_dropped, reason, dedup_key, lock, "
+    "lock_order"
 )
 
 # Two statements in one transaction (SQLite has no DELETE ... RETURNING feeding an INSERT).
 COPY_TO_DEAD_LETTERS = f"""
 INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
 SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
-       started_at, ?, worker_id, {_KEPT_ERRORS}, {_DROPPED_ERRORS}, ?, dedup_key
+       started_at, ?, worker_id, {_KEPT_ERRORS}, {_DROPPED_ERRORS}, ?, dedup_key, lock,
+       lock_order
 FROM soniq_jobs WHERE {_FENCE}
 """
 DELETE_FENCED = f"DELETE FROM soniq_jobs WHERE {_FENCE}"
@@ -181,7 +209,8 @@ WHERE id = ? AND status = 'processing'
 DEAD_LETTER_LOST = f"""
 INSERT INTO soniq_dead_letter_jobs ({_DEAD_LETTER_COLUMNS})
 SELECT id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at,
-       started_at, ?, worker_id, {_KEPT_ERRORS}, {_DROPPED_ERRORS}, ?, dedup_key
+       started_at, ?, worker_id, {_KEPT_ERRORS}, {_DROPPED_ERRORS}, ?, dedup_key, lock,
+       lock_order
 FROM soniq_jobs WHERE id = ? AND status = 'processing'
 """
 DELETE_LOST = "DELETE FROM soniq_jobs WHERE id = ? AND status = 'processing'"
@@ -205,24 +234,31 @@ DELETE FROM soniq_jobs WHERE id IN (
 PRUNE_WORKERS = "DELETE FROM soniq_workers WHERE status IN ('stopped', 'dead') AND stopped_at < ?"
 
 
-def _hex(value: str) -> str:
+def hex_id(value: str) -> str:
     return uuid.UUID(value).hex
 
 
 def claim_jobs(
-    *, worker_id: str, task_names: Sequence[str], queues: Sequence[str] | None, limit: int, now: str
+    *,
+    worker_id: str,
+    task_names: Sequence[str],
+    queues: Sequence[str] | None,
+    limit: int,
+    now: str,
+    skip_queues: Sequence[str] = (),
 ) -> Statement:
     queue_list = None if queues is None else json.dumps(list(queues))
     return Statement(
         CLAIM,
         (
             now,
-            _hex(worker_id),
+            hex_id(worker_id),
             now,
             json.dumps(list(task_names)),
             queue_list,
             queue_list,
-            _hex(worker_id),
+            json.dumps(list(skip_queues)),
+            hex_id(worker_id),
             limit,
         ),
     )
@@ -231,11 +267,11 @@ def claim_jobs(
 def complete_job(
     worker_id: str, job_id: str, attempt: int, result: str | None, now: str
 ) -> Statement:
-    return Statement(COMPLETE, (now, now, result, _hex(worker_id), attempt, _hex(job_id)))
+    return Statement(COMPLETE, (now, now, result, hex_id(worker_id), attempt, hex_id(job_id)))
 
 
 def start_job(worker_id: str, job_id: str, attempt: int, now: str) -> Statement:
-    return Statement(START, (now, _hex(worker_id), attempt, _hex(job_id)))
+    return Statement(START, (now, hex_id(worker_id), attempt, hex_id(job_id)))
 
 
 def retry_job(
@@ -252,9 +288,9 @@ def retry_job(
         (
             run_at,
             *_appended(error_json, history_limit),
-            _hex(worker_id),
+            hex_id(worker_id),
             attempt,
-            _hex(job_id),
+            hex_id(job_id),
         ),
     )
 
@@ -271,7 +307,7 @@ def dead_letter_job(
 ) -> list[Statement]:
     """Copy, then delete: run both in one transaction; the copy's row count says whether the
     fence held."""
-    fence = (_hex(worker_id), attempt, _hex(job_id))
+    fence = (hex_id(worker_id), attempt, hex_id(job_id))
     return [
         Statement(
             COPY_TO_DEAD_LETTERS, (now, *_appended(error_json, history_limit), reason, *fence)
@@ -306,7 +342,7 @@ def snooze_job(
 ) -> Statement:
     return Statement(
         SNOOZE,
-        (run_at, *_appended(entry_json, history_limit), _hex(worker_id), attempt, _hex(job_id)),
+        (run_at, *_appended(entry_json, history_limit), hex_id(worker_id), attempt, hex_id(job_id)),
     )
 
 
@@ -327,12 +363,12 @@ def cancel_running_job(
             now,
             result,
             *_appended(entry_json, history_limit),
-            _hex(worker_id),
+            hex_id(worker_id),
             attempt,
-            _hex(job_id),
+            hex_id(job_id),
         ),
     )
 
 
 def aborts_requested(worker_id: str) -> Statement:
-    return Statement(ABORTS_REQUESTED, (_hex(worker_id),))
+    return Statement(ABORTS_REQUESTED, (hex_id(worker_id),))

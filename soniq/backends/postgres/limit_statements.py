@@ -1,0 +1,142 @@
+"""The PostgreSQL statements of the limited claim (see ``soniq.backends.limit_plans``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from soniq.backends.base import Statement
+from soniq.backends.postgres.statements import uuid_array
+from soniq.backends.postgres.worker_statements import CLAIM_RETURNING, CLAIMED_COLUMNS, LOCK_FREE
+from soniq.core.limits import ClaimLimits, OpenScope
+
+# First key of the advisory locks that serialise limited claims ("SONL"); the second is the
+# hash of the limit's key. Distinct from the worker and cleanup locks' namespace.
+LIMIT_LOCK_NAMESPACE = 0x534F4E4C
+
+_NOW = "COALESCE(%s::timestamptz, now())"
+
+# In one order (the hashes, sorted), so that two claims on overlapping limits cannot deadlock.
+# Two keys whose hashes collide share a lock: more waiting, never less safety.
+_LOCK = f"""
+SELECT count(pg_advisory_xact_lock({LIMIT_LOCK_NAMESPACE}, hashed))
+FROM (SELECT DISTINCT hashtext(key) AS hashed FROM unnest(%s::text[]) AS key ORDER BY 1) AS keys
+"""
+
+# Counted on the clock at this statement (after the locks were granted), which is also the time
+# the starts of this claim are recorded at: a start counts from the moment it was decided.
+# Starts out of their window are pruned on the way.
+_USAGE = """
+WITH clock AS (SELECT COALESCE(%s::timestamptz, clock_timestamp()) AS at),
+limits AS (
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[])
+        AS limits(key, kind, name, period)
+),
+pruned AS (
+    DELETE FROM soniq_limit_starts AS start USING limits, clock
+    WHERE start.key = limits.key AND limits.period > 0
+      AND start.started_at <= clock.at - make_interval(secs => limits.period)
+)
+SELECT limits.key,
+       (SELECT count(*) FROM soniq_jobs AS job
+        WHERE job.status = 'processing'
+          AND ((limits.kind = 'task' AND job.task_name = limits.name)
+               OR (limits.kind = 'queue' AND job.queue = limits.name))),
+       recent.started, recent.oldest, clock.at
+FROM limits CROSS JOIN clock
+CROSS JOIN LATERAL (
+    SELECT COALESCE(sum(start.count), 0) AS started, min(start.started_at) AS oldest
+    FROM soniq_limit_starts AS start
+    WHERE start.key = limits.key AND limits.period > 0
+      AND start.started_at > clock.at - make_interval(secs => limits.period)
+) AS recent
+"""
+
+# Limited tasks with room (outside full limited queues), and plain tasks in limited queues
+# with room.
+_CANDIDATES = f"""
+SELECT id, task_name, queue FROM soniq_jobs AS job
+WHERE status = 'queued' AND scheduled_at <= {_NOW}
+  AND ((task_name = ANY(%s::text[]) AND queue <> ALL(%s::text[]))
+       OR (task_name = ANY(%s::text[]) AND queue = ANY(%s::text[]))){{scope}}
+  AND id <> ALL(%s::uuid[])
+  AND NOT EXISTS (
+      SELECT 1 FROM soniq_workers
+      WHERE soniq_workers.id = %s::uuid AND soniq_workers.status IN ('dead', 'stopped')
+  )
+  AND {LOCK_FREE}
+ORDER BY priority, scheduled_at
+LIMIT %s
+FOR UPDATE SKIP LOCKED
+"""
+_CANDIDATES_ANY_QUEUE = _CANDIDATES.format(scope="")
+_CANDIDATES_SCOPED = _CANDIDATES.format(scope=" AND queue = ANY(%s::text[])")
+
+_CLAIM = f"""
+WITH claimed AS (
+    UPDATE soniq_jobs AS job
+    SET status = 'processing', attempts = job.attempts + 1, claimed_at = {_NOW},
+        started_at = NULL, finished_at = NULL, worker_id = %s::uuid
+    WHERE job.id = ANY(%s::uuid[]) AND job.status = 'queued'
+    RETURNING {CLAIM_RETURNING}
+)
+SELECT {CLAIMED_COLUMNS} FROM claimed ORDER BY priority, scheduled_at
+"""
+
+_RECORD_STARTS = """
+INSERT INTO soniq_limit_starts (key, started_at, count)
+SELECT key, %s::timestamptz, count FROM unnest(%s::text[], %s::int[]) AS starts(key, count)
+"""
+
+
+class PostgresLimitStatements:
+    def lock_limits(self, keys: Sequence[str]) -> Statement | None:
+        return Statement(_LOCK, (list(keys),))
+
+    def usage(self, limits: ClaimLimits, now: Any) -> Statement:
+        keyed = limits.keyed
+        return Statement(
+            _USAGE,
+            (
+                now,
+                [k.key for k in keyed],
+                [k.kind for k in keyed],
+                [k.name for k in keyed],
+                [k.limit.rate.period if k.limit.rate else 0.0 for k in keyed],
+            ),
+        )
+
+    def candidates(
+        self,
+        limits: ClaimLimits,
+        scope: OpenScope,
+        worker_id: str,
+        seen: Sequence[str],
+        limit: int,
+        now: Any,
+    ) -> Statement:
+        queues = [] if limits.scope is None else [list(limits.scope)]
+        sql = _CANDIDATES_ANY_QUEUE if limits.scope is None else _CANDIDATES_SCOPED
+        return Statement(
+            sql,
+            (
+                now,
+                list(scope.tasks),
+                list(scope.full_queues),
+                list(limits.plain_tasks),
+                list(scope.open_queues),
+                *queues,
+                uuid_array(seen),
+                worker_id,
+                limit,
+            ),
+        )
+
+    def claim(self, worker_id: str, job_ids: Sequence[str], now: Any) -> Statement:
+        return Statement(_CLAIM, (now, worker_id, uuid_array(job_ids)))
+
+    def record_starts(self, counts: dict[str, int], at: Any) -> Statement:
+        return Statement(_RECORD_STARTS, (at, list(counts), list(counts.values())))
+
+    def prune_starts(self, limits: ClaimLimits) -> Statement | None:
+        return None  # pruned by the usage statement

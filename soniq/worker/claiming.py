@@ -1,0 +1,120 @@
+"""How a worker claims: plain jobs in one statement, and the jobs of limited tasks and queues
+through the limited claim (see :mod:`soniq.core.limits`).
+
+A worker without limits claims exactly as it always did: one statement for every task it
+runs. With limits, its plain claim leaves out the limited tasks and queues, and a limited claim
+takes them within their limits. The limited claim costs a short transaction, so it is not
+repeated while it cannot find more: after it comes back short, it waits until something may
+have changed (a notification or the poll, a limited job of this worker finishing, or the
+moment a full rate limit has room again).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from soniq.core.limits import ClaimLimits, Limit
+from soniq.core.records import ClaimedJob
+from soniq.core.registry import JobRegistry
+
+
+def task_limits(registry: JobRegistry) -> dict[str, Limit]:
+    """The limits the registered tasks declare (``concurrency_limit``, ``rate_limit``)."""
+    limits = {}
+    for name in registry.names():
+        spec = registry.get(name)
+        if spec is not None and spec.limit:
+            limits[name] = spec.limit
+    return limits
+
+
+class Claimer:
+    def __init__(
+        self,
+        backend: Any,
+        registry: JobRegistry,
+        queue_limits: dict[str, Limit],
+        queues: tuple[str, ...] | None,
+        concurrency: int,
+        poll_interval: float,
+    ) -> None:
+        self.backend = backend
+        self.names = tuple(registry.names())
+        self.queues = queues
+        self.limits = ClaimLimits.build(self.names, task_limits(registry), queue_limits, queues)
+        # A limited claim takes at most this many at once: jobs held under a limit should
+        # start at once, not wait behind others claimed ahead.
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self._armed = True
+        self._last_limited = 0.0  # time.monotonic() of the last limited claim
+        self._rate_frees_at: float | None = None  # time.monotonic()
+        self._held: set[str] = set()
+
+    def rearm(self) -> None:
+        """Something may have changed: the next claim tries the limited jobs again."""
+        self._armed = True
+
+    def wait_limit(self, at_most: float) -> float:
+        """How long an idle worker may wait before it should claim again: ``at_most``, or
+        less if a full rate limit has room sooner."""
+        if self._rate_frees_at is None:
+            return at_most
+        return max(min(at_most, self._rate_frees_at - time.monotonic()), 0.0)
+
+    def finished(self, job_ids: Iterable[str]) -> bool:
+        """Jobs of this worker ended (their end written): True if one held a limit, whose
+        room the next claim may take."""
+        if not self._held:
+            return False
+        freed = False
+        for job_id in job_ids:
+            if job_id in self._held:
+                self._held.discard(job_id)
+                freed = True
+        if freed:
+            self._armed = True
+        return freed
+
+    def holds(self, job: ClaimedJob) -> bool:
+        return job.id in self._held
+
+    async def claim(self, worker_id: str, wanted: int) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
+        """Up to ``wanted`` jobs: ``(limited, plain)``, each most urgent first."""
+        limited: list[ClaimedJob] = []
+        if self.limits and self._limited_due():
+            asked = min(wanted, self.concurrency)
+            self._last_limited = time.monotonic()
+            result = await self.backend.claim_limited_jobs(worker_id, self.limits, asked)
+            limited = result.jobs
+            self._held.update(job.id for job in limited)
+            self._armed = len(limited) >= asked
+            self._rate_frees_at = (
+                None if result.retry_after is None else time.monotonic() + result.retry_after
+            )
+        plain: list[ClaimedJob] = []
+        rest = wanted - len(limited)
+        if rest > 0 and not self.limits:
+            plain = await self.backend.claim_jobs(worker_id, self.names, self.queues, rest)
+        elif rest > 0 and self.limits.plain_tasks:
+            plain = await self.backend.claim_jobs(
+                worker_id,
+                self.limits.plain_tasks,
+                self.queues,
+                rest,
+                skip_queues=self.limits.limited_queues,
+            )
+        return limited, plain
+
+    def _limited_due(self) -> bool:
+        """Whether to try the limited jobs now: something may have changed since the last
+        try came back short, or a poll interval went by (limits other workers held may have
+        room: they do not tell this one)."""
+        now = time.monotonic()
+        if self._rate_frees_at is not None and now >= self._rate_frees_at:
+            self._armed = True
+        if now - self._last_limited >= self.poll_interval:
+            self._armed = True
+        return self._armed
