@@ -116,7 +116,9 @@ def claim_limited(
     counts = started_per_key(limits, taken)
     claimed: list[Row] = []
     if chosen:
-        claimed = yield statements.claim(worker_id, chosen, now)
+        # Claimed at the clock the starts are counted on: claimed_at is when the limit
+        # counts the job started.
+        claimed = yield statements.claim(worker_id, chosen, clock)
         if counts:
             yield statements.record_starts(counts, clock)
     after = dict(usage)

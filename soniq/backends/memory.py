@@ -198,6 +198,7 @@ class _Job:
             claimed_by=worker_id,
             suspicion=self.suspicion,
             snoozes=self.snoozes,
+            lock=self.lock,
         )
 
 

@@ -109,8 +109,8 @@ def decode_claimed(
     row: tuple[Any, ...], worker_id: str, args: dict[str, Any] | None = None
 ) -> ClaimedJob:
     """A row of a claim statement (id, task_name, args, queue, priority, attempts,
-    max_attempts, scheduled_at, created_at, suspicion, snoozes), on either database; ``args``: its
-    arguments already decoded (see :func:`decode_claimed_rows`)."""
+    max_attempts, scheduled_at, created_at, suspicion, snoozes, lock), on either database;
+    ``args``: its arguments already decoded (see :func:`decode_claimed_rows`)."""
     return ClaimedJob(
         id=to_uuid_text(row[0]) or "",
         task_name=row[1],
@@ -124,6 +124,7 @@ def decode_claimed(
         claimed_by=worker_id,
         suspicion=_SUSPICIONS[row[9] or 0],
         snoozes=row[10] or 0,
+        lock=row[11],
     )
 
 

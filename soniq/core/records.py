@@ -95,6 +95,8 @@ class ClaimedJob:
     suspicion: Suspicion = Suspicion.NONE
     # Times it snoozed before this attempt (see soniq.core.control.MAX_SNOOZES).
     snoozes: int = 0
+    # Its lock, if any: the next job of the lock waits for this one's end to be written.
+    lock: str | None = None
 
     @property
     def runs_alone(self) -> bool:

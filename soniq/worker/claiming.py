@@ -106,6 +106,9 @@ class Claimer:
                 rest,
                 skip_queues=self.limits.limited_queues,
             )
+        # Jobs with a lock are held too: the next of their lock may go once their end is
+        # written, so that end wakes the worker.
+        self._held.update(job.id for job in plain if job.lock is not None)
         return limited, plain
 
     def _limited_due(self) -> bool:

@@ -243,3 +243,37 @@ def picky(ctx: JobContext) -> None:
 def never_retried(ctx: JobContext) -> None:
     record("never_retried", ctx)
     raise KeyError("missing field")
+
+
+# -- flow control (test_flow_control_processes.py) -----------------------------------------------
+
+
+@app.job(name="acc.locked_step")
+def locked_step(lock: str, step: int, ctx: JobContext) -> None:
+    record("locked_start", ctx, lock=lock, step=step)
+    time.sleep(0.02)
+    record("locked_end", ctx, lock=lock, step=step)
+
+
+@app.job(name="acc.capped", concurrency_limit=3)
+def capped(seconds: float, ctx: JobContext) -> None:
+    record("capped_start", ctx)
+    time.sleep(seconds)
+    record("capped_end", ctx)
+
+
+@app.job(name="acc.rated", rate_limit="20/s")
+def rated(ctx: JobContext) -> None:
+    record("rated", ctx)
+
+
+@app.job(name="acc.hog", queue="mixed", concurrency_limit=1)
+def hog(seconds: float, ctx: JobContext) -> None:
+    record("hog_start", ctx)
+    time.sleep(seconds)
+    record("hog_end", ctx)
+
+
+@app.job(name="acc.quick", queue="mixed")
+def quick(ctx: JobContext) -> None:
+    record("quick", ctx)

@@ -25,7 +25,13 @@ FIXED_NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 Responder = Callable[[Statement], list[Row]]
 
 
-def new_job(index: int, *, dedup_key: str | None = None, task_name: str = "tests.job") -> NewJob:
+def new_job(
+    index: int,
+    *,
+    dedup_key: str | None = None,
+    task_name: str = "tests.job",
+    lock: str | None = None,
+) -> NewJob:
     return NewJob(
         id=uuid.UUID(int=index + 1),
         task_name=task_name,
@@ -35,6 +41,7 @@ def new_job(index: int, *, dedup_key: str | None = None, task_name: str = "tests
         priority=100,
         max_attempts=4,
         dedup_key=dedup_key,
+        lock=lock,
     )
 
 
@@ -143,6 +150,23 @@ def test_jobs_sharing_their_options_send_them_once(pg: PostgresDialect) -> None:
     assert json.loads(args_json) == [job.args for job in jobs]
 
 
+def test_a_locked_job_is_inserted_alone_with_its_lock(pg: PostgresDialect) -> None:
+    """A job with a lock takes its place in its lock's order: a statement of its own, after
+    the plain rows' bulk insert, in input order."""
+    jobs = [new_job(0), new_job(1, lock="customer:1"), new_job(2), new_job(3, lock="customer:1")]
+    execute = FakeExecutor(inserted_returns_own_id(pg))
+    ids = plans.run_sync(plans.insert_jobs(pg, jobs), execute)
+    assert ids == [str(job.id) for job in jobs]
+    assert [kind(pg, s) for s in execute.statements] == ["insert_jobs", "insert_job", "insert_job"]
+    _, first, second = execute.statements
+    assert (first.params[0], first.params[7:]) == (
+        str(jobs[1].id),
+        (None, "customer:1", "customer:1"),
+    )
+    assert second.params[0] == str(jobs[3].id)
+    assert "nextval" in first.sql
+
+
 def test_ids_are_returned_in_input_order_for_mixed_jobs(pg: PostgresDialect) -> None:
     jobs = [
         new_job(0),
@@ -159,9 +183,10 @@ def test_ids_are_returned_in_input_order_for_mixed_jobs(pg: PostgresDialect) -> 
     bulk, first_dedup, second_dedup = execute.statements
     assert bulk.params[5] == "{" + ",".join(str(jobs[i].id) for i in (0, 2, 4)) + "}"
     assert first_dedup.params[0] == str(jobs[1].id)
-    assert first_dedup.params[-1] == "a"
+    # The dedup key follows the seven columns of the row (then the lock, twice).
+    assert first_dedup.params[7] == "a"
     assert second_dedup.params[0] == str(jobs[3].id)
-    assert second_dedup.params[-1] == "b"
+    assert second_dedup.params[7] == "b"
 
 
 def test_only_deduplicated_jobs_send_no_bulk_statement(pg: PostgresDialect) -> None:
@@ -287,7 +312,7 @@ async def test_run_async_inserts_and_orders_ids_like_run_sync(pg: PostgresDialec
     def respond(statement: Statement) -> list[Row]:
         what = kind(pg, statement)
         if what == "insert_job":
-            return [] if statement.params[-1] == "dup" else [(statement.params[0], "default")]
+            return [] if statement.params[7] == "dup" else [(statement.params[0], "default")]
         if what == "find_live_duplicate":
             return [(existing,)]
         return []
@@ -351,6 +376,7 @@ def _job_row(job_id: Any) -> tuple[Any, ...]:
         "snoozes": 2,
         "abort_requested_at": None,
         "abort_requested_by": None,
+        "lock": "customer:1",
     }
     return tuple(values[column] for column in JOB_COLUMNS)
 
@@ -365,6 +391,7 @@ def test_get_job_decodes_the_row(pg: PostgresDialect) -> None:
     assert info.args == {"i": 1}
     assert info.scheduled_at == FIXED_NOW
     assert info.errors == []
+    assert info.lock == "customer:1"
     assert execute.statements[0].params == (str(job_id), str(job_id))
 
 

@@ -84,7 +84,7 @@ ORDER BY priority, scheduled_at
 # What a claim returns of each job it took (decode_claimed reads them in this order).
 CLAIMED_COLUMNS = (
     "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
-    "suspicion, snoozes"
+    "suspicion, snoozes, lock"
 )
 CLAIM_RETURNING = ", ".join(
     "job.args::text AS args" if column == "args" else f"job.{column}"

@@ -44,7 +44,7 @@ LOCK_FREE = """(job.lock IS NULL OR (
 # What a claim returns of each job it took.
 CLAIMED = (
     "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
-    "suspicion, snoozes"
+    "suspicion, snoozes, lock"
 )
 
 # A worker marked dead or stopped claims nothing until it re-registers (new id).
