@@ -72,7 +72,7 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
     actions = ("requeue", "delete_dead_letters")
     change_list_template = "admin/soniq/deadletterjob/change_list.html"
     fieldsets = (
-        (None, {"fields": ("id", "task_name", "reason", "queue", "priority")}),
+        (None, {"fields": ("id", "task_name", "reason", "queue", "priority", "lock_display")}),
         ("Timing", {"fields": ("scheduled_at", "created_at", "started_at", "dead_lettered_at")}),
         ("Attempts", {"fields": ("attempts_display", "worker_link", "dedup_key_display")}),
         ("Arguments", {"fields": ("args_pretty",)}),
@@ -84,6 +84,7 @@ class DeadLetterJobAdmin(JobDataMixin, SoniqModelAdmin):
         "args_pretty",
         "error_history",
         "dedup_key_display",
+        "lock_display",
     )
 
     def list_queryset(self, queryset: QuerySet[Any]) -> QuerySet[Any]:

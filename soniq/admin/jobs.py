@@ -146,6 +146,11 @@ class JobDataMixin:
         # A key the application built may embed a token ("reset:token=..."): redacted.
         return redaction.text(str(obj.dedup_key))
 
+    @admin.display(description="lock")
+    def lock_display(self, obj: Any) -> str:
+        # An application-built key may embed a value the arguments mask: redacted like them.
+        return "-" if obj.lock is None else self.redaction(obj).text(str(obj.lock))
+
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         """The fieldsets, without the dedup key under ``ADMIN_HIDE_DEDUP_KEYS``."""
         fieldsets = super().get_fieldsets(request, obj)  # type: ignore[misc]
@@ -218,7 +223,10 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
     actions = ("retry_now", "cancel", "abort")
     change_list_template = "admin/soniq/job/change_list.html"
     fieldsets = (
-        (None, {"fields": ("id", "task_name", "status_display", "queue", "priority")}),
+        (
+            None,
+            {"fields": ("id", "task_name", "status_display", "queue", "priority", "lock_display")},
+        ),
         (
             "Timing",
             {
@@ -257,6 +265,7 @@ class JobAdmin(JobDataMixin, SoniqModelAdmin):
         "result_pretty",
         "error_history",
         "dedup_key_display",
+        "lock_display",
     )
 
     finished = display.time_column("finished_at", "finished")

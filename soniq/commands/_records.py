@@ -66,6 +66,7 @@ def shown(info: JobInfo, settings: SoniqSettings) -> dict[str, Any]:
         "worker_id": info.worker_id,
         "dead_letter_reason": info.dead_letter_reason,
         "dedup_key": dedup,
+        "lock": None if info.lock is None else redaction.text(info.lock),
         "args": redaction.value(info.args),
         "result": redaction.value(info.result),
         "errors_dropped": info.errors_dropped,
@@ -107,6 +108,7 @@ def print_job(out: _output.Out, data: dict[str, Any]) -> None:
         ("finished", _output.moment(data["finished_at"])),
         ("worker", data["worker_id"]),
         ("dedup key", data["dedup_key"]),
+        ("lock", data["lock"]),
     ]
     for name, value in fields:
         if value is not None:

@@ -277,3 +277,11 @@ def hog(seconds: float, ctx: JobContext) -> None:
 @app.job(name="acc.quick", queue="mixed")
 def quick(ctx: JobContext) -> None:
     record("quick", ctx)
+
+
+@app.job(name="acc.guarded", concurrency_limit=1)
+def guarded(seconds: float, ctx: JobContext) -> None:
+    record("guarded_start", ctx)
+    # Long on its first attempt only: the test kills its worker during that one.
+    time.sleep(seconds if ctx.attempt == 1 else 0.1)
+    record("guarded_end", ctx)

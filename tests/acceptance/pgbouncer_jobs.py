@@ -47,6 +47,12 @@ def jobs_on(app: Soniq) -> Soniq:
             time.sleep(0.02)
         return "stopped"
 
+    @app.job(name="bouncer.capped", concurrency_limit=2, rate_limit="50/s")
+    def capped(n: int, ctx: JobContext) -> int:
+        """Limited: claimed by the limited claim (advisory locks in its transaction)."""
+        _record("capped", ctx)
+        return n
+
     @app.periodic(every=1, name="bouncer.tick")
     def tick(ctx: JobContext) -> None:
         _record("tick", ctx)

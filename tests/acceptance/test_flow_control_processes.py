@@ -181,3 +181,48 @@ def test_unlimited_jobs_flow_past_held_back_ones(start_worker: StartWorker) -> N
         f"mixed queue: {quick} unlimited jobs done in {elapsed:.2f} s while {hogs_started} of "
         f"{hogs} jobs limited to one at a time had started"
     )
+
+
+def test_a_killed_worker_s_lock_and_limit_are_freed_by_recovery(
+    start_worker: StartWorker,
+) -> None:
+    first = start_worker("--concurrency", "4")
+    first.wait_registered()
+    held = jobs.guarded.using(lock="ledger").enqueue(seconds=60)
+    wait_until(lambda: _count("guarded_start") == 1, timeout=20)
+    behind = jobs.guarded.using(lock="ledger").enqueue(seconds=0.1)  # its lock and the limit
+    beside = jobs.guarded.enqueue(seconds=0.1)  # the limit of one
+    second = start_worker("--concurrency", "4")
+    second.wait_registered()
+    killed_at = time.monotonic()
+    first.send(signal.SIGKILL)
+    first.wait(timeout=10)
+    wait_until(lambda: _count("guarded_end") == 3, timeout=60)
+    freed_after = time.monotonic() - killed_at
+    _stop([second])
+    runs = query_elsewhere(
+        "default",
+        "SELECT label, job_id, attempt, pid FROM soniq_test_runs "
+        "WHERE label LIKE 'guarded%%' ORDER BY at, seq",
+    )
+    starts = [
+        (job_id, attempt, pid) for label, job_id, attempt, pid in runs if label == "guarded_start"
+    ]
+    # Every execution counted: the killed one, its rerun, then the two that waited.
+    # The rerun goes first (due earliest; its lock holds back `behind`, the limit `beside`),
+    # then the other two in claim order.
+    assert [(job_id, attempt) for job_id, attempt, _ in starts] == [
+        (held, 1),
+        (held, 2),
+        (behind, 1),
+        (beside, 1),
+    ]
+    assert starts[0][2] == first.pid and all(pid == second.pid for _, _, pid in starts[1:])
+    # On the survivor, one at a time (the limit), the killed run's rerun first (its lock).
+    survivor = [label for label, *_ in runs[1:]]
+    assert survivor == ["guarded_start", "guarded_end"] * 3, survivor
+    print(
+        f"SIGKILL of the worker holding a lock and a limit of one: the job ran again on the "
+        f"survivor, then the two held back, one at a time; all done {freed_after:.2f} s after "
+        "the kill"
+    )

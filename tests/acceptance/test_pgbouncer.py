@@ -168,6 +168,10 @@ def _enqueue_through(url: str) -> dict[str, Any]:
                 "bouncer.add", args={"n": 700}, scheduled_at=datetime.now(UTC) + timedelta(hours=1)
             )
             refused = await app.enqueue_many("bouncer.refuse", [{}, {}, {}])
+            capped = await app.enqueue_many(
+                "bouncer.capped", [{"n": n} for n in range(5)], lock="bouncer:1"
+            )
+            capped += await app.enqueue_many("bouncer.capped", [{"n": n} for n in range(5)])
         finally:
             await app.close()
         assert again == first
@@ -175,6 +179,7 @@ def _enqueue_through(url: str) -> dict[str, Any]:
             "add": [*single, *many, first, committed],
             "later": later,
             "refused": refused,
+            "capped": capped,
         }
 
     return asyncio.run(go())
@@ -198,6 +203,13 @@ def test_standalone_enqueue_workers_scheduler_and_commands(
             lambda: not _statuses(enqueued["refused"]) and len(soniq.runs("refuse")) == 3,
             timeout=30,
         )
+        # Jobs under a lock and limits: the limited claim's transaction holds through the
+        # bouncer, and the locked ones ran in their order.
+        wait_until(lambda: _statuses(enqueued["capped"])["done"] == 10, timeout=30)
+        locked = enqueued["capped"][:5]
+        ran = soniq.runs("capped")  # in the order they first ran
+        assert set(ran.values()) == {1}, ran
+        assert [job_id for job_id in ran if job_id in locked] == locked
         # The scheduler fires bouncer.tick every second through the bouncer too.
         wait_until(lambda: len(soniq.runs("tick")) >= 2, timeout=30)
 

@@ -214,6 +214,18 @@ def test_admin_hide_dedup_keys_shows_them_nowhere(rows: Rows, superuser: Client)
             assert searched.context["cl"].result_count == 0, url
 
 
+# -- locks -------------------------------------------------------------------------------------
+
+
+def test_a_lock_is_shown_on_both_detail_pages_redacted(rows: Rows, superuser: Client) -> None:
+    job = rows.job(args={"customer": 42}, lock="customer:42")
+    dead = rows.dead_letter(args={"api_token": "tok_1a2b3c4d5e"}, lock="key:tok_1a2b3c4d5e")
+    assert "customer:42" in html(superuser.get(change("job", job.pk)))
+    page = html(superuser.get(change("deadletterjob", dead.pk)))
+    assert "tok_1a2b3c4d5e" not in page
+    assert f"key:{MASK}" in page
+
+
 # -- error histories cut short -----------------------------------------------------------------
 
 

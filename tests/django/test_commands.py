@@ -17,6 +17,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.test import override_settings
 
+from soniq.admin.display import MASK
 from soniq.models import Job
 from tests.rows import Rows
 
@@ -132,6 +133,94 @@ def test_status_of_an_empty_database(rows: Rows) -> None:
     assert "no jobs" in text and "Workers: 0 alive" in text
     code, text = soniq("status", "--json")
     assert json.loads(text)["queues"] == []
+
+
+def test_status_shows_each_limit_and_how_full_it_is(rows: Rows) -> None:
+    """A task's limits (from its @app.job) and a queue's (QUEUE_LIMITS): the jobs processing
+    against each, and the starts recorded within the rate's window."""
+    from soniq import Soniq
+    from soniq.models import LimitStart
+
+    app = Soniq()
+
+    @app.job(name="status.capped", concurrency_limit=3, rate_limit="20/m")
+    def capped() -> None: ...
+
+    @app.job(name="status.rated", rate_limit="5/h")
+    def rated() -> None: ...
+
+    now = datetime.now(UTC)
+    alive = rows.worker()
+    rows.running(alive, task_name="status.capped")
+    rows.running(alive, task_name="status.capped", started_at=None)  # claimed: it counts
+    rows.running(alive, task_name="tests.send_email", queue="partner")
+    rows.job(task_name="status.capped")  # queued: not running
+    rows.job(task_name="status.capped", status="done", finished_at=now)
+    starts = LimitStart.objects.using(rows.alias)
+    for key, seconds_ago, count in [
+        ("task:status.capped", 10, 10),
+        ("task:status.capped", 30, 4),
+        ("task:status.capped", 120, 7),  # out of the minute
+        ("queue:partner", 5, 3),
+        ("queue:other", 5, 8),  # not a limit
+    ]:
+        starts.create(key=key, started_at=now - timedelta(seconds=seconds_ago), count=count)
+    limits = {"partner": {"concurrency": 5, "rate": "10/s"}}
+
+    with override_settings(SONIQ={**settings.SONIQ, "QUEUE_LIMITS": limits}):
+        code, text = soniq("status", "--json")
+        assert code == 0
+        shown = {(row["kind"], row["name"]): row for row in json.loads(text)["limits"]}
+        code, text = soniq("status")
+        assert code == 0
+    assert shown[("task", "status.capped")] == {
+        "kind": "task",
+        "name": "status.capped",
+        "concurrency_limit": 3,
+        "running": 2,
+        "rate_limit": "20/m",
+        "rate_count": 20,
+        "window_seconds": 60.0,
+        "started": 14,
+    }
+    rated_row = shown[("task", "status.rated")]
+    assert (rated_row["concurrency_limit"], rated_row["running"]) == (None, 0)
+    assert (rated_row["rate_limit"], rated_row["window_seconds"], rated_row["started"]) == (
+        "5/h",
+        3600.0,
+        0,
+    )
+    partner = shown[("queue", "partner")]
+    assert (partner["concurrency_limit"], partner["running"]) == (5, 1)
+    assert (partner["rate_limit"], partner["started"]) == ("10/s", 0)  # 5 s ago: out of 1 s
+    # Tasks first, then queues, each by name.
+    assert [key for key in shown if key[0] == "queue"] == [("queue", "partner")]
+
+    lines = text.splitlines()
+    assert re.search(r"^Limits: \d+$", text, flags=re.MULTILINE)
+    header = next(line for line in lines if line.startswith("KIND"))
+    assert header.split() == ["KIND", "NAME", "RUNNING", "RATE", "STARTED"]
+    capped_line = next(line for line in lines if "status.capped" in line)
+    assert capped_line.split()[:4] == ["task", "status.capped", "2/3", "20/m"]
+    assert capped_line.endswith("  14 in the last 1 min")
+    rated_line = next(line for line in lines if "status.rated" in line)
+    assert rated_line.split()[:4] == ["task", "status.rated", "0", "5/h"]
+    assert rated_line.endswith("  0 in the last 1 h")
+    partner_line = next(line for line in lines if line.startswith("queue"))
+    assert partner_line.split()[:4] == ["queue", "partner", "1/5", "10/s"]
+    assert partner_line.endswith("  0 in the last 1 s")
+    # The section sits between the workers and the schedules.
+    assert text.index("Workers:") < text.index("Limits:") < text.index("Schedules:")
+
+
+def test_status_without_limits_says_so(rows: Rows) -> None:
+    with override_settings(SONIQ={**settings.SONIQ, "QUEUE_LIMITS": {}}):
+        data = json.loads(soniq("status", "--json")[1])
+        code, text = soniq("status")
+    assert code == 0
+    assert not [row for row in data["limits"] if row["kind"] == "queue"]
+    if not data["limits"]:  # no Soniq app with a limited task alive in this process
+        assert "\nLimits: 0\n" in text and "KIND" not in text
 
 
 def test_healthcheck_healthy(rows: Rows) -> None:
@@ -371,6 +460,13 @@ def test_show_hides_a_dedup_key_beside_masked_values_as_the_admin_does(rows: Row
         SONIQ={**settings.SONIQ, "DATABASE": rows.alias, "ADMIN_HIDE_DEDUP_KEYS": True}
     ):
         assert json.loads(soniq("jobs", "show", str(plain.pk), "--json")[1])["dedup_key"] is None
+
+
+def test_show_prints_the_lock_redacted(rows: Rows) -> None:
+    job = rows.job(args={"api_key": "k_7f7f7f7f"}, lock="partner:k_7f7f7f7f")
+    shown = json.loads(soniq("jobs", "show", str(job.pk), "--json")[1])
+    assert shown["lock"] == f"partner:{MASK}"
+    assert "lock:      partner:" in soniq("jobs", "show", str(job.pk))[1]
 
 
 def test_job_data_cannot_drive_the_terminal(rows: Rows) -> None:
