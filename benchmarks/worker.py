@@ -35,6 +35,11 @@ LISTENs on ``soniq_job_done`` on a connection of its own while the worker drains
 completion is then announced, the worst case of the completion announcements; the count of
 job ids received is printed.
 
+--with-limits starts the worker with a limited task registered besides the drained ones
+(``bench.limited``, ``concurrency_limit=5``, from ``bench_limited_jobs``) and a queue limit
+(``QUEUE_LIMITS`` on queue ``partner``), none of whose jobs are queued: the drain of plain
+jobs then pays for the limited claims such a worker makes.
+
 --analyze runs ``ANALYZE soniq_jobs`` after the bulk enqueue, before the worker starts. That
 changes the claim's plan: without statistics PostgreSQL sorts every queued row on each claim
 (cost grows with the backlog); with them it walks the partial claim index.
@@ -132,6 +137,7 @@ class Worker:
         log_path: Path,
         prefetch: int | None = None,
         metrics_port: int | None = None,
+        with_limits: bool = False,
     ) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SONIQ_", "DJANGO_"))}
         env.pop("DATABASE_URL", None)
@@ -147,6 +153,10 @@ class Worker:
         )
         if prefetch is not None:
             env["SONIQ_PREFETCH"] = str(prefetch)
+        if with_limits:
+            env["SONIQ_JOBS_MODULES"] = "bench_jobs,bench_limited_jobs"
+            env["SONIQ_QUEUE_LIMITS"] = '{"partner": {"concurrency": 3, "rate": "100/s"}}'
+
         self.log_path = log_path
         self._log = log_path.open("wb")
         soniq = Path(sys.executable).parent / "soniq"
@@ -351,6 +361,7 @@ async def _run(url: str, options: argparse.Namespace, log_path: Path, results: R
             f"{host}:{port}",
             log_path,
             metrics_port=options.metrics_port,
+            with_limits=options.with_limits,
         )
         registered = await _wait_registered(conn, worker)
         cpu_before = worker.cpu_seconds()
@@ -489,6 +500,11 @@ def main() -> None:
         "--awaited",
         action="store_true",
         help="mark every job awaited and LISTEN: each completion sends a NOTIFY",
+    )
+    parser.add_argument(
+        "--with-limits",
+        action="store_true",
+        help="register a limited task and a queue limit in the worker (no job of them queued)",
     )
     parser.add_argument(
         "--analyze",

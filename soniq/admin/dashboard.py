@@ -1,17 +1,18 @@
 """The operator dashboard in the admin: jobs per queue and status, dead letters, the oldest due
-job per queue, the workers, and charts of completed and failed jobs.
+job per queue, the workers, the limits of tasks and queues and how full they are, and charts of
+completed and failed jobs.
 
-:func:`collect` reads everything in a fixed, small number of aggregate queries (nine at most),
-each on an index or a small table; :func:`dashboard_view` renders it. The view does not check
-the permission to open it: the admin site wraps it (``admin_view`` and ``soniq.view_job``).
-It shows dead letters and workers only to a user who may open their own list pages
-(:func:`sections_for`): the dashboard tells nobody more than the pages it links to.
+:func:`collect` reads everything in a fixed, small number of aggregate queries (nine at most,
+two more with limits), each on an index or a small table; :func:`dashboard_view` renders it.
+The view does not check the permission to open it: the admin site wraps it (``admin_view`` and
+``soniq.view_job``). It shows dead letters and workers only to a user who may open their own
+list pages (:func:`sections_for`): the dashboard tells nobody more than the pages it links to.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,8 +30,11 @@ from django.utils.safestring import SafeString
 
 from soniq.admin.charts import Series, bar_chart
 from soniq.admin.common import breadcrumbs
+from soniq.admin.known import task_names
 from soniq.admin.serving import Unserved, live_serving, unserved
+from soniq.commands._limits import LimitUsage, limit_usage, registered_task_limits
 from soniq.core.ages import format_age
+from soniq.core.limits import Limit
 from soniq.core.settings import build_settings
 from soniq.core.status import JobStatus
 from soniq.models import DeadLetterJob, Job, Worker, finished_rows
@@ -124,6 +128,8 @@ class DashboardData:
     claimed: int = 0
     # Queued jobs, by (task, queue), that no live worker serves: they would wait for good.
     unserved: tuple[Unserved, ...] = ()
+    # Every limit of a task or queue, with the jobs running against it and its recent starts.
+    limits: tuple[LimitUsage, ...] = ()
     # What was read: a part left out has empty figures, and the page leaves it out too.
     sections: Sections = EVERYTHING
 
@@ -277,10 +283,16 @@ def _worker_state(status: str, fresh: bool) -> str:
 
 
 def collect(
-    alias: str, now: datetime, heartbeat_timeout: float, sections: Sections = EVERYTHING
+    alias: str,
+    now: datetime,
+    heartbeat_timeout: float,
+    sections: Sections = EVERYTHING,
+    task_limits: Mapping[str, Limit] | None = None,
+    queue_limits: Mapping[str, Limit] | None = None,
 ) -> DashboardData:
     """Read the dashboard from database ``alias`` at ``now``, in nine queries; two fewer for
-    each of the dead letters and the workers left out of ``sections`` (not read at all).
+    each of the dead letters and the workers left out of ``sections`` (not read at all), and
+    up to two more for the limits in ``task_limits`` and ``queue_limits`` (none without).
 
     - jobs per ``(queue, status)``: one ``GROUP BY`` over ``soniq_jobs``;
     - dead letters per queue: one ``GROUP BY`` over ``soniq_dead_letter_jobs``;
@@ -293,7 +305,9 @@ def collect(
     - the queued jobs no live worker serves: the live workers' task names and queues, and
       queued jobs counted by ``(task_name, queue)`` (see :mod:`soniq.admin.serving`);
     - per-minute counts over the last 24 hours (one query for completed, one for failed),
-      added up in Python into the 60 minute buckets and the 24 hour buckets (UTC).
+      added up in Python into the 60 minute buckets and the 24 hour buckets (UTC);
+    - with limits, the jobs running against them and their starts within the rates' windows
+      (see :func:`soniq.commands._limits.limit_usage`).
 
     *Completed* is jobs with status ``done``, by ``finished_at``. *Failed* is jobs moved to
     the dead letters, by ``dead_lettered_at``: a failed attempt that will be retried is not
@@ -334,6 +348,7 @@ def collect(
         per_hour=_buckets(hour_start, timedelta(hours=1), HOUR_BUCKETS, completed, failed),
         claimed=sum(claimed for *_, claimed in grouped),
         unserved=tuple(unserved(alias, live_serving(alias, now, heartbeat_timeout))),
+        limits=tuple(limit_usage(alias, task_limits or {}, queue_limits or {}, now)),
         sections=sections,
     )
 
@@ -522,6 +537,20 @@ def table_context(data: DashboardData, admin_site: AdminSite) -> dict[str, Any]:
         "workers_listed_all": (
             len(data.workers) == data.workers_online + data.workers_stale + data.workers_stopping
         ),
+        "limit_rows": [
+            {
+                "limit": limit,
+                "href": job_link(**{limit.kind: limit.name}),
+                "running_href": job_link(
+                    **{limit.kind: limit.name, "status": JobStatus.PROCESSING.value}
+                ),
+                "running_full": limit.concurrency_limit is not None
+                and limit.running >= limit.concurrency_limit,
+                "rate_full": limit.rate_count is not None
+                and (limit.started or 0) >= limit.rate_count,
+            }
+            for limit in data.limits
+        ],
     }
 
 
@@ -547,11 +576,14 @@ def dashboard_view(request: HttpRequest, admin_site: AdminSite) -> TemplateRespo
     (``admin_site.admin_view`` and ``soniq.view_job``); the dead letters and the workers are
     shown to whom may see their pages; the database is ``SONIQ["DATABASE"]``."""
     soniq_settings = build_settings(django_values=getattr(settings, "SONIQ", None))
+    task_names()  # imports the jobs modules once: their tasks' limits are shown
     data = collect(
         soniq_settings.database,
         timezone.now(),
         soniq_settings.heartbeat_timeout,
         sections_for(request, admin_site),
+        task_limits=registered_task_limits(),
+        queue_limits=soniq_settings.queue_limits,
     )
     request.current_app = admin_site.name
     context: dict[str, Any] = {

@@ -1,15 +1,21 @@
-"""``soniq status``: the queues, the workers and the schedules, read in eight queries.
+"""``soniq status``: the queues, the workers, the limits and the schedules, read in eight
+queries (two more with limits).
 
 Per queue: jobs due and scheduled (``queued``, by ``scheduled_at``), processing, done and
 dead-lettered in the last hour, dead letters, and the age of the oldest due job. Each figure
 comes from an index: the partial indexes on queued and processing rows, the one on finished
 rows (``finished_at``) and the one on ``dead_lettered_at``. Only the count of dead letters
 per queue reads that whole (small) table.
+
+Per limit (of a task, declared by its ``@app.job``, or of a queue, in ``QUEUE_LIMITS``): the
+jobs running against it and the starts within its rate's window (see
+:mod:`soniq.commands._limits`). The jobs modules are imported to know the tasks' limits.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,11 +23,13 @@ from typing import Any
 from django.db.models import Count, Min, Q
 
 from soniq.commands import _output
+from soniq.commands._limits import discovered_task_limits, format_window, limit_usage
 from soniq.commands._settings import soniq_settings
 from soniq.core.ages import format_age
+from soniq.core.limits import Limit
 from soniq.core.settings import SoniqSettings
 
-HELP = "the queues, workers and schedules, at a glance"
+HELP = "the queues, workers, limits and schedules, at a glance"
 
 LIVE_WORKER_STATUSES = ("running", "stopping")
 WORKER_COLUMNS = (
@@ -180,13 +188,25 @@ def schedules(alias: str) -> list[ScheduleStatus]:
     ]
 
 
-def collect(alias: str, settings: SoniqSettings, now: datetime | None = None) -> dict[str, Any]:
-    """Everything ``status`` prints, as JSON-ready data."""
+def collect(
+    alias: str,
+    settings: SoniqSettings,
+    now: datetime | None = None,
+    task_limits: Mapping[str, Limit] | None = None,
+) -> dict[str, Any]:
+    """Everything ``status`` prints, as JSON-ready data. ``task_limits``: the tasks' limits,
+    by default those of the tasks the jobs modules register (imported here, as a worker
+    imports them); the queues' come from ``settings.queue_limits``."""
     now = now or _output.now()
+    if task_limits is None:
+        task_limits = discovered_task_limits(settings.jobs_modules)
     return {
         "now": _output.aware(now),
         "queues": [asdict(entry) for entry in queues(alias, now)],
         "workers": [asdict(entry) for entry in workers(alias, now, settings.heartbeat_timeout)],
+        "limits": [
+            asdict(entry) for entry in limit_usage(alias, task_limits, settings.queue_limits, now)
+        ],
         "schedules": [asdict(entry) for entry in schedules(alias)],
     }
 
@@ -252,6 +272,22 @@ def run(options: argparse.Namespace, alias: str, out: _output.Out) -> int:
                 for w in data["workers"]
             ],
         )
+    out.write(f"\nLimits: {len(data['limits'])}\n")
+    if data["limits"]:
+        _output.table(
+            out,
+            ["KIND", "NAME", "RUNNING", "RATE", "STARTED"],
+            [
+                [
+                    limit["kind"],
+                    limit["name"],
+                    _running(limit),
+                    limit["rate_limit"] or "-",
+                    _started(limit),
+                ]
+                for limit in data["limits"]
+            ],
+        )
     out.write(f"\nSchedules: {len(data['schedules'])}\n")
     if data["schedules"]:
         _output.table(
@@ -268,6 +304,20 @@ def run(options: argparse.Namespace, alias: str, out: _output.Out) -> int:
             ],
         )
     return 0
+
+
+def _running(limit: dict[str, Any]) -> str:
+    """``"2/3"``: running against a concurrency limit of 3; ``"2"``: no such limit."""
+    if limit["concurrency_limit"] is None:
+        return str(limit["running"])
+    return f"{limit['running']}/{limit['concurrency_limit']}"
+
+
+def _started(limit: dict[str, Any]) -> str:
+    """``"14 in the last 1 s"``: starts within the rate's window; ``"-"``: no rate limit."""
+    if limit["window_seconds"] is None:
+        return "-"
+    return f"{limit['started']} in the last {format_window(limit['window_seconds'])}"
 
 
 def _age(seconds: float | None) -> str:

@@ -3,6 +3,7 @@ and the page ``dashboard_view`` renders."""
 
 from __future__ import annotations
 
+import gc
 import re
 import uuid
 import xml.etree.ElementTree as ET
@@ -31,7 +32,9 @@ from soniq.admin.dashboard import (
     refresh_seconds,
     window,
 )
-from soniq.models import DeadLetterJob, Job, Worker
+from soniq.commands._limits import LimitUsage, registered_task_limits
+from soniq.core.limits import Limit, parse_rate
+from soniq.models import DeadLetterJob, Job, LimitStart, Worker
 
 pytestmark = pytest.mark.django_db(databases=["default", "sqlite"])
 
@@ -268,6 +271,38 @@ def test_collect_runs_nine_small_aggregate_queries(alias: str) -> None:
     assert "'queued'" in oldest and "GROUP BY" in oldest.upper()
 
 
+def _start(alias: str, key: str, started_at: datetime, count: int) -> None:
+    LimitStart.objects.using(alias).create(key=key, started_at=started_at, count=count)
+
+
+def test_limits_and_how_full_they_are(alias: str) -> None:
+    _job(alias, "default", "processing", task_name="dash.capped")
+    _job(alias, "partner", "processing", task_name="dash.capped")  # counts for both
+    _job(alias, "partner", "processing")
+    _job(alias, "partner", "queued", task_name="dash.capped")  # not running
+    _start(alias, "task:dash.capped", NOW - timedelta(seconds=20), 6)
+    _start(alias, "task:dash.capped", NOW - timedelta(seconds=59), 5)
+    _start(alias, "task:dash.capped", NOW - timedelta(seconds=61), 9)  # out of the minute
+    _start(alias, "queue:partner", NOW - timedelta(seconds=1), 2)
+    task_limits = {"dash.capped": Limit(3, parse_rate("20/m")), "dash.free": Limit()}
+    queue_limits = {"partner": Limit(concurrency=2), "quiet": Limit(rate=parse_rate("10/15m"))}
+
+    with CaptureQueriesContext(connections[alias]) as captured:
+        data = collect(alias, NOW, TIMEOUT, task_limits=task_limits, queue_limits=queue_limits)
+    assert len(captured.captured_queries) == 11  # the nine, then running and started
+    assert data.limits == (
+        LimitUsage("task", "dash.capped", 3, 2, "20/m", 20, 60.0, 11),
+        LimitUsage("queue", "partner", 2, 2, None, None, None, None),
+        LimitUsage("queue", "quiet", None, 0, "10/15m", 10, 900.0, 0),
+    )
+    assert [limit.window for limit in data.limits] == ["1 min", "-", "15 min"]
+    # Without a rate limit the starts are not read: one query, for the running jobs.
+    with CaptureQueriesContext(connections[alias]) as captured:
+        data = collect(alias, NOW, TIMEOUT, queue_limits={"partner": Limit(concurrency=2)})
+    assert len(captured.captured_queries) == 10
+    assert data.limits == (LimitUsage("queue", "partner", 2, 2, None, None, None, None),)
+
+
 def _explain_without_seqscan(alias: str, queryset: object) -> str:
     with connections[alias].cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
@@ -345,11 +380,11 @@ def test_refresh_seconds(raw: str | None, seconds: int | None) -> None:
 # -- the page ---------------------------------------------------------------------------------
 
 
-def _render(alias: str, query: str = "") -> str:
+def _render(alias: str, query: str = "", **soniq: object) -> str:
     user = get_user_model().objects.create_superuser("boss", "boss@example.com", "pw")
     request = RequestFactory().get(f"/admin/soniq/dashboard/{query}")
     request.user = user
-    with override_settings(SONIQ={"DATABASE": alias, "APP": "config.tasks:app"}):
+    with override_settings(SONIQ={"DATABASE": alias, "APP": "config.tasks:app", **soniq}):
         response = dashboard_view(request, admin.site)
         assert response.status_code == 200
         assert response.template_name == "admin/soniq/dashboard.html"
@@ -423,6 +458,50 @@ def test_the_page_shows_tables_workers_and_both_charts(alias: str) -> None:
         assert f'href="{jobs_url}?queue=emails&amp;status__exact=queued"' in page
     else:
         assert "?queue=emails" not in page
+
+
+def test_the_page_shows_the_limits_table(alias: str) -> None:
+    from soniq import Soniq
+
+    app = Soniq()
+
+    @app.job(name="dash.page_capped", concurrency_limit=2, rate_limit="30/m")
+    def capped() -> None: ...
+
+    now = datetime.now(UTC)
+    _job(alias, "default", "processing", task_name="dash.page_capped")
+    _job(alias, "default", "processing", task_name="dash.page_capped")
+    _start(alias, "task:dash.page_capped", now - timedelta(seconds=5), 7)
+    _start(alias, "queue:partner", now - timedelta(minutes=5), 4)  # out of the 1 s window
+    page = _render(alias, QUEUE_LIMITS={"partner": {"concurrency": 5, "rate": "10/s"}})
+
+    section = page[page.index('<section id="soniq-limits">') :]
+    section = section[: section.index("</section>")]
+    assert "<h2>Limits</h2>" in section and 'id="limits-table"' in section
+    cells = {
+        match.group(1): re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", match.group(2), flags=re.DOTALL)
+        for match in re.finditer(r'<tr data-limit="([^"]+)">(.*?)</tr>', section, re.DOTALL)
+    }
+    capped_cells = [re.sub(r"<[^>]+>", "", cell) for cell in cells["task:dash.page_capped"]]
+    assert capped_cells == ["task", "dash.page_capped", "2", "2", "30/m", "7 in the last 1 min"]
+    partner_cells = [re.sub(r"<[^>]+>", "", cell) for cell in cells["queue:partner"]]
+    assert partner_cells == ["queue", "partner", "0", "5", "10/s", "0 in the last 1 s"]
+    # At its limit (2 of 2 running): marked as such.
+    capped_row = section[section.index('data-limit="task:dash.page_capped"') :]
+    assert re.search(r'<td class="soniq-num soniq-warn">(<a [^>]*>)?2', capped_row)
+    jobs_url = _reverse_or_empty("admin:soniq_job_changelist")
+    if jobs_url:
+        assert f'href="{jobs_url}?task=dash.page_capped&amp;status__exact=processing"' in section
+        assert f'href="{jobs_url}?queue=partner"' in section
+    assert page.index('id="soniq-workers"') < page.index('id="soniq-limits"')
+    assert callable(capped)
+
+
+def test_the_page_has_no_limits_table_without_limits(alias: str) -> None:
+    gc.collect()  # the apps of earlier tests
+    limited = registered_task_limits()  # a Soniq app with a limited task alive in this process
+    page = _render(alias)
+    assert ('id="soniq-limits"' in page) == bool(limited)
 
 
 def test_the_page_reloads_on_request(alias: str) -> None:

@@ -17,9 +17,12 @@ LIMIT_LOCK_NAMESPACE = 0x534F4E4C
 _NOW = "COALESCE(%s::timestamptz, now())"
 
 # In one order (the hashes, sorted), so that two claims on overlapping limits cannot deadlock.
-# Two keys whose hashes collide share a lock: more waiting, never less safety.
+# Two keys whose hashes collide share a lock: more waiting, never less safety. JIT is turned off
+# for the rest of the transaction: the candidates' filter makes the planner expect a scan of
+# the whole backlog, and past jit_above_cost it would compile each claim first (hundreds of
+# milliseconds for a statement that runs in one).
 _LOCK = f"""
-SELECT count(pg_advisory_xact_lock({LIMIT_LOCK_NAMESPACE}, hashed))
+SELECT set_config('jit', 'off', true), count(pg_advisory_xact_lock({LIMIT_LOCK_NAMESPACE}, hashed))
 FROM (SELECT DISTINCT hashtext(key) AS hashed FROM unnest(%s::text[]) AS key ORDER BY 1) AS keys
 """
 

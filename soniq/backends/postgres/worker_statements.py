@@ -27,19 +27,10 @@ _NOW = "COALESCE(%s::timestamptz, now())"
 # none is queued ahead of it (by priority, then its place in the lock's order; the id breaks a
 # tie, so that exactly one job of a lock is first). Under SKIP LOCKED, a claim racing another
 # skips the first job of a lock (the other holds its row) and, in its snapshot, still sees that
-# job queued ahead of the second: two claims never take two jobs of one lock. Each test is a
-# range of soniq_jobs_lock_idx; a job without a lock pays the IS NULL test only.
-LOCK_FREE = """(job.lock IS NULL OR (
-    NOT EXISTS (
-        SELECT 1 FROM soniq_jobs AS held
-        WHERE held.lock = job.lock AND held.status = 'processing'
-    )
-    AND NOT EXISTS (
-        SELECT 1 FROM soniq_jobs AS ahead
-        WHERE ahead.lock = job.lock AND ahead.status = 'queued'
-          AND (ahead.priority, ahead.lock_order, ahead.id) < (job.priority, job.lock_order, job.id)
-    )
-))"""
+# job queued ahead of the second: two claims never take two jobs of one lock. The test is
+# soniq_lock_free() (migration 0009_flow_control: why a function), two ranges of
+# soniq_jobs_lock_idx; a job without a lock pays the IS NULL test only.
+LOCK_FREE = "(job.lock IS NULL OR soniq_lock_free(job.lock, job.priority, job.lock_order, job.id))"
 
 # The claim: due, queued jobs this worker knows, most urgent first, taken without waiting on
 # rows another worker is taking (SKIP LOCKED). Two variants instead of "queue filter or NULL"
