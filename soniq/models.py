@@ -152,6 +152,14 @@ class Job(models.Model):
                 condition=Q(dedup_key__isnull=False) & Q(status__in=LIVE_STATUSES),
                 name="soniq_jobs_dedup_uniq",
             ),
+            # One running job per lock, whatever two claims believe: a claim whose snapshot
+            # sees another job of the lock first (one queued ahead committed meanwhile) waits
+            # for the other claim's commit here, fails, and is made again.
+            models.UniqueConstraint(
+                fields=["lock"],
+                condition=Q(lock__isnull=False) & Q(status="processing"),
+                name="soniq_jobs_one_running_per_lock",
+            ),
             models.CheckConstraint(
                 condition=Q(priority__gte=MIN_PRIORITY) & Q(priority__lte=MAX_PRIORITY),
                 name="soniq_jobs_priority_range",

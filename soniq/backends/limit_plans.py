@@ -33,9 +33,9 @@ from soniq.core.limits import (
 class LimitStatements(Protocol):
     """A backend's statements for :func:`claim_limited`."""
 
-    def lock_limits(self, keys: Sequence[str]) -> Statement | None:
-        """Make other limited claims on ``keys`` wait until this transaction ends (``None``:
-        the backend's transactions are serialised already)."""
+    def begin(self, keys: Sequence[str]) -> list[Statement]:
+        """The transaction's first statements: make other limited claims on ``keys`` wait
+        until it ends (none: the backend's transactions are serialised already)."""
         ...
 
     def usage(self, limits: ClaimLimits, now: Any) -> Statement:
@@ -78,9 +78,9 @@ def claim_limited(
 ) -> Plan[tuple[list[Row], float | None]]:
     """Claim up to ``wanted`` jobs under ``limits``: the claimed rows, and the seconds until a
     rate limit that is full has room again (``None``: none is full)."""
-    lock = statements.lock_limits([keyed.key for keyed in limits.keyed])
-    if lock is not None:
-        yield lock
+    # Not `yield from`: a list iterator cannot receive the rows the driver sends back.
+    for statement in statements.begin([keyed.key for keyed in limits.keyed]):  # noqa: UP028
+        yield statement
     prune = statements.prune_starts(limits)
     if prune is not None:
         yield prune

@@ -110,5 +110,13 @@ class Migration(migrations.Migration):
             model_name="limitstart",
             index=models.Index(fields=["key", "started_at"], name="soniq_limit_starts_idx"),
         ),
+        migrations.AddConstraint(
+            model_name="job",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("lock__isnull", False), ("status", "processing")),
+                fields=("lock",),
+                name="soniq_jobs_one_running_per_lock",
+            ),
+        ),
         migrations.RunPython(create_lock_order_sequence, drop_lock_order_sequence),
     ]

@@ -81,11 +81,16 @@ class Claimer:
     def holds(self, job: ClaimedJob) -> bool:
         return job.id in self._held
 
-    async def claim(self, worker_id: str, wanted: int) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
-        """Up to ``wanted`` jobs: ``(limited, plain)``, each most urgent first."""
+    async def claim(
+        self, worker_id: str, wanted: int, free: int | None = None
+    ) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
+        """Up to ``wanted`` jobs: ``(limited, plain)``, each most urgent first. Of the limited
+        ones, at most ``free`` (the slots free now), or one when none is: a job held under a
+        limit holds its room until it starts, so none waits long behind busy slots, and yet
+        limited jobs go on flowing while the slots are busy with others."""
         limited: list[ClaimedJob] = []
         if self.limits and self._limited_due():
-            asked = min(wanted, self.concurrency)
+            asked = min(wanted, self.concurrency, max(free if free is not None else wanted, 1))
             self._last_limited = time.monotonic()
             result = await self.backend.claim_limited_jobs(worker_id, self.limits, asked)
             limited = result.jobs

@@ -458,7 +458,7 @@ class Worker:
                 claimer.rearm()
             self._wake.clear()
             try:
-                limited, plain = await claimer.claim(self.id, wanted)
+                limited, plain = await claimer.claim(self.id, wanted, free)
             except Exception:
                 delay = backoff.delay()
                 logger.exception("claiming jobs failed; retrying in %gs", delay)
@@ -698,8 +698,8 @@ class Worker:
         applied = await self._until_written(
             f"the outcome of job {job.id}", lambda: self._write_outcome(job, outcome)
         )
-        if applied is not None:
-            self._limits_freed([job.id])
+        # Written, refused or given up: this worker no longer counts it against a limit.
+        self._limits_freed([job.id])
         if applied is None:
             # Given up (the worker is stopping, or even a stripped outcome was refused): the
             # job stays claimed by this worker, and recovery takes it back once it is gone.

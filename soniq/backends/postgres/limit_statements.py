@@ -15,6 +15,7 @@ from soniq.core.limits import ClaimLimits, OpenScope
 LIMIT_LOCK_NAMESPACE = 0x534F4E4C
 
 _NOW = "COALESCE(%s::timestamptz, now())"
+_READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
 
 # In one order (the hashes, sorted), so that two claims on overlapping limits cannot deadlock.
 # Two keys whose hashes collide share a lock: more waiting, never less safety. JIT is turned off
@@ -93,8 +94,11 @@ SELECT key, %s::timestamptz, count FROM unnest(%s::text[], %s::int[]) AS starts(
 
 
 class PostgresLimitStatements:
-    def lock_limits(self, keys: Sequence[str]) -> Statement | None:
-        return Statement(_LOCK, (list(keys),))
+    def begin(self, keys: Sequence[str]) -> list[Statement]:
+        # Read committed whatever the server's default: the usage statement must see every
+        # claim committed before the locks were granted, which a snapshot taken by the
+        # transaction's first statement (repeatable read) would not.
+        return [Statement(_READ_COMMITTED, ()), Statement(_LOCK, (list(keys),))]
 
     def usage(self, limits: ClaimLimits, now: Any) -> Statement:
         keyed = limits.keyed

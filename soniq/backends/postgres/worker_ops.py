@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from soniq.backends.base import Row, Statement
 from soniq.backends.limit_plans import claim_limited
 from soniq.backends.plans import run_async
@@ -20,6 +22,11 @@ from soniq.core.records import ClaimedJob, RecoveryReport, WorkerInfo
 from soniq.core.settings import SoniqSettings
 
 PRUNE_BATCH = 5000
+# A claim can lose a race for a lock (the unique index soniq_jobs_one_running_per_lock):
+# another claim took a job of the same lock that this one's snapshot did not show running
+# (a job queued ahead of it committed in between). The claim fails as a whole; made again, it
+# sees that job running and passes the lock over.
+LOCK_RACE_ROUNDS = 3
 
 
 class PostgresWorkerOps:
@@ -45,16 +52,21 @@ class PostgresWorkerOps:
         *,
         skip_queues: Sequence[str] = (),
     ) -> list[ClaimedJob]:
-        rows = await self._fetch(
-            ws.claim_jobs(
-                worker_id=worker_id,
-                task_names=task_names,
-                queues=queues,
-                limit=limit,
-                now=now,
-                skip_queues=skip_queues,
-            )
+        statement = ws.claim_jobs(
+            worker_id=worker_id,
+            task_names=task_names,
+            queues=queues,
+            limit=limit,
+            now=now,
+            skip_queues=skip_queues,
         )
+        for round_ in range(LOCK_RACE_ROUNDS):
+            try:
+                rows = await self._fetch(statement)
+                break
+            except psycopg.errors.UniqueViolation:
+                if round_ == LOCK_RACE_ROUNDS - 1:
+                    raise
         # Most urgent first: the statement orders them.
         return decode_claimed_rows(rows, worker_id)
 
@@ -65,8 +77,16 @@ class PostgresWorkerOps:
         one transaction serialised with every other limited claim on those limits."""
         if wanted <= 0 or not limits:
             return LimitedClaim([])
-        plan = claim_limited(PostgresLimitStatements(), limits, worker_id, wanted, now)
-        rows, retry_after = await self._in_transaction(lambda fetch: run_async(plan, fetch))
+        for round_ in range(LOCK_RACE_ROUNDS):
+            plan = claim_limited(PostgresLimitStatements(), limits, worker_id, wanted, now)
+            try:
+                rows, retry_after = await self._in_transaction(
+                    lambda fetch, plan=plan: run_async(plan, fetch)
+                )
+                break
+            except psycopg.errors.UniqueViolation:
+                if round_ == LOCK_RACE_ROUNDS - 1:
+                    raise
         return LimitedClaim(decode_claimed_rows(rows, worker_id), retry_after)
 
     async def complete_jobs(

@@ -263,9 +263,11 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
         write transaction: SQLite's single writer serialises it with every other claim)."""
         if wanted <= 0 or not limits:
             return LimitedClaim([])
-        statements = SQLiteLimitStatements(self.clock())
 
         def body(connection: sqlite3.Connection) -> tuple[list[Row], float | None]:
+            # The clock is read once the write lock is held: the starts are counted, and
+            # recorded, at the moment the claim decides them.
+            statements = SQLiteLimitStatements(self.clock())
             plan = claim_limited(statements, limits, worker_id, wanted)
             return plans.run_sync(plan, self._executor(connection))
 

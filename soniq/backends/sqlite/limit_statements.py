@@ -90,8 +90,8 @@ class SQLiteLimitStatements:
             if k.limit.rate is not None
         ]
 
-    def lock_limits(self, keys: Sequence[str]) -> Statement | None:
-        return None
+    def begin(self, keys: Sequence[str]) -> list[Statement]:
+        return []
 
     def usage(self, limits: ClaimLimits, now: Any) -> Statement:
         since = dict(self._windows(limits))

@@ -22,13 +22,15 @@ _COLUMNS = (
 )
 _ROW = "(%s, %s, %s, %s, %s, 'queued', 0, %s, %s, %s, '[]', %s, 0)"
 
-# A job with a lock takes the next place among the live jobs of its lock (writers take turns on
-# SQLite, so two inserts cannot take the same place). The status list repeats the partial
-# index's condition term for term, or SQLite would not use the index.
+# A job with a lock takes the next place after the live jobs and the dead letters of its lock
+# (writers take turns on SQLite, so two inserts cannot take the same place; a requeued dead
+# letter keeps its place ahead of the jobs enqueued after it). The status list repeats the
+# partial index's condition term for term, or SQLite would not use the index.
 _LOCKED_ROW = (
-    _ROW[:-1] + ", %s, CASE WHEN %s IS NULL THEN NULL ELSE "
-    "(SELECT COALESCE(MAX(lock_order), 0) + 1 FROM soniq_jobs "
-    "WHERE lock = %s AND status IN ('queued', 'processing')) END)"
+    _ROW[:-1] + ", %s, CASE WHEN %s IS NULL THEN NULL ELSE (SELECT COALESCE(MAX(last), 0) + 1 "
+    "FROM (SELECT MAX(lock_order) AS last FROM soniq_jobs "
+    "WHERE lock = %s AND status IN ('queued', 'processing') "
+    "UNION ALL SELECT MAX(lock_order) FROM soniq_dead_letter_jobs WHERE lock = %s)) END)"
 )
 
 # Must match the partial unique index "soniq_jobs_dedup_uniq" (soniq/models.py).
@@ -92,7 +94,7 @@ class SQLiteDialect:
             f"INSERT INTO soniq_jobs ({_COLUMNS}, lock, lock_order) VALUES {_LOCKED_ROW} "
             f"ON CONFLICT {_DEDUP_ARBITER} DO NOTHING RETURNING id"
         )
-        return Statement(sql, (*self._row(job, format_time(self.clock())), *[job.lock] * 3))
+        return Statement(sql, (*self._row(job, format_time(self.clock())), *[job.lock] * 4))
 
     def insert_jobs(self, jobs: Sequence[NewJob]) -> list[Statement]:
         now = format_time(self.clock())
