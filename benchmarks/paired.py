@@ -15,9 +15,12 @@ DRAIN = re.compile(r"^\(b\) drain.*?([\d,]+) jobs/s", re.MULTILINE)
 CPU = re.compile(r"worker CPU over the drain\s+([\d.]+) µs per job")
 
 
-def drain(url: str, jobs: int, extra: list[str]) -> tuple[int, float]:
-    """One run of benchmarks/worker.py: (drain jobs/s, worker CPU µs per job)."""
-    command = [sys.executable, str(HERE / "worker.py"), "--url", url, "--jobs", str(jobs)]
+def drain(
+    url: str, jobs: int, extra: list[str], script: Path = HERE / "worker.py"
+) -> tuple[int, float]:
+    """One run of ``script`` (benchmarks/worker.py, of this tree or another one, whose worker
+    then runs that tree's soniq): (drain jobs/s, worker CPU µs per job)."""
+    command = [sys.executable, str(script), "--url", url, "--jobs", str(jobs)]
     command += ["--latency-samples", "10", *extra]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rate, cpu = DRAIN.search(output), CPU.search(output)
@@ -29,15 +32,16 @@ def compare(
     url: str,
     jobs: int,
     rounds: int,
-    plain: tuple[str, list[str]],
-    changed: tuple[str, list[str]],
+    plain: tuple[str, list[str]] | tuple[str, list[str], Path],
+    changed: tuple[str, list[str]] | tuple[str, list[str], Path],
 ) -> float:
     """Run each way ``rounds`` times, alternating; print every round, the medians and the
-    paired ratios (changed / plain); return the median of the paired ratios."""
+    paired ratios (changed / plain); return the median of the paired ratios. A way is
+    ``(label, extra arguments)``, or with a third item, the worker.py script to run."""
     runs: dict[str, list[tuple[int, float]]] = {plain[0]: [], changed[0]: []}
     for n in range(1, rounds + 1):
-        for label, extra in (plain, changed):
-            rate, cpu = drain(url, jobs, extra)
+        for label, extra, *script in (plain, changed):
+            rate, cpu = drain(url, jobs, extra, *script)
             runs[label].append((rate, cpu))
             print(f"    round {n} {label:<13} {rate:>7,} jobs/s  {cpu:5.1f} µs per job")
     for label, found in runs.items():

@@ -455,7 +455,7 @@ class Worker:
             # Cleared before the claim: a notification arriving during it wakes the next wait.
             # One that came meanwhile (new jobs, or room under a limit) is worth a limited claim.
             if self._wake.is_set():
-                claimer.rearm()
+                claimer.noticed()
             self._wake.clear()
             try:
                 limited, plain = await claimer.claim(self.id, wanted, free)
@@ -479,7 +479,7 @@ class Worker:
                 await self._until(
                     self._wake, at_most=claimer.wait_limit(self.settings.poll_interval)
                 )
-                claimer.rearm()
+                claimer.noticed()
 
     @property
     def busy_slots(self) -> int:
@@ -963,6 +963,7 @@ class Worker:
         claimer = self._claimer
         if claimer is not None and claimer.finished(job_ids):
             self._wake.set()
+            claimer.rearm()
 
     def _spec(self, job: ClaimedJob) -> JobSpec:
         spec = self.registry.get(job.task_name)

@@ -23,7 +23,7 @@ from soniq.core.limits import (
     started_per_key,
 )
 from soniq.core.settings import build_settings
-from soniq.worker.claiming import Claimer, task_limits
+from soniq.worker.claiming import NOTICED_GAP, Claimer, task_limits
 
 
 @pytest.mark.parametrize(
@@ -213,3 +213,11 @@ async def test_the_limited_claim_is_repeated_only_when_something_may_have_change
     await claimer.claim("w", 8)
     assert backend.limited == 2
     assert claimer.wait_limit(5.0) == 5.0
+    # A notification right after a limited claim: the next one waits out NOTICED_GAP.
+    claimer.noticed()
+    await claimer.claim("w", 8)
+    assert backend.limited == 2
+    assert 0 < claimer.wait_limit(5.0) <= NOTICED_GAP
+    claimer._last_limited -= NOTICED_GAP  # as if the gap went by
+    await claimer.claim("w", 8)
+    assert backend.limited == 3

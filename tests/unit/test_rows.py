@@ -12,7 +12,8 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def claim_row(n: int, args: object) -> tuple[object, ...]:
-    return (uuid.UUID(int=n + 1), "tests.job", args, "default", 100, 1, 4, NOW, NOW, n % 3, n)
+    lock = f"lock:{n}" if n % 2 else None
+    return (uuid.UUID(int=n + 1), "tests.job", args, "default", 100, 1, 4, NOW, NOW, n % 3, n, lock)
 
 
 def test_a_claims_arguments_are_parsed_together_and_stay_with_their_rows() -> None:
@@ -32,6 +33,7 @@ def test_a_claims_arguments_are_parsed_together_and_stay_with_their_rows() -> No
         Suspicion.LOST_WHILE_RUNNING,
         Suspicion.NONE,
     ]
+    assert [job.lock for job in jobs] == [None, "lock:1", None, "lock:3"]
     assert {job.claimed_by for job in jobs} == {"worker-1"}
     assert [job.snoozes for job in jobs] == [0, 1, 2, 3]
 

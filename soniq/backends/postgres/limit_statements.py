@@ -57,20 +57,36 @@ CROSS JOIN LATERAL (
 """
 
 # Limited tasks with room (outside full limited queues), and plain tasks in limited queues
-# with room.
+# with room, their locks free, among the first LIMITED_WINDOW due jobs of the worker's tasks in
+# claim order. No index serves the task filter (one on task_name lures the plain claim off its
+# index), so the walk of the claim index is bounded: without it, a limited claim finding
+# nothing behind a million other jobs would read them all. Deeper jobs come within reach as the
+# ones ahead of them run. The rows are then taken by primary key (as the plain claim does),
+# those another claim holds skipped.
+LIMITED_WINDOW = 2_000
 _CANDIDATES = f"""
 SELECT id, task_name, queue FROM soniq_jobs AS job
-WHERE status = 'queued' AND scheduled_at <= {_NOW}
-  AND ((task_name = ANY(%s::text[]) AND queue <> ALL(%s::text[]))
-       OR (task_name = ANY(%s::text[]) AND queue = ANY(%s::text[]))){{scope}}
-  AND id <> ALL(%s::uuid[])
+WHERE job.id = ANY(ARRAY(
+    SELECT id FROM (
+        SELECT id, task_name, queue, priority, scheduled_at, lock, lock_order
+        FROM soniq_jobs
+        WHERE status = 'queued' AND scheduled_at <= {_NOW} AND task_name = ANY(%s::text[]){{scope}}
+        ORDER BY priority, scheduled_at
+        LIMIT {LIMITED_WINDOW}
+    ) AS job
+    WHERE ((task_name = ANY(%s::text[]) AND queue <> ALL(%s::text[]))
+           OR (task_name = ANY(%s::text[]) AND queue = ANY(%s::text[])))
+      AND id <> ALL(%s::uuid[])
+      AND {LOCK_FREE}
+    ORDER BY priority, scheduled_at
+    LIMIT %s
+))
+  AND job.status = 'queued'
   AND NOT EXISTS (
       SELECT 1 FROM soniq_workers
       WHERE soniq_workers.id = %s::uuid AND soniq_workers.status IN ('dead', 'stopped')
   )
-  AND {LOCK_FREE}
 ORDER BY priority, scheduled_at
-LIMIT %s
 FOR UPDATE SKIP LOCKED
 """
 _CANDIDATES_ANY_QUEUE = _CANDIDATES.format(scope="")
@@ -128,14 +144,15 @@ class PostgresLimitStatements:
             sql,
             (
                 now,
+                list(limits.served),
+                *queues,
                 list(scope.tasks),
                 list(scope.full_queues),
                 list(limits.plain_tasks),
                 list(scope.open_queues),
-                *queues,
                 uuid_array(seen),
-                worker_id,
                 limit,
+                worker_id,
             ),
         )
 
