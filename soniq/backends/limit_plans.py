@@ -20,6 +20,7 @@ from soniq.backends.plans import Plan
 from soniq.backends.rows import to_utc, to_uuid_text
 from soniq.core.limits import (
     ClaimLimits,
+    LimitedClaim,
     OpenScope,
     Usage,
     open_scope,
@@ -33,9 +34,14 @@ from soniq.core.limits import (
 class LimitStatements(Protocol):
     """A backend's statements for :func:`claim_limited`."""
 
-    def begin(self, keys: Sequence[str]) -> list[Statement]:
-        """The transaction's first statements: make other limited claims on ``keys`` wait
-        until it ends (none: the backend's transactions are serialised already)."""
+    def begin(self) -> list[Statement]:
+        """The transaction's first statements (its settings), if any."""
+        ...
+
+    def lock(self, keys: Sequence[str]) -> Statement | None:
+        """Take ``keys`` for this transaction, without waiting: one row whose first column
+        says whether every key was free (``None``: the backend's transactions are serialised
+        already). A claim that finds a key taken leaves the limits to the claim holding it."""
         ...
 
     def usage(self, limits: ClaimLimits, now: Any) -> Statement:
@@ -75,12 +81,23 @@ def claim_limited(
     worker_id: str,
     wanted: int,
     now: Any = None,
-) -> Plan[tuple[list[Row], float | None]]:
-    """Claim up to ``wanted`` jobs under ``limits``: the claimed rows, and the seconds until a
-    rate limit that is full has room again (``None``: none is full)."""
+) -> Plan[LimitedClaim]:
+    """Claim up to ``wanted`` jobs under ``limits``: the claimed rows (in ``jobs``), the
+    seconds until a rate limit that is full has room again, and whether another claim held
+    the limits (``busy``: try again shortly)."""
     # Not `yield from`: a list iterator cannot receive the rows the driver sends back.
-    for statement in statements.begin([keyed.key for keyed in limits.keyed]):  # noqa: UP028
+    for statement in statements.begin():  # noqa: UP028
         yield statement
+    # Any limited job due at all? Usually not: then nothing is locked or counted, and the
+    # claims of the other workers are not held up by this one.
+    everything = OpenScope(tuple(sorted(limits.tasks)), (), limits.limited_queues)
+    if not (yield statements.candidates(limits, everything, worker_id, [], 1, now)):
+        return LimitedClaim([])
+    lock = statements.lock([keyed.key for keyed in limits.keyed])
+    if lock is not None:
+        [row] = yield lock
+        if not row[0]:
+            return LimitedClaim([], busy=True)
     prune = statements.prune_starts(limits)
     if prune is not None:
         yield prune
@@ -126,7 +143,7 @@ def claim_limited(
     for key, count in counts.items():
         before = usage.get(key, Usage())
         after[key] = Usage(before.running, before.started + count, before.oldest_start or moment)
-    return claimed, seconds_until(rate_frees_at(limits, after, free), moment)
+    return LimitedClaim(claimed, seconds_until(rate_frees_at(limits, after, free), moment))
 
 
 def seconds_until(moment: datetime | None, clock: datetime | None) -> float | None:

@@ -339,7 +339,10 @@ def rate_frees_at(
 @dataclass(frozen=True, slots=True)
 class LimitedClaim:
     """What a limited claim took, and in how many seconds a rate limit that is full has room
-    again (``None``: none is full): a worker held back by it looks again then."""
+    again (``None``: none is full): a worker held back by it looks again then. ``busy``:
+    another worker's limited claim held the limits; this one took nothing and should look
+    again shortly."""
 
     jobs: list[Any]
     retry_after: float | None = None
+    busy: bool = False

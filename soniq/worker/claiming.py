@@ -113,6 +113,8 @@ class Claimer:
             limited = result.jobs
             self._held.update(job.id for job in limited)
             self._armed = len(limited) >= asked
+            # Another worker was claiming under these limits: look again shortly.
+            self._noticed = result.busy
             self._rate_frees_at = (
                 None if result.retry_after is None else time.monotonic() + result.retry_after
             )

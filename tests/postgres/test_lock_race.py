@@ -65,3 +65,33 @@ async def test_a_claim_that_sees_another_job_of_a_lock_first_does_not_run_it_bes
         "default", "SELECT id FROM soniq_jobs WHERE lock = 'customer:1' AND status = 'processing'"
     )
     assert [str(row[0]) for row in running] == [first]
+
+
+async def test_a_limited_claim_leaves_limits_another_claim_holds_and_tries_again() -> None:
+    from soniq.backends.postgres.limit_statements import LIMIT_LOCK_NAMESPACE
+    from soniq.core.limits import ClaimLimits, Limit, task_key
+
+    job_id = str(uuid.uuid4())
+    with psycopg.connect(conninfo(), autocommit=True) as setup:
+        setup.execute(
+            "INSERT INTO soniq_jobs (id, task_name, args, queue, priority, status, attempts, "
+            "max_attempts, scheduled_at, created_at, errors, worker_losses) VALUES (%s, "
+            "'tests.capped', '{}', 'default', 100, 'queued', 0, 1, now(), now(), '[]', 0)",
+            (job_id,),
+        )
+    limits = ClaimLimits.build(["tests.capped"], {"tests.capped": Limit(concurrency=1)}, {})
+    backend = PostgresBackend(conninfo())
+    try:
+        with psycopg.connect(conninfo()) as other:
+            # Another worker's limited claim, in its transaction, holds the task's limit.
+            other.execute(
+                "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                (LIMIT_LOCK_NAMESPACE, task_key("tests.capped")),
+            )
+            busy = await backend.claim_limited_jobs(str(uuid.uuid4()), limits, 5)
+            assert (busy.jobs, busy.busy) == ([], True), "left to the other claim, not waited for"
+            other.commit()
+        taken = await backend.claim_limited_jobs(str(uuid.uuid4()), limits, 5)
+    finally:
+        await backend.close()
+    assert [job.id for job in taken.jobs] == [job_id] and not taken.busy

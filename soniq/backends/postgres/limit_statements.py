@@ -15,15 +15,19 @@ from soniq.core.limits import ClaimLimits, OpenScope
 LIMIT_LOCK_NAMESPACE = 0x534F4E4C
 
 _NOW = "COALESCE(%s::timestamptz, now())"
-_READ_COMMITTED = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED"
+# Read committed whatever the server's default: the usage statement must see every claim
+# committed before the locks were granted, which a snapshot taken by the transaction's first
+# statement (repeatable read) would not. JIT off: the candidates' filter makes the planner
+# expect a scan of the whole backlog, and past jit_above_cost it would compile each statement
+# first (hundreds of milliseconds for statements that run in one). No parameters: both travel
+# in one simple query.
+_BEGIN = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET LOCAL jit = off"
 
-# In one order (the hashes, sorted), so that two claims on overlapping limits cannot deadlock.
-# Two keys whose hashes collide share a lock: more waiting, never less safety. JIT is turned off
-# for the rest of the transaction: the candidates' filter makes the planner expect a scan of
-# the whole backlog, and past jit_above_cost it would compile each claim first (hundreds of
-# milliseconds for a statement that runs in one).
+# Tried, never waited for: a worker whose limits another worker is claiming leaves them to it
+# and looks again shortly, instead of holding up its own claims (and slots) in a queue of
+# limited claims. Two keys whose hashes collide share a lock: less parallel, never less safe.
 _LOCK = f"""
-SELECT set_config('jit', 'off', true), count(pg_advisory_xact_lock({LIMIT_LOCK_NAMESPACE}, hashed))
+SELECT bool_and(pg_try_advisory_xact_lock({LIMIT_LOCK_NAMESPACE}, hashed))
 FROM (SELECT DISTINCT hashtext(key) AS hashed FROM unnest(%s::text[]) AS key ORDER BY 1) AS keys
 """
 
@@ -110,11 +114,11 @@ SELECT key, %s::timestamptz, count FROM unnest(%s::text[], %s::int[]) AS starts(
 
 
 class PostgresLimitStatements:
-    def begin(self, keys: Sequence[str]) -> list[Statement]:
-        # Read committed whatever the server's default: the usage statement must see every
-        # claim committed before the locks were granted, which a snapshot taken by the
-        # transaction's first statement (repeatable read) would not.
-        return [Statement(_READ_COMMITTED, ()), Statement(_LOCK, (list(keys),))]
+    def begin(self) -> list[Statement]:
+        return [Statement(_BEGIN, ())]
+
+    def lock(self, keys: Sequence[str]) -> Statement | None:
+        return Statement(_LOCK, (list(keys),))
 
     def usage(self, limits: ClaimLimits, now: Any) -> Statement:
         keyed = limits.keyed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -80,14 +81,14 @@ class PostgresWorkerOps:
         for round_ in range(LOCK_RACE_ROUNDS):
             plan = claim_limited(PostgresLimitStatements(), limits, worker_id, wanted, now)
             try:
-                rows, retry_after = await self._in_transaction(
+                claimed: LimitedClaim = await self._in_transaction(
                     lambda fetch, plan=plan: run_async(plan, fetch)
                 )
                 break
             except psycopg.errors.UniqueViolation:
                 if round_ == LOCK_RACE_ROUNDS - 1:
                     raise
-        return LimitedClaim(decode_claimed_rows(rows, worker_id), retry_after)
+        return replace(claimed, jobs=decode_claimed_rows(claimed.jobs, worker_id))
 
     async def complete_jobs(
         self,

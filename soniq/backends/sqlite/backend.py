@@ -17,6 +17,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -264,15 +265,16 @@ class SQLiteBackend(SQLiteSchedulerOps, SQLOperatorMixin):
         if wanted <= 0 or not limits:
             return LimitedClaim([])
 
-        def body(connection: sqlite3.Connection) -> tuple[list[Row], float | None]:
+        def body(connection: sqlite3.Connection) -> LimitedClaim:
             # The clock is read once the write lock is held: the starts are counted, and
             # recorded, at the moment the claim decides them.
             statements = SQLiteLimitStatements(self.clock())
             plan = claim_limited(statements, limits, worker_id, wanted)
             return plans.run_sync(plan, self._executor(connection))
 
-        rows, retry_after = await self._run(self._write, body)
-        return LimitedClaim(_most_urgent_first(decode_claimed_rows(rows, worker_id)), retry_after)
+        claimed: LimitedClaim = await self._run(self._write, body)
+        jobs = _most_urgent_first(decode_claimed_rows(claimed.jobs, worker_id))
+        return replace(claimed, jobs=jobs)
 
     async def complete_jobs(
         self,

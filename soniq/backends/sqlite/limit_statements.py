@@ -90,8 +90,11 @@ class SQLiteLimitStatements:
             if k.limit.rate is not None
         ]
 
-    def begin(self, keys: Sequence[str]) -> list[Statement]:
+    def begin(self) -> list[Statement]:
         return []
+
+    def lock(self, keys: Sequence[str]) -> Statement | None:
+        return None
 
     def usage(self, limits: ClaimLimits, now: Any) -> Statement:
         since = dict(self._windows(limits))
