@@ -59,6 +59,7 @@ class Claimer:
         self._last_limited = 0.0  # time.monotonic() of the last limited claim
         self._rate_frees_at: float | None = None  # time.monotonic()
         self._held: set[str] = set()
+        self._limited_in_flight = False
 
     def rearm(self) -> None:
         """Something may have changed: the next claim tries the limited jobs again."""
@@ -97,42 +98,72 @@ class Claimer:
     def holds(self, job: ClaimedJob) -> bool:
         return job.id in self._held
 
-    async def claim(
-        self, worker_id: str, wanted: int, free: int | None = None
-    ) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
-        """Up to ``wanted`` jobs: ``(limited, plain)``, each most urgent first. Of the limited
-        ones, at most ``free`` (the slots free now), or one when none is: a job held under a
-        limit holds its room until it starts, so none waits long behind busy slots, and yet
-        limited jobs go on flowing while the slots are busy with others."""
-        limited: list[ClaimedJob] = []
-        if self.limits and self._limited_due():
-            asked = min(wanted, self.concurrency, max(free if free is not None else wanted, 1))
-            self._last_limited = time.monotonic()
-            self._noticed = False
+    def limited_due(self) -> bool:
+        """Whether to make a limited claim now (none is in flight, and something may have
+        changed since the last one came back short)."""
+        return bool(self.limits) and not self._limited_in_flight and self._limited_due()
+
+    def limited_wanted(self, wanted: int, free: int) -> int:
+        """How many jobs a limited claim asks for: at most ``free`` (the slots free now), or
+        one when none is. A job held under a limit holds its room until it starts, so none
+        waits long behind busy slots, and yet limited jobs go on flowing beside others."""
+        return max(min(wanted, self.concurrency, max(free, 1)), 1)
+
+    async def claim_limited(self, worker_id: str, asked: int) -> list[ClaimedJob]:
+        """Up to ``asked`` jobs of limited tasks and queues, within their limits."""
+        self._limited_in_flight = True
+        self._last_limited = time.monotonic()
+        self._noticed = False
+        try:
             result = await self.backend.claim_limited_jobs(worker_id, self.limits, asked)
-            limited = result.jobs
-            self._held.update(job.id for job in limited)
-            self._armed = len(limited) >= asked
-            # Another worker was claiming under these limits: look again shortly.
-            self._noticed = result.busy
-            self._rate_frees_at = (
-                None if result.retry_after is None else time.monotonic() + result.retry_after
+        except BaseException:
+            self._noticed = True  # look again shortly
+            raise
+        finally:
+            self._limited_in_flight = False
+        self._held.update(job.id for job in result.jobs)
+        self._armed = len(result.jobs) >= asked
+        # Another worker was claiming under these limits: look again shortly.
+        self._noticed = result.busy
+        self._rate_frees_at = (
+            None if result.retry_after is None else time.monotonic() + result.retry_after
+        )
+        return list(result.jobs)
+
+    async def claim_plain(self, worker_id: str, wanted: int) -> list[ClaimedJob]:
+        """Up to ``wanted`` jobs of the worker's other tasks, outside limited queues."""
+        if wanted <= 0:
+            return []
+        if not self.limits:
+            plain: list[ClaimedJob] = await self.backend.claim_jobs(
+                worker_id, self.names, self.queues, wanted
             )
-        plain: list[ClaimedJob] = []
-        rest = wanted - len(limited)
-        if rest > 0 and not self.limits:
-            plain = await self.backend.claim_jobs(worker_id, self.names, self.queues, rest)
-        elif rest > 0 and self.limits.plain_tasks:
+        elif self.limits.plain_tasks:
             plain = await self.backend.claim_jobs(
                 worker_id,
                 self.limits.plain_tasks,
                 self.queues,
-                rest,
+                wanted,
                 skip_queues=self.limits.limited_queues,
             )
+        else:
+            return []
         # Jobs with a lock are held too: the next of their lock may go once their end is
         # written, so that end wakes the worker.
         self._held.update(job.id for job in plain if job.lock is not None)
+        return plain
+
+    async def claim(
+        self, worker_id: str, wanted: int, free: int | None = None
+    ) -> tuple[list[ClaimedJob], list[ClaimedJob]]:
+        """Up to ``wanted`` jobs, one claim after the other: ``(limited, plain)``, each most
+        urgent first (``run_once``; the continuous worker makes its limited claims beside its
+        plain ones)."""
+        limited: list[ClaimedJob] = []
+        if self.limited_due():
+            free_now = wanted if free is None else free
+            limited = await self.claim_limited(worker_id, self.limited_wanted(wanted, free_now))
+        plain = await self.claim_plain(worker_id, wanted - len(limited))
         return limited, plain
 
     def _limited_due(self) -> bool:

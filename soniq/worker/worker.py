@@ -457,8 +457,16 @@ class Worker:
             if self._wake.is_set():
                 claimer.noticed()
             self._wake.clear()
+            if claimer.limited_due():
+                # Beside the plain claim, not before it: the limited claim is a short
+                # transaction of its own, and the slots must not wait for it.
+                self._in_background(
+                    self._claim_limited(
+                        runner, writer, concurrency, claimer.limited_wanted(wanted, free)
+                    )
+                )
             try:
-                limited, plain = await claimer.claim(self.id, wanted, free)
+                plain = await claimer.claim_plain(self.id, wanted)
             except Exception:
                 delay = backoff.delay()
                 logger.exception("claiming jobs failed; retrying in %gs", delay)
@@ -467,11 +475,9 @@ class Worker:
                 await self._until(self._confirmed, at_most=delay)
                 continue
             backoff.reset()
-            # Jobs held under a limit start first: their room is taken while they wait.
-            self._ready.extendleft(reversed(limited))
             self._ready.extend(plain)
             self._start_ready(runner, writer, concurrency)
-            if len(limited) + len(plain) < wanted:
+            if len(plain) < wanted:
                 # The queue had no more due jobs: wait for a notification (or the next poll,
                 # or a full rate limit's room) instead of claiming again at once, which would
                 # also hold up the start of the jobs just claimed by the time it takes to
@@ -946,6 +952,33 @@ class Worker:
             )
         if self._liveness is not None:
             self._liveness.beat_soon()
+
+    async def _claim_limited(
+        self, runner: JobRunner, writer: ProgressWriter, concurrency: int, asked: int
+    ) -> None:
+        """A limited claim (see :class:`Claimer`); its jobs start first, their room being
+        taken while they wait."""
+        claimer = self._claimer
+        assert claimer is not None
+        try:
+            jobs = await claimer.claim_limited(self.id, asked)
+        except Exception as error:
+            # The plain claim beside it reports (and backs off from) a database that is away.
+            logger.warning("claiming limited jobs failed, trying again shortly: %s", error)
+            return
+        if not jobs:
+            return
+        if self._stopping.is_set():
+            await self._release(jobs)  # the fetch loop is over: back to the queue
+            return
+        self._ready.extendleft(reversed(jobs))
+        self._start_ready(runner, writer, concurrency)
+        self._slot_freed.set()
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _make_claimer(self, queues: tuple[str, ...] | None, concurrency: int) -> Claimer:
         return Claimer(
