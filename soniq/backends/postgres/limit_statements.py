@@ -7,7 +7,12 @@ from typing import Any
 
 from soniq.backends.base import Statement
 from soniq.backends.postgres.statements import uuid_array
-from soniq.backends.postgres.worker_statements import CLAIM_RETURNING, CLAIMED_COLUMNS, LOCK_FREE
+from soniq.backends.postgres.worker_statements import (
+    CLAIM_RETURNING,
+    CLAIMED_COLUMNS,
+    LOCK_FREE,
+    TAKE,
+)
 from soniq.core.limits import ClaimLimits, OpenScope
 
 # First key of the advisory locks that serialise limited claims ("SONL"); the second is the
@@ -106,8 +111,7 @@ _CANDIDATES_SCOPED = _CANDIDATES.format(scope=" AND queue = ANY(%s::text[])")
 _CLAIM = f"""
 WITH claimed AS (
     UPDATE soniq_jobs AS job
-    SET status = 'processing', attempts = job.attempts + 1, claimed_at = {_NOW},
-        started_at = NULL, finished_at = NULL, worker_id = %s::uuid
+    SET {TAKE}
     WHERE job.id = ANY(%s::uuid[]) AND job.status = 'queued'
     RETURNING {CLAIM_RETURNING}
 )

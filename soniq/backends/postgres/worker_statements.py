@@ -62,8 +62,7 @@ WITH candidates AS (
 ),
 claimed AS (
     UPDATE soniq_jobs AS job
-    SET status = 'processing', attempts = job.attempts + 1, claimed_at = {_NOW},
-        started_at = NULL, finished_at = NULL, worker_id = %s::uuid
+    SET {{TAKE}}
     WHERE job.id = ANY(ARRAY(SELECT id FROM candidates))
     RETURNING {{CLAIM_RETURNING}}
 )
@@ -72,6 +71,11 @@ SELECT {{CLAIMED_COLUMNS}}
 FROM claimed
 ORDER BY priority, scheduled_at
 """
+# What every claim sets on the jobs it takes (parameters: the time, the worker).
+TAKE = (
+    f"status = 'processing', attempts = job.attempts + 1, claimed_at = {_NOW}, "
+    "started_at = NULL, finished_at = NULL, worker_id = %s::uuid"
+)
 # What a claim returns of each job it took (decode_claimed reads them in this order).
 CLAIMED_COLUMNS = (
     "id, task_name, args, queue, priority, attempts, max_attempts, scheduled_at, created_at, "
@@ -88,6 +92,7 @@ _CLAIMS = {
         queues=(_SCOPED if scoped else "") + (_SKIPPING if skipping else ""),
         CLAIM_RETURNING=CLAIM_RETURNING,
         CLAIMED_COLUMNS=CLAIMED_COLUMNS,
+        TAKE=TAKE,
     )
     for scoped in (False, True)
     for skipping in (False, True)

@@ -13,7 +13,13 @@ from typing import Any
 
 from soniq.backends.base import Statement
 from soniq.backends.sqlite.statements import format_time
-from soniq.backends.sqlite.worker_statements import CLAIMED, LOCK_FREE, WORKER_ALIVE, hex_id
+from soniq.backends.sqlite.worker_statements import (
+    CLAIMED,
+    LOCK_FREE,
+    TAKE,
+    WORKER_ALIVE,
+    hex_id,
+)
 from soniq.core.limits import ClaimLimits, OpenScope
 
 _USAGE = """
@@ -54,8 +60,7 @@ LIMIT ?
 
 _CLAIM = f"""
 UPDATE soniq_jobs
-SET status = 'processing', attempts = attempts + 1, claimed_at = ?, started_at = NULL,
-    finished_at = NULL, worker_id = ?
+SET {TAKE}
 WHERE id IN (SELECT value FROM json_each(?)) AND status = 'queued'
 RETURNING {CLAIMED}
 """

@@ -52,10 +52,15 @@ WORKER_ALIVE = """NOT EXISTS (
     SELECT 1 FROM soniq_workers WHERE id = ? AND status IN ('dead', 'stopped')
 )"""
 
+# What every claim sets on the jobs it takes (parameters: the time, the worker).
+TAKE = (
+    "status = 'processing', attempts = attempts + 1, claimed_at = ?, started_at = NULL, "
+    "finished_at = NULL, worker_id = ?"
+)
+
 CLAIM = f"""
 UPDATE soniq_jobs
-SET status = 'processing', attempts = attempts + 1, claimed_at = ?, started_at = NULL,
-    finished_at = NULL, worker_id = ?
+SET {TAKE}
 WHERE id IN (
     SELECT id FROM soniq_jobs AS job
     WHERE status = 'queued' AND scheduled_at <= ?
