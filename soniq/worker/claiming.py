@@ -95,9 +95,6 @@ class Claimer:
             self._armed = True
         return freed
 
-    def holds(self, job: ClaimedJob) -> bool:
-        return job.id in self._held
-
     def limited_due(self) -> bool:
         """Whether to make a limited claim now (none is in flight, and something may have
         changed since the last one came back short)."""
