@@ -109,14 +109,6 @@ class Limit:
     def __bool__(self) -> bool:
         return self.concurrency is not None or self.rate is not None
 
-    def describe(self) -> str:
-        parts = []
-        if self.concurrency is not None:
-            parts.append(f"at most {self.concurrency} running")
-        if self.rate is not None:
-            parts.append(f"rate {self.rate}")
-        return ", ".join(parts)
-
 
 def parse_queue_limits(value: Any) -> dict[str, Limit]:
     """The ``QUEUE_LIMITS`` setting: ``{queue: {"concurrency": N, "rate": "10/s"}}``."""
